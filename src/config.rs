@@ -1,0 +1,98 @@
+//! Configuration: every flag has an environment twin (`NIMBUS_*`) so the same binary runs from a
+//! shell, docker-compose or Kubernetes without a config file.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Flags of the `nimbus` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "nimbus", version, about = "Real-time broadcast server (Atmosphere protocol)")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "NIMBUS_BIND", default_value = "0.0.0.0:8080")]
+    pub bind: SocketAddr,
+
+    /// Identifier of this node, sent as `X-Nimbus-Node` on every response (default: random).
+    #[arg(long, env = "NIMBUS_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Seconds of idle time after which the server sends the heartbeat padding `X` (0 = off).
+    #[arg(long, env = "NIMBUS_HEARTBEAT_SECS", default_value_t = 60)]
+    pub heartbeat_secs: u64,
+
+    /// Client heartbeat interval announced in the Atmosphere handshake, in seconds (0 = none).
+    #[arg(long, env = "NIMBUS_CLIENT_HEARTBEAT_SECS", default_value_t = 0)]
+    pub client_heartbeat_secs: u64,
+
+    /// Largest message a client may send (bytes); larger POSTs get 413, larger frames close 1009.
+    #[arg(long, env = "NIMBUS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// How long a WebSocket/SSE/streaming client may stay away and still resume with its tracking id.
+    #[arg(long, env = "NIMBUS_RECONNECT_WINDOW_SECS", default_value_t = 30)]
+    pub reconnect_window_secs: u64,
+
+    /// How long a long-polling client may go without re-polling before it counts as gone.
+    #[arg(long, env = "NIMBUS_LONG_POLL_EXPIRY_SECS", default_value_t = 30)]
+    pub long_poll_expiry_secs: u64,
+
+    /// Replay history kept per topic: most messages.
+    #[arg(long, env = "NIMBUS_HISTORY_MESSAGES", default_value_t = 1000)]
+    pub history_messages: usize,
+
+    /// Replay history kept per topic: most payload bytes.
+    #[arg(long, env = "NIMBUS_HISTORY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub history_bytes: usize,
+
+    /// Replay history kept per topic: oldest message age in seconds.
+    #[arg(long, env = "NIMBUS_HISTORY_AGE_SECS", default_value_t = 120)]
+    pub history_age_secs: u64,
+
+    /// Messages a connection may fall behind its socket before the server drops the connection
+    /// (slow-consumer policy; the client resumes from the topic history when it reconnects).
+    #[arg(long, env = "NIMBUS_MAX_LAG_MESSAGES", default_value_t = 512)]
+    pub max_lag_messages: u64,
+
+    /// Allowed CORS origins, comma separated (empty = echo any origin).
+    #[arg(long, env = "NIMBUS_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Directory holding the web assets (the chat page's `atmosphere.js`, installed by npm).
+    #[arg(long, env = "NIMBUS_WEB_DIR", default_value = "web")]
+    pub web_dir: PathBuf,
+
+    /// HTTP worker threads (default: one per CPU).
+    #[arg(long, env = "NIMBUS_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl Config {
+    /// A configuration with every default, bound to `bind` (used by tests and embedders).
+    pub fn for_bind(bind: SocketAddr) -> Self {
+        let mut config = Config::parse_from(["nimbus"]);
+        config.bind = bind;
+        config
+    }
+
+    pub fn heartbeat(&self) -> Option<Duration> {
+        (self.heartbeat_secs > 0).then(|| Duration::from_secs(self.heartbeat_secs))
+    }
+
+    pub fn reconnect_window(&self) -> Duration {
+        Duration::from_secs(self.reconnect_window_secs)
+    }
+
+    pub fn long_poll_expiry(&self) -> Duration {
+        Duration::from_secs(self.long_poll_expiry_secs)
+    }
+
+    pub fn history_limits(&self) -> crate::topic::HistoryLimits {
+        crate::topic::HistoryLimits {
+            max_messages: self.history_messages.max(1),
+            max_bytes: self.history_bytes.max(1),
+            max_age: Duration::from_secs(self.history_age_secs.max(1)),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Nimbus: a real-time broadcast server.
+//!
+//! Nimbus speaks the Atmosphere protocol (and, later, Cettia/Vibe) over WebSocket, Server-Sent
+//! Events, HTTP streaming and long-polling. The crate is laid out the way a message travels:
+//!
+//! - [`server`]: the HTTP edge (routes, CORS and cache headers, health checks, the chat page).
+//! - [`protocol`]: pure codecs that turn requests into intents and messages into wire frames.
+//! - [`transport`]: connection actors, one per logical client, owning whichever transport is
+//!   attached (WebSocket, SSE, streaming body, parked long-poll).
+//! - [`topic`]: broadcaster actors, one per topic, with a bounded replay history.
+//! - [`broker`]: the seam between topics and the outside world (in-process today).
+//! - [`config`]: command-line flags and their environment twins.
+#![forbid(unsafe_code)]
+
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod node;
+pub mod protocol;
+pub mod server;
+pub mod topic;
+pub mod transport;
+
+pub use config::Config;

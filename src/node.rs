@@ -1,0 +1,92 @@
+//! What one Nimbus node shares across its HTTP workers: configuration, topics, broker,
+//! connections and counters.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::broker::{Broker, LocalBroker};
+use crate::config::Config;
+use crate::topic::TopicRegistry;
+use crate::transport::ConnectionRegistry;
+
+/// The node's shared state; cheap to clone behind an `Arc`.
+pub struct Node {
+    pub config: Config,
+    /// Sent as `X-Nimbus-Node` on every response.
+    pub id: String,
+    pub topics: TopicRegistry,
+    pub broker: Arc<dyn Broker>,
+    pub connections: ConnectionRegistry,
+    pub stats: Stats,
+}
+
+impl Node {
+    /// A node with the in-process broker.
+    pub fn new(config: Config) -> Arc<Self> {
+        let id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("nimbus-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+        let topics = TopicRegistry::new(config.history_limits());
+        let broker = Arc::new(LocalBroker::new(topics.clone()));
+        Arc::new(Node {
+            config,
+            id,
+            topics,
+            broker,
+            connections: ConnectionRegistry::default(),
+            stats: Stats::default(),
+        })
+    }
+}
+
+/// Counters of what the node did; served at `/_nimbus/stats` and logged where they matter.
+#[derive(Default)]
+pub struct Stats {
+    /// Messages accepted from clients for publishing.
+    pub published: AtomicU64,
+    /// Frames handed to client transports (handshakes and heartbeats excluded).
+    pub delivered: AtomicU64,
+    /// Messages a client missed because the topic history had already dropped them.
+    pub missed: AtomicU64,
+    /// Connections closed by the slow-consumer policy.
+    pub slow_consumers_dropped: AtomicU64,
+    /// Client heartbeats swallowed.
+    pub client_heartbeats: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Serialize)]
+pub struct StatsSnapshot {
+    pub node: String,
+    pub connections: usize,
+    pub topics: usize,
+    pub published: u64,
+    pub delivered: u64,
+    pub missed: u64,
+    pub slow_consumers_dropped: u64,
+    pub client_heartbeats: u64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Node {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let s = &self.stats;
+        StatsSnapshot {
+            node: self.id.clone(),
+            connections: self.connections.len(),
+            topics: self.topics.len(),
+            published: s.published.load(Ordering::Relaxed),
+            delivered: s.delivered.load(Ordering::Relaxed),
+            missed: s.missed.load(Ordering::Relaxed),
+            slow_consumers_dropped: s.slow_consumers_dropped.load(Ordering::Relaxed),
+            client_heartbeats: s.client_heartbeats.load(Ordering::Relaxed),
+        }
+    }
+}

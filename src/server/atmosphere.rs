@@ -1,0 +1,155 @@
+//! Every path Nimbus does not reserve: an Atmosphere topic.
+//!
+//! GET opens or polls a transport, POST sends a message (or, with `X-Atmosphere-Transport=close`,
+//! announces the client's departure).
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::http::{header, Method};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
+use bytestring::ByteString;
+use futures_util::StreamExt;
+
+use crate::error::HttpError;
+use crate::node::Node;
+use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
+use crate::topic::SessionId;
+use crate::transport::{
+    long_polling, publish_from_client, sse_streaming, websocket, Close, Connection, Mode,
+};
+
+/// Longest topic path accepted.
+const MAX_TOPIC_LEN: usize = 512;
+
+pub async fn topic(req: HttpRequest, body: web::Payload, node: web::Data<Node>) -> HttpResponse {
+    // Answer errors here rather than returning them, so the node's headers are added to them.
+    match handle(req, body, node).await {
+        Ok(response) => response,
+        Err(error) => error.error_response(),
+    }
+}
+
+async fn handle(
+    req: HttpRequest,
+    body: web::Payload,
+    node: web::Data<Node>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let node = node.into_inner();
+    let topic = req.path().to_string();
+    if topic.len() > MAX_TOPIC_LEN {
+        return Ok(HttpResponse::UriTooLong().body(format!("topic paths are at most {MAX_TOPIC_LEN} bytes\n")));
+    }
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let header_value = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let parsed = AtmosphereRequest::parse(req.query_string(), header_value, upgrade);
+
+    match *req.method() {
+        Method::GET => {
+            let request = parsed.map_err(HttpError::from)?;
+            open(&node, &topic, request, &req, body).await
+        }
+        Method::POST => match parsed {
+            Ok(request) if request.transport == TransportKind::Close => Ok(close(&node, &request)),
+            // A POST is a message whatever else it says; only a malformed request is refused.
+            Ok(_) | Err(RequestError::NotAtmosphere) => post_message(&node, &topic, body).await,
+            Err(error) => Err(HttpError::from(error).into()),
+        },
+        ref other => Err(HttpError::MethodNotAllowed(other.to_string()).into()),
+    }
+}
+
+fn mode_for(node: &Node, request: &AtmosphereRequest) -> Mode {
+    let configured = node.config.heartbeat();
+    let heartbeat = match (configured, request.heartbeat_server) {
+        (_, Some(0)) => None,
+        // A client may ask for a longer interval, never a shorter one.
+        (Some(hb), Some(asked)) => Some(hb.max(Duration::from_secs(asked))),
+        (None, Some(asked)) => Some(Duration::from_secs(asked)),
+        (hb, None) => hb,
+    };
+    Mode { framing: request.framing(), protocol: request.protocol, heartbeat }
+}
+
+/// The connection for this request's tracking id (a new one, with a fresh id, for `0`).
+fn connection_for(node: &Arc<Node>, topic: &str, request: &AtmosphereRequest) -> (SessionId, Addr<Connection>, bool) {
+    let id: SessionId = match &request.tracking_id {
+        Some(id) => id.as_str().into(),
+        None => uuid::Uuid::new_v4().to_string().into(),
+    };
+    let mode = mode_for(node, request);
+    let (addr, created) = node.connections.get_or_start(&id, topic, || {
+        Connection::new(id.clone(), topic.into(), node.clone(), mode).start()
+    });
+    (id, addr, created)
+}
+
+async fn open(
+    node: &Arc<Node>,
+    topic: &str,
+    request: AtmosphereRequest,
+    req: &HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    if request.transport == TransportKind::Close {
+        return Ok(close(node, &request));
+    }
+    let first_request = request.tracking_id.is_none();
+    let (id, connection, created) = connection_for(node, topic, &request);
+    let mode = mode_for(node, &request);
+    let mut response = match request.transport {
+        TransportKind::WebSocket => {
+            websocket::attach(req, body, connection, mode, node.config.max_message_bytes).await?
+        }
+        TransportKind::Sse | TransportKind::Streaming => sse_streaming::attach(connection, mode).await?,
+        TransportKind::LongPolling => {
+            let reconnect = created && !first_request;
+            long_polling::poll(connection, mode, first_request, reconnect, request.session_token).await
+        }
+        TransportKind::Close => unreachable!("handled above"),
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        headers.insert(header::HeaderName::from_static("x-atmosphere-tracking-id"), value);
+    }
+    if first_request {
+        headers.insert(
+            header::HeaderName::from_static("x-atmosphere-first-request"),
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// `X-Atmosphere-Transport=close`: the client leaves; its connection ends now.
+fn close(node: &Node, request: &AtmosphereRequest) -> HttpResponse {
+    if let Some(connection) = request.tracking_id.as_deref().and_then(|id| node.connections.get(id)) {
+        connection.do_send(Close);
+    }
+    HttpResponse::Ok().finish()
+}
+
+async fn post_message(node: &Node, topic: &str, mut body: web::Payload) -> Result<HttpResponse, actix_web::Error> {
+    let limit = node.config.max_message_bytes;
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| HttpError::Body(e.to_string()))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(HttpError::TooLarge { size: bytes.len() + chunk.len(), limit }.into());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let text = ByteString::try_from(bytes.freeze()).map_err(|_| HttpError::InvalidUtf8)?;
+    if text.is_empty() {
+        return Ok(HttpResponse::Ok().finish());
+    }
+    publish_from_client(node, topic, text).map_err(|e| match e {
+        crate::transport::InboundError::Publish(p) => HttpError::Publish(p),
+    })?;
+    Ok(HttpResponse::Ok().finish())
+}

@@ -1,0 +1,73 @@
+//! The HTTP edge: binds the listener, mounts the reserved routes, and sends every other path
+//! to the Atmosphere topic handler.
+//!
+//! Reserved paths: `/` (chat page), `/healthz`, `/readyz`, `/cettia`, `/vibe` and everything
+//! under `/_nimbus/` (assets, stats). Every other path is an Atmosphere topic.
+mod assets;
+mod atmosphere;
+mod headers;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{middleware::from_fn, web, App, HttpResponse, HttpServer};
+
+use crate::config::Config;
+use crate::node::Node;
+
+/// Bind `config.bind` and serve until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> std::io::Result<()> {
+    let listener = TcpListener::bind(config.bind)?;
+    let node = Node::new(config);
+    tracing::info!(node = %node.id, addr = %listener.local_addr()?, "nimbus serving");
+    serve(node, listener)?.await
+}
+
+/// Build the server on an already bound listener (tests bind port 0 and read the address).
+pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
+    let workers = node.config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let data = web::Data::from(node);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(from_fn(headers::nimbus_headers))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/", web::get().to(assets::chat_page))
+            .route("/_nimbus/atmosphere.js", web::get().to(assets::atmosphere_js))
+            .route("/_nimbus/stats", web::get().to(stats))
+            .route("/cettia", web::to(not_yet))
+            .route("/vibe", web::to(not_yet))
+            .default_service(web::to(atmosphere::topic))
+    })
+    .workers(workers)
+    .max_connections(100_000)
+    .backlog(4096)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Liveness: the node is up and answering HTTP.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok\n")
+}
+
+/// Readiness: the node can serve, its broker included.
+async fn readyz(node: web::Data<Node>) -> HttpResponse {
+    if node.broker.is_ready() {
+        HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ready\n")
+    } else {
+        HttpResponse::ServiceUnavailable().content_type("text/plain; charset=utf-8").body("broker unreachable\n")
+    }
+}
+
+async fn stats(node: web::Data<Node>) -> HttpResponse {
+    HttpResponse::Ok().json(node.snapshot())
+}
+
+async fn not_yet() -> HttpResponse {
+    HttpResponse::NotImplemented()
+        .content_type("text/plain; charset=utf-8")
+        .body("the Cettia/Vibe protocol is not available on this node yet\n")
+}

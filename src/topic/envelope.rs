@@ -1,0 +1,69 @@
+//! The unit a topic fans out: one message, numbered, with its wire frames encoded once.
+use std::sync::{Arc, OnceLock};
+
+use bytestring::ByteString;
+use tokio::time::Instant;
+
+use super::{SessionId, TopicId};
+
+/// Number of distinct wire formats an envelope can cache a frame for.
+pub const FRAME_SLOTS: usize = 8;
+
+/// Who receives a message published to a topic.
+#[derive(Debug, Clone)]
+pub enum Audience {
+    /// Every member, the sender included.
+    All,
+    /// One session (an Atmosphere tracking id).
+    One(SessionId),
+    /// A set of sessions.
+    Set(Arc<[SessionId]>),
+}
+
+impl Audience {
+    pub fn includes(&self, session: &str) -> bool {
+        match self {
+            Audience::All => true,
+            Audience::One(id) => &**id == session,
+            Audience::Set(ids) => ids.iter().any(|id| &**id == session),
+        }
+    }
+}
+
+/// One message of a topic.
+#[derive(Debug)]
+pub struct Envelope {
+    pub topic: TopicId,
+    /// Position in the topic, starting at 1; consecutive within one topic epoch.
+    pub seq: u64,
+    pub audience: Audience,
+    /// The message text as the publisher sent it.
+    pub text: ByteString,
+    /// When the topic accepted it (for history age limits and latency figures).
+    pub accepted_at: Instant,
+    /// Frames per wire format, built by the first recipient that needs them and shared after.
+    frames: [OnceLock<ByteString>; FRAME_SLOTS],
+}
+
+impl Envelope {
+    pub fn new(topic: TopicId, seq: u64, audience: Audience, text: ByteString) -> Self {
+        Envelope {
+            topic,
+            seq,
+            audience,
+            text,
+            accepted_at: Instant::now(),
+            frames: Default::default(),
+        }
+    }
+
+    /// The frame for wire format `slot`, encoding it with `encode` on first use.
+    pub fn frame(&self, slot: usize, encode: impl FnOnce(&str) -> ByteString) -> &ByteString {
+        self.frames[slot].get_or_init(|| encode(&self.text))
+    }
+
+    /// Bytes this envelope holds, for history limits.
+    pub fn weight(&self) -> usize {
+        self.text.len() + std::mem::size_of::<Self>()
+    }
+}

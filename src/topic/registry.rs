@@ -1,0 +1,121 @@
+//! The topics of this node by id: created on first use, freed when idle.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use thiserror::Error;
+
+use super::broadcaster::TopicState;
+use super::{Audience, Broadcaster, Join, JoinAck, Publish, SessionId, TopicId};
+use crate::topic::{Deliver, HistoryLimits};
+
+/// Why a publish was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("topic {0} is overloaded; retry later")]
+    Overloaded(TopicId),
+}
+
+/// Shared handle to the node's topics.
+#[derive(Clone)]
+pub struct TopicRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    topics: Mutex<HashMap<TopicId, Entry>>,
+    limits: HistoryLimits,
+    next_epoch: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Entry {
+    addr: Addr<Broadcaster>,
+    epoch: u64,
+}
+
+impl TopicRegistry {
+    pub fn new(limits: HistoryLimits) -> Self {
+        TopicRegistry {
+            inner: Arc::new(Inner {
+                topics: Mutex::new(HashMap::new()),
+                limits,
+                // Epochs start from the clock so a restarted node does not reuse them.
+                next_epoch: AtomicU64::new(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(1),
+                ),
+            }),
+        }
+    }
+
+    fn get_or_create(&self, id: &str) -> Addr<Broadcaster> {
+        let mut topics = self.inner.topics.lock();
+        if let Some(entry) = topics.get(id) {
+            if entry.addr.connected() {
+                return entry.addr.clone();
+            }
+        }
+        let id: TopicId = id.into();
+        let epoch = self.inner.next_epoch.fetch_add(1, Ordering::Relaxed);
+        let addr = Broadcaster::new(id.clone(), epoch, self.inner.limits, self.clone()).start();
+        topics.insert(id, Entry { addr: addr.clone(), epoch });
+        addr
+    }
+
+    /// Join `topic` as `session`; creates the topic if needed.
+    pub async fn join(&self, topic: &str, session: SessionId, recipient: Recipient<Deliver>) -> JoinAck {
+        loop {
+            let addr = self.get_or_create(topic);
+            match addr.send(Join { session: session.clone(), recipient: recipient.clone() }).await {
+                Ok(ack) => return ack,
+                // The topic freed itself while our join was queued: make a new one.
+                Err(_) => self.remove_stale(topic, &addr),
+            }
+        }
+    }
+
+    /// Publish to the local topic, if it exists (no local members means no local delivery).
+    pub fn publish(&self, topic: &str, audience: Audience, text: ByteString) -> Result<(), PublishError> {
+        let addr = self.inner.topics.lock().get(topic).map(|e| e.addr.clone());
+        let Some(addr) = addr else { return Ok(()) };
+        match addr.try_send(Publish { audience, text }) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(_)) => Err(PublishError::Overloaded(topic.into())),
+            // Stopped between lookup and send: it had no members, so nobody is waiting.
+            Err(SendError::Closed(_)) => Ok(()),
+        }
+    }
+
+    /// Number of live topics on this node.
+    pub fn len(&self) -> usize {
+        self.inner.topics.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn remove_stale(&self, topic: &str, addr: &Addr<Broadcaster>) {
+        let mut topics = self.inner.topics.lock();
+        if topics.get(topic).is_some_and(|e| e.addr == *addr) {
+            topics.remove(topic);
+        }
+    }
+
+    /// Called by an idle broadcaster: unregister it unless a newer instance took its place.
+    pub(super) fn remove_if_current(&self, state: &TopicState) -> bool {
+        let mut topics = self.inner.topics.lock();
+        if topics.get(&state.id).is_some_and(|e| e.epoch == state.epoch) {
+            topics.remove(&state.id);
+            true
+        } else {
+            false
+        }
+    }
+}

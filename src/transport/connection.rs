@@ -1,0 +1,596 @@
+//! The connection actor: one logical client, whatever transport currently carries it.
+//!
+//! It is a member of its topic and keeps a cursor, the sequence of the last message handed to
+//! its client. A message arriving in order for a writable transport is written at once; anything
+//! else (a gap, a reconnect, a long-poll between polls, a socket that was full) is served from
+//! the topic history after the cursor. Nothing is copied per client while it is away.
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll as TaskPoll};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix::ActorFuture;
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::sink::{Sink, WriteOutcome};
+use crate::node::{Node, Stats};
+use crate::protocol::atmosphere::{frame::PADDING, handshake, Framing};
+use crate::topic::{Audience, Deliver, Envelope, JoinAck, Leave, SessionId, TopicId};
+
+/// Messages a connection's mailbox holds before the topic skips it (it then catches up from
+/// the history, so a full mailbox delays a client but loses nothing the history still has).
+const MAILBOX: usize = 256;
+/// Most frames in one long-poll response.
+const MAX_POLL_BATCH: usize = 256;
+/// How long a long-poll is held when server heartbeats are off.
+const DEFAULT_POLL_HOLD: Duration = Duration::from_secs(30);
+
+/// How frames are written on the current transport.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    pub framing: Framing,
+    /// Send the `uuid|hb|X|` handshake first.
+    pub protocol: bool,
+    /// Idle time after which the padding is sent; `None` = no server heartbeat.
+    pub heartbeat: Option<Duration>,
+}
+
+/// Attach a pushing transport (WebSocket, SSE, streaming); answered with its generation.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct Attach {
+    pub sink: Sink,
+    pub mode: Mode,
+    /// For response bodies: a sender whose `closed()` tells that the client went away.
+    pub body_closed: Option<mpsc::Sender<Bytes>>,
+}
+
+/// The transport of generation `0` went away (WebSocket closed, TCP closed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach(pub u64);
+
+/// A message from the client (a WebSocket frame or a POST body).
+#[derive(Message)]
+#[rtype(result = "Result<(), InboundError>")]
+pub struct Inbound(pub ByteString);
+
+/// Why an inbound message was refused.
+#[derive(Debug, Error)]
+pub enum InboundError {
+    #[error(transparent)]
+    Publish(#[from] crate::topic::PublishError),
+}
+
+/// A long-poll request; answered on `reply` now or when something arrives.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Poll {
+    pub mode: Mode,
+    /// The tracking-id `0` poll: answer with only the handshake.
+    pub handshake_only: bool,
+    /// The client is (re)connecting: start the body with a handshake.
+    pub reconnect: bool,
+    /// `X-Atmosphere-Session-Token` echoed by the client: the cursor it has acknowledged.
+    pub session_token: Option<String>,
+    pub reply: oneshot::Sender<PollReply>,
+}
+
+/// The body of a long-poll response and the token that acknowledges it.
+#[derive(Debug)]
+pub struct PollReply {
+    pub body: Bytes,
+    pub session_token: String,
+}
+
+/// The client's departure (`X-Atmosphere-Transport=close`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+struct ParkedPoll {
+    reply: oneshot::Sender<PollReply>,
+    timer: SpawnHandle,
+}
+
+/// One logical client.
+pub struct Connection {
+    id: SessionId,
+    topic_id: TopicId,
+    node: Arc<Node>,
+    /// Set once the topic answered the join (the actor waits for it before anything else).
+    membership: Option<JoinAck>,
+    /// Sequence of the last message handed to the client.
+    cursor: u64,
+    mode: Mode,
+    sink: Option<Sink>,
+    /// Bumped at every attach and detach so stale wake-ups and detach notices are ignored.
+    generation: u64,
+    /// The sink was full; a [`WaitWritable`] future is pending.
+    waiting_writable: bool,
+    body_watch: Option<SpawnHandle>,
+    parked: Option<ParkedPoll>,
+    /// The last long-poll answer did not reach the client: its next poll is a reconnect.
+    poll_aborted: bool,
+    expiry: Option<SpawnHandle>,
+    last_write: Instant,
+}
+
+impl Connection {
+    pub fn new(id: SessionId, topic_id: TopicId, node: Arc<Node>, mode: Mode) -> Self {
+        Connection {
+            id,
+            topic_id,
+            node,
+            membership: None,
+            cursor: 0,
+            mode,
+            sink: None,
+            generation: 0,
+            waiting_writable: false,
+            body_watch: None,
+            parked: None,
+            poll_aborted: false,
+            expiry: None,
+            last_write: Instant::now(),
+        }
+    }
+
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    fn frame(&self, envelope: &Envelope) -> ByteString {
+        let framing = self.mode.framing;
+        envelope.frame(framing.index(), |text| framing.encode(text)).clone()
+    }
+
+    /// Hand one envelope to the sink. Returns whether the caller may continue writing.
+    fn write_envelope(&mut self, envelope: &Envelope, ctx: &mut Context<Self>) -> bool {
+        if !envelope.audience.includes(&self.id) {
+            self.cursor = envelope.seq;
+            return true;
+        }
+        let frame = self.frame(envelope);
+        let Some(sink) = self.sink.as_mut() else { return false };
+        match sink.try_write(&frame) {
+            WriteOutcome::Written => {
+                self.cursor = envelope.seq;
+                self.last_write = Instant::now();
+                Stats::add(&self.node.stats.delivered, 1);
+                true
+            }
+            WriteOutcome::Full => {
+                self.wait_writable(ctx);
+                false
+            }
+            WriteOutcome::Closed => {
+                self.detach(ctx, None);
+                false
+            }
+        }
+    }
+
+    /// Write everything after the cursor that the history holds, until the sink is full.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            if self.sink.is_none() || self.waiting_writable {
+                return;
+            }
+            let replay = self.replay(MAX_POLL_BATCH);
+            if replay.is_empty() {
+                return;
+            }
+            for envelope in replay {
+                if !self.write_envelope(&envelope, ctx) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Messages after the cursor, oldest first; counts (and skips) what the history lost.
+    fn replay(&mut self, limit: usize) -> Vec<Arc<Envelope>> {
+        let Some(membership) = &self.membership else { return Vec::new() };
+        let topic = membership.topic.clone();
+        let replay = topic.history.read().after(self.cursor, limit, |_| true);
+        let mut missed = replay.missed;
+        if replay.messages.is_empty() && topic.last_seq() > self.cursor {
+            missed = topic.last_seq() - self.cursor;
+            self.cursor = topic.last_seq();
+        }
+        if missed > 0 {
+            Stats::add(&self.node.stats.missed, missed);
+            tracing::warn!(session = %self.id, topic = %self.topic_id, missed,
+                "client fell behind the topic history; messages lost for it");
+        }
+        replay.messages
+    }
+
+    fn wait_writable(&mut self, ctx: &mut Context<Self>) {
+        if !self.waiting_writable {
+            self.waiting_writable = true;
+            ctx.spawn(WaitWritable { generation: self.generation });
+        }
+        self.enforce_lag_limit(ctx);
+    }
+
+    /// The slow-consumer policy: a client more than `max_lag_messages` behind its socket is
+    /// disconnected; it keeps its cursor and resumes from the history when it reconnects.
+    fn enforce_lag_limit(&mut self, ctx: &mut Context<Self>) {
+        let Some(membership) = &self.membership else { return };
+        let lag = membership.topic.last_seq().saturating_sub(self.cursor);
+        if lag > self.node.config.max_lag_messages {
+            Stats::add(&self.node.stats.slow_consumers_dropped, 1);
+            tracing::warn!(session = %self.id, topic = %self.topic_id, lag,
+                "slow consumer: closing its transport, it resumes from the history on reconnect");
+            let reason = actix_ws::CloseReason {
+                code: actix_ws::CloseCode::Again,
+                description: Some("slow consumer".into()),
+            };
+            self.detach(ctx, Some(reason));
+        }
+    }
+
+    /// Drop the current transport; the connection waits `reconnect_window` for the client.
+    fn detach(&mut self, ctx: &mut Context<Self>, reason: Option<actix_ws::CloseReason>) {
+        self.generation += 1;
+        self.waiting_writable = false;
+        if let Some(handle) = self.body_watch.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(sink) = self.sink.take() {
+            sink.close(reason);
+        }
+        self.arm_expiry(ctx, self.node.config.reconnect_window());
+    }
+
+    fn arm_expiry(&mut self, ctx: &mut Context<Self>, after: Duration) {
+        if let Some(handle) = self.expiry.take() {
+            ctx.cancel_future(handle);
+        }
+        self.expiry = Some(ctx.run_later(after, |act, ctx| {
+            if act.sink.is_none() && act.parked.is_none() {
+                tracing::debug!(session = %act.id, "client did not come back; disconnecting");
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn cancel_expiry(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.expiry.take() {
+            ctx.cancel_future(handle);
+        }
+    }
+
+    fn handshake_frame(&self) -> ByteString {
+        let client_hb_ms = self.node.config.client_heartbeat_secs * 1000;
+        handshake(self.mode.framing, &self.id, client_hb_ms, PADDING)
+    }
+
+    fn session_token(&self, cursor: u64) -> String {
+        let epoch = self.membership.as_ref().map_or(0, |m| m.topic.epoch);
+        format!("{epoch}-{cursor}")
+    }
+
+    /// Rewind the cursor to what the client acknowledged, if it is behind it (the last answer
+    /// was lost on the way). Tokens from another topic epoch are ignored.
+    fn apply_session_token(&mut self, token: Option<&str>) {
+        let (Some(token), Some(membership)) = (token, &self.membership) else { return };
+        let Some((epoch, seq)) = token.split_once('-') else { return };
+        if epoch.parse() == Ok(membership.topic.epoch) {
+            if let Ok(seq) = seq.parse::<u64>() {
+                if seq < self.cursor {
+                    self.cursor = seq;
+                }
+            }
+        }
+    }
+
+    /// Build a long-poll body from the history; returns it, the cursor it reaches, and how
+    /// many messages it holds. Without `TrackMessageSize` a body carries exactly one message.
+    fn poll_body(&mut self, with_handshake: bool) -> (BytesMut, u64, u64) {
+        let mut body = BytesMut::new();
+        let framing = self.mode.framing;
+        if with_handshake && self.mode.protocol {
+            body.extend_from_slice(self.handshake_frame().as_bytes());
+            if !framing.track_message_size {
+                return (body, self.cursor, 0);
+            }
+        }
+        let limit = if framing.track_message_size { MAX_POLL_BATCH } else { 1 };
+        let mut cursor = self.cursor;
+        let mut count = 0;
+        for envelope in self.replay(MAX_POLL_BATCH) {
+            if count == limit as u64 {
+                break;
+            }
+            cursor = envelope.seq;
+            if envelope.audience.includes(&self.id) {
+                body.extend_from_slice(self.frame(&envelope).as_bytes());
+                count += 1;
+            }
+        }
+        (body, cursor.max(self.cursor), count)
+    }
+
+    /// Answer a long-poll; the cursor moves only if the client was still there to take it.
+    fn answer_poll(&mut self, reply: oneshot::Sender<PollReply>, body: BytesMut, cursor: u64, count: u64) {
+        let session_token = self.session_token(cursor);
+        match reply.send(PollReply { body: body.freeze(), session_token }) {
+            Ok(()) => {
+                self.cursor = cursor;
+                Stats::add(&self.node.stats.delivered, count);
+            }
+            Err(_) => self.poll_aborted = true,
+        }
+    }
+
+    /// A message arrived while a poll is parked: complete it with what the history has.
+    fn complete_parked(&mut self, ctx: &mut Context<Self>) {
+        let Some(parked) = self.parked.take() else { return };
+        if parked.reply.is_closed() {
+            ctx.cancel_future(parked.timer);
+            self.poll_aborted = true;
+            self.arm_expiry(ctx, self.node.config.long_poll_expiry());
+            return;
+        }
+        let (body, cursor, count) = self.poll_body(false);
+        if body.is_empty() {
+            self.parked = Some(parked);
+            return;
+        }
+        ctx.cancel_future(parked.timer);
+        self.answer_poll(parked.reply, body, cursor, count);
+        self.arm_expiry(ctx, self.node.config.long_poll_expiry());
+    }
+
+    fn send_heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let frame = self.mode.framing.encode(PADDING);
+        if let Some(sink) = self.sink.as_mut() {
+            match sink.try_write(&frame) {
+                WriteOutcome::Written => self.last_write = Instant::now(),
+                WriteOutcome::Full => {}
+                WriteOutcome::Closed => self.detach(ctx, None),
+            }
+        }
+    }
+
+    /// Periodic check: heartbeats for idle pushing transports, abandoned parked polls.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if let Some(heartbeat) = self.mode.heartbeat {
+            if self.sink.is_some() && !self.waiting_writable && self.last_write.elapsed() >= heartbeat {
+                self.send_heartbeat(ctx);
+            }
+        }
+        if self.parked.as_ref().is_some_and(|p| p.reply.is_closed()) {
+            if let Some(parked) = self.parked.take() {
+                ctx.cancel_future(parked.timer);
+            }
+            self.poll_aborted = true;
+            self.arm_expiry(ctx, self.node.config.long_poll_expiry());
+        }
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        let node = self.node.clone();
+        let (topic, session, recipient) = (self.topic_id.clone(), self.id.clone(), ctx.address().recipient());
+        let join = async move { node.topics.join(&topic, session, recipient).await };
+        // Nothing else is handled until the topic has answered: the cursor must be set first.
+        ctx.wait(join.into_actor(self).map(|ack, act, _| {
+            act.cursor = ack.cursor;
+            act.membership = Some(ack);
+        }));
+        let tick = self.node.config.heartbeat().map_or(Duration::from_secs(5), |hb| hb / 4);
+        ctx.run_interval(tick.clamp(Duration::from_millis(100), Duration::from_secs(15)), |act, ctx| {
+            act.tick(ctx)
+        });
+        self.arm_expiry(ctx, self.node.config.reconnect_window());
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        if let Some(membership) = self.membership.take() {
+            membership.addr.do_send(Leave { session: self.id.clone() });
+        }
+        if let Some(sink) = self.sink.take() {
+            sink.close(Some(actix_ws::CloseCode::Normal.into()));
+        }
+        if let Some(parked) = self.parked.take() {
+            let token = self.session_token(self.cursor);
+            let _ = parked.reply.send(PollReply { body: Bytes::new(), session_token: token });
+        }
+        self.node.connections.remove(&self.id, &ctx.address());
+        tracing::debug!(session = %self.id, topic = %self.topic_id, "disconnected");
+    }
+}
+
+impl Handler<Deliver> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(envelope): Deliver, ctx: &mut Context<Self>) {
+        if envelope.seq <= self.cursor {
+            return;
+        }
+        if self.parked.is_some() {
+            self.complete_parked(ctx);
+        } else if self.sink.is_none() {
+            // Away (between polls or reconnecting): the history keeps it for us.
+        } else if self.waiting_writable {
+            self.enforce_lag_limit(ctx);
+        } else if envelope.seq == self.cursor + 1 {
+            self.write_envelope(&envelope, ctx);
+        } else {
+            self.pump(ctx);
+        }
+    }
+}
+
+impl Handler<Attach> for Connection {
+    type Result = u64;
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> u64 {
+        if let Some(old) = self.sink.take() {
+            tracing::debug!(session = %self.id, "replacing a transport the client abandoned");
+            old.close(None);
+        }
+        if let Some(parked) = self.parked.take() {
+            ctx.cancel_future(parked.timer);
+        }
+        if let Some(handle) = self.body_watch.take() {
+            ctx.cancel_future(handle);
+        }
+        self.cancel_expiry(ctx);
+        self.generation += 1;
+        self.waiting_writable = false;
+        self.mode = msg.mode;
+        self.sink = Some(msg.sink);
+        self.last_write = Instant::now();
+        let generation = self.generation;
+        if let Some(body) = msg.body_closed {
+            let closed = async move { body.closed().await };
+            self.body_watch = Some(ctx.spawn(closed.into_actor(self).map(move |_, act, ctx| {
+                if act.generation == generation {
+                    act.detach(ctx, None);
+                }
+            })));
+        }
+        if self.mode.protocol {
+            let frame = self.handshake_frame();
+            if let Some(sink) = self.sink.as_mut() {
+                if sink.try_write(&frame) != WriteOutcome::Written {
+                    self.detach(ctx, None);
+                    return generation;
+                }
+            }
+        }
+        self.pump(ctx);
+        generation
+    }
+}
+
+impl Handler<Detach> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, Detach(generation): Detach, ctx: &mut Context<Self>) {
+        if generation == self.generation {
+            self.detach(ctx, None);
+        }
+    }
+}
+
+impl Handler<Inbound> for Connection {
+    type Result = Result<(), InboundError>;
+
+    fn handle(&mut self, Inbound(text): Inbound, _ctx: &mut Context<Self>) -> Self::Result {
+        publish_from_client(&self.node, &self.topic_id, text)
+    }
+}
+
+/// A client message: swallow heartbeats, publish the rest to everyone in the topic.
+pub fn publish_from_client(node: &Node, topic: &str, text: ByteString) -> Result<(), InboundError> {
+    if &*text == PADDING {
+        Stats::add(&node.stats.client_heartbeats, 1);
+        return Ok(());
+    }
+    node.broker.publish(topic, Audience::All, text)?;
+    Stats::add(&node.stats.published, 1);
+    Ok(())
+}
+
+impl Handler<Poll> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Poll, ctx: &mut Context<Self>) {
+        self.cancel_expiry(ctx);
+        let mut reconnect = msg.reconnect || self.poll_aborted;
+        if let Some(previous) = self.parked.take() {
+            // A client holds one poll at a time: a new one means it gave up on the old one.
+            ctx.cancel_future(previous.timer);
+            let token = self.session_token(self.cursor);
+            let _ = previous.reply.send(PollReply { body: Bytes::new(), session_token: token });
+            reconnect = true;
+        }
+        self.poll_aborted = false;
+        self.mode = msg.mode;
+        self.apply_session_token(msg.session_token.as_deref());
+        if msg.handshake_only {
+            let body = BytesMut::from(self.handshake_frame().as_bytes().as_ref());
+            let cursor = self.cursor;
+            self.answer_poll(msg.reply, body, cursor, 0);
+            self.arm_expiry(ctx, self.node.config.long_poll_expiry());
+            return;
+        }
+        let (body, cursor, count) = self.poll_body(reconnect);
+        if !body.is_empty() {
+            self.answer_poll(msg.reply, body, cursor, count);
+            self.arm_expiry(ctx, self.node.config.long_poll_expiry());
+            return;
+        }
+        let hold = self.mode.heartbeat.unwrap_or(DEFAULT_POLL_HOLD);
+        let timer = ctx.run_later(hold, |act, ctx| {
+            // Nothing arrived: complete the poll with the heartbeat padding (or empty).
+            let Some(parked) = act.parked.take() else { return };
+            let body = match act.mode.heartbeat {
+                Some(_) => BytesMut::from(act.mode.framing.encode(PADDING).as_bytes().as_ref()),
+                None => BytesMut::new(),
+            };
+            let cursor = act.cursor;
+            act.answer_poll(parked.reply, body, cursor, 0);
+            act.arm_expiry(ctx, act.node.config.long_poll_expiry());
+        });
+        self.parked = Some(ParkedPoll { reply: msg.reply, timer });
+    }
+}
+
+impl Handler<Close> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+// === impl WaitWritable ===
+
+/// Resolves when the connection's sink can take frames again, then resumes pumping.
+struct WaitWritable {
+    generation: u64,
+}
+
+impl ActorFuture<Connection> for WaitWritable {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Connection,
+        ctx: &mut Context<Connection>,
+        task: &mut TaskContext<'_>,
+    ) -> TaskPoll<()> {
+        if act.generation != self.generation {
+            return TaskPoll::Ready(());
+        }
+        let Some(sink) = act.sink.as_mut() else { return TaskPoll::Ready(()) };
+        match sink.poll_writable(task) {
+            TaskPoll::Pending => TaskPoll::Pending,
+            TaskPoll::Ready(Ok(())) => {
+                act.waiting_writable = false;
+                act.pump(ctx);
+                TaskPoll::Ready(())
+            }
+            TaskPoll::Ready(Err(())) => {
+                act.detach(ctx, None);
+                TaskPoll::Ready(())
+            }
+        }
+    }
+}

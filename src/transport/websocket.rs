@@ -1,0 +1,75 @@
+//! The WebSocket transport: actix-ws for the socket, the connection actor for everything else.
+//!
+//! Outbound frames go from the connection actor straight into actix-ws's bounded session
+//! channel. Inbound frames are read by a small task on the worker that accepted the socket
+//! (actix-ws's stream is not `Send`) and handed to the connection actor one at a time.
+use actix::Addr;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
+use bytestring::ByteString;
+use futures_util::StreamExt;
+
+use super::{Attach, Connection, Detach, Inbound, Sink};
+
+/// Upgrade `req` and attach the socket to `connection`; returns the `101` response.
+pub async fn attach(
+    req: &HttpRequest,
+    body: web::Payload,
+    connection: Addr<Connection>,
+    mode: super::Mode,
+    max_message_bytes: usize,
+) -> actix_web::Result<HttpResponse> {
+    let (response, session, stream) = actix_ws::handle(req, body)?;
+    let generation = connection
+        .send(Attach { sink: Sink::WebSocket(session.clone()), mode, body_closed: None })
+        .await
+        .map_err(actix_web::error::ErrorServiceUnavailable)?;
+    let stream = stream.max_frame_size(max_message_bytes);
+    actix_web::rt::spawn(read_inbound(stream, session, connection, generation));
+    Ok(response)
+}
+
+async fn read_inbound(
+    mut stream: actix_ws::MessageStream,
+    mut session: actix_ws::Session,
+    connection: Addr<Connection>,
+    generation: u64,
+) {
+    let close = |code: CloseCode, why: &str| Some(CloseReason { code, description: Some(why.to_string()) });
+    while let Some(message) = stream.next().await {
+        let text = match message {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Binary(bytes)) => match ByteString::try_from(bytes) {
+                Ok(text) => text,
+                Err(_) => {
+                    let _ = session.close(close(CloseCode::Invalid, "message is not valid UTF-8")).await;
+                    break;
+                }
+            },
+            Ok(Message::Ping(payload)) => {
+                let _ = session.pong(&payload).await;
+                continue;
+            }
+            Ok(Message::Close(_)) => break,
+            Ok(_) => continue,
+            Err(error) => {
+                let reason = match error {
+                    ProtocolError::Overflow => close(CloseCode::Size, "message too large"),
+                    _ => close(CloseCode::Protocol, "protocol error"),
+                };
+                tracing::debug!(%error, "closing websocket after a protocol error");
+                let _ = session.close(reason).await;
+                break;
+            }
+        };
+        match connection.send(Inbound(text)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => {
+                let _ = session.close(close(CloseCode::Again, &refused.to_string())).await;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    connection.do_send(Detach(generation));
+}
