@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The one command that runs every test: installs what the tests need, then runs the Rust
+# checks and tests and the end-to-end tests with the real clients.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo build --release --all-targets
+cargo test --release
+if [ -x e2e/run.sh ]; then
+  e2e/run.sh
+fi
