@@ -63,6 +63,15 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_WEB_DIR", default_value = "web")]
     pub web_dir: PathBuf,
 
+    /// Refuse WebSocket upgrades (clients fall back to their HTTP transports), e.g. behind a
+    /// proxy that cannot carry WebSockets.
+    #[arg(long, env = "NIMBUS_DISABLE_WEBSOCKET")]
+    pub disable_websocket: bool,
+
+    /// Serve the operator endpoints under `/_nimbus/admin/` (keep them off public listeners).
+    #[arg(long, env = "NIMBUS_ADMIN")]
+    pub admin: bool,
+
     /// HTTP worker threads (default: one per CPU).
     #[arg(long, env = "NIMBUS_WORKERS")]
     pub workers: Option<usize>,

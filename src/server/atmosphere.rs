@@ -99,6 +99,11 @@ async fn open(
     if request.transport == TransportKind::Close {
         return Ok(close(node, &request));
     }
+    if request.transport == TransportKind::WebSocket && node.config.disable_websocket {
+        return Ok(HttpResponse::NotImplemented()
+            .insert_header(("X-Atmosphere-error", "Websocket protocol not supported"))
+            .body("WebSocket is disabled on this node; use sse, streaming or long-polling\n"));
+    }
     let first_request = request.tracking_id.is_none();
     let (id, connection, created) = connection_for(node, topic, &request);
     let mode = mode_for(node, &request);

@@ -36,6 +36,7 @@ pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_we
             .route("/", web::get().to(assets::chat_page))
             .route("/_nimbus/atmosphere.js", web::get().to(assets::atmosphere_js))
             .route("/_nimbus/stats", web::get().to(stats))
+            .route("/_nimbus/admin/drop-transports", web::post().to(drop_transports))
             .route("/cettia", web::to(not_yet))
             .route("/vibe", web::to(not_yet))
             .default_service(web::to(atmosphere::topic))
@@ -64,6 +65,19 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
 
 async fn stats(node: web::Data<Node>) -> HttpResponse {
     HttpResponse::Ok().json(node.snapshot())
+}
+
+/// Operator action: close every client transport; clients reconnect and resume from their
+/// cursor (nothing is lost within the reconnect window). Off unless `--admin`.
+async fn drop_transports(node: web::Data<Node>) -> HttpResponse {
+    if !node.config.admin {
+        return HttpResponse::NotFound().body("admin endpoints are disabled (start with --admin)\n");
+    }
+    let connections = node.connections.all();
+    for connection in &connections {
+        connection.do_send(crate::transport::DropTransport);
+    }
+    HttpResponse::Ok().body(format!("dropped the transports of {} connections\n", connections.len()))
 }
 
 async fn not_yet() -> HttpResponse {

@@ -88,6 +88,12 @@ pub struct PollReply {
     pub session_token: String,
 }
 
+/// Drop the current transport but keep the connection (and its cursor) for the reconnect
+/// window: the client reconnects and resumes. Used by operators before maintenance.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DropTransport;
+
 /// The client's departure (`X-Atmosphere-Transport=close`).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -549,6 +555,22 @@ impl Handler<Poll> for Connection {
             act.arm_expiry(ctx, act.node.config.long_poll_expiry());
         });
         self.parked = Some(ParkedPoll { reply: msg.reply, timer });
+    }
+}
+
+impl Handler<DropTransport> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: DropTransport, ctx: &mut Context<Self>) {
+        if let Some(parked) = self.parked.take() {
+            ctx.cancel_future(parked.timer);
+            let token = self.session_token(self.cursor);
+            let _ = parked.reply.send(PollReply { body: Bytes::new(), session_token: token });
+            self.arm_expiry(ctx, self.node.config.long_poll_expiry());
+        }
+        if self.sink.is_some() {
+            self.detach(ctx, Some(actix_ws::CloseCode::Restart.into()));
+        }
     }
 }
 

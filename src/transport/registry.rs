@@ -56,6 +56,11 @@ impl ConnectionRegistry {
         }
     }
 
+    /// Every live connection (for operator actions).
+    pub fn all(&self) -> Vec<Addr<Connection>> {
+        self.inner.lock().values().map(|e| e.addr.clone()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().len()
     }
