@@ -8,7 +8,11 @@ use clap::Parser;
 
 /// Flags of the `nimbus` binary.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "nimbus", version, about = "Real-time broadcast server (Atmosphere protocol)")]
+#[command(
+    name = "nimbus",
+    version,
+    about = "Real-time broadcast server (Atmosphere protocol)"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "NIMBUS_BIND", default_value = "0.0.0.0:8080")]

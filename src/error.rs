@@ -28,8 +28,12 @@ pub enum HttpError {
 impl ResponseError for HttpError {
     fn status_code(&self) -> StatusCode {
         match self {
-            HttpError::Atmosphere(RequestError::UnsupportedVersion(_)) => StatusCode::NOT_IMPLEMENTED,
-            HttpError::Atmosphere(_) | HttpError::InvalidUtf8 | HttpError::Body(_) => StatusCode::BAD_REQUEST,
+            HttpError::Atmosphere(RequestError::UnsupportedVersion(_)) => {
+                StatusCode::NOT_IMPLEMENTED
+            }
+            HttpError::Atmosphere(_) | HttpError::InvalidUtf8 | HttpError::Body(_) => {
+                StatusCode::BAD_REQUEST
+            }
             HttpError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Publish(_) | HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -39,8 +43,13 @@ impl ResponseError for HttpError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         if let HttpError::Atmosphere(RequestError::UnsupportedVersion(_)) = self {
-            response.insert_header(("X-Atmosphere-error", "Atmosphere Protocol version not supported."));
+            response.insert_header((
+                "X-Atmosphere-error",
+                "Atmosphere Protocol version not supported.",
+            ));
         }
-        response.content_type("text/plain; charset=utf-8").body(format!("{self}\n"))
+        response
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("{self}\n"))
     }
 }

@@ -24,10 +24,9 @@ pub struct Node {
 impl Node {
     /// A node with the in-process broker.
     pub fn new(config: Config) -> Arc<Self> {
-        let id = config
-            .node_id
-            .clone()
-            .unwrap_or_else(|| format!("nimbus-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+        let id = config.node_id.clone().unwrap_or_else(|| {
+            format!("nimbus-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+        });
         let topics = TopicRegistry::new(config.history_limits());
         let broker = Arc::new(LocalBroker::new(topics.clone()));
         Arc::new(Node {

@@ -1,8 +1,7 @@
 //! The in-process broker: a single node, no external service.
-use bytestring::ByteString;
 
 use super::Broker;
-use crate::topic::{Audience, PublishError, TopicRegistry};
+use crate::topic::{Audience, Message, PublishError, TopicRegistry};
 
 /// Delivers to this node's topics only.
 pub struct LocalBroker {
@@ -16,7 +15,12 @@ impl LocalBroker {
 }
 
 impl Broker for LocalBroker {
-    fn publish(&self, topic: &str, audience: Audience, text: ByteString) -> Result<(), PublishError> {
-        self.topics.publish(topic, audience, text)
+    fn publish(
+        &self,
+        topic: &str,
+        audience: Audience,
+        message: Message,
+    ) -> Result<(), PublishError> {
+        self.topics.publish(topic, audience, message)
     }
 }

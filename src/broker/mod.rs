@@ -5,17 +5,20 @@
 //! topic; a cluster broker plugs in behind the same trait.
 mod local;
 
-use bytestring::ByteString;
-
 pub use local::LocalBroker;
 
-use crate::topic::{Audience, PublishError};
+use crate::topic::{Audience, Message, PublishError};
 
 /// Publishes messages to topics, on this node and (for cluster brokers) on every other node.
 pub trait Broker: Send + Sync + 'static {
-    /// Publish `text` to `topic` for `audience`. Returns once the message is accepted for
+    /// Publish `message` to `topic` for `audience`. Returns once the message is accepted for
     /// delivery; an error means it was refused (the caller tells its client).
-    fn publish(&self, topic: &str, audience: Audience, text: ByteString) -> Result<(), PublishError>;
+    fn publish(
+        &self,
+        topic: &str,
+        audience: Audience,
+        message: Message,
+    ) -> Result<(), PublishError>;
 
     /// Whether the broker can currently reach every node (`/readyz`).
     fn is_ready(&self) -> bool {

@@ -10,7 +10,9 @@ const CHAT_PAGE: &str = include_str!("../../web/index.html");
 const ATMOSPHERE_JS: &str = "node_modules/atmosphere.js/dist/atmosphere.global.js";
 
 pub async fn chat_page() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(CHAT_PAGE)
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(CHAT_PAGE)
 }
 
 pub async fn atmosphere_js(node: web::Data<Node>) -> HttpResponse {
@@ -20,9 +22,11 @@ pub async fn atmosphere_js(node: web::Data<Node>) -> HttpResponse {
             .content_type("application/javascript; charset=utf-8")
             .insert_header(("Cache-Control", "public, max-age=3600"))
             .body(script),
-        Err(error) => HttpResponse::ServiceUnavailable().content_type("text/plain; charset=utf-8").body(format!(
-            "atmosphere.js is not installed at {} ({error}); run `npm ci --prefix web`\n",
-            path.display()
-        )),
+        Err(error) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain; charset=utf-8")
+            .body(format!(
+                "atmosphere.js is not installed at {} ({error}); run `npm ci --prefix web`\n",
+                path.display()
+            )),
     }
 }

@@ -39,14 +39,20 @@ async fn handle(
     let node = node.into_inner();
     let topic = req.path().to_string();
     if topic.len() > MAX_TOPIC_LEN {
-        return Ok(HttpResponse::UriTooLong().body(format!("topic paths are at most {MAX_TOPIC_LEN} bytes\n")));
+        return Ok(HttpResponse::UriTooLong()
+            .body(format!("topic paths are at most {MAX_TOPIC_LEN} bytes\n")));
     }
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let header_value = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header_value = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let parsed = AtmosphereRequest::parse(req.query_string(), header_value, upgrade);
 
     match *req.method() {
@@ -73,11 +79,19 @@ fn mode_for(node: &Node, request: &AtmosphereRequest) -> Mode {
         (None, Some(asked)) => Some(Duration::from_secs(asked)),
         (hb, None) => hb,
     };
-    Mode { framing: request.framing(), protocol: request.protocol, heartbeat }
+    Mode {
+        framing: request.framing(),
+        protocol: request.protocol,
+        heartbeat,
+    }
 }
 
 /// The connection for this request's tracking id (a new one, with a fresh id, for `0`).
-fn connection_for(node: &Arc<Node>, topic: &str, request: &AtmosphereRequest) -> (SessionId, Addr<Connection>, bool) {
+fn connection_for(
+    node: &Arc<Node>,
+    topic: &str,
+    request: &AtmosphereRequest,
+) -> (SessionId, Addr<Connection>, bool) {
     let id: SessionId = match &request.tracking_id {
         Some(id) => id.as_str().into(),
         None => uuid::Uuid::new_v4().to_string().into(),
@@ -111,16 +125,28 @@ async fn open(
         TransportKind::WebSocket => {
             websocket::attach(req, body, connection, mode, node.config.max_message_bytes).await?
         }
-        TransportKind::Sse | TransportKind::Streaming => sse_streaming::attach(connection, mode).await?,
+        TransportKind::Sse | TransportKind::Streaming => {
+            sse_streaming::attach(connection, mode).await?
+        }
         TransportKind::LongPolling => {
             let reconnect = created && !first_request;
-            long_polling::poll(connection, mode, first_request, reconnect, request.session_token).await
+            long_polling::poll(
+                connection,
+                mode,
+                first_request,
+                reconnect,
+                request.session_token,
+            )
+            .await
         }
         TransportKind::Close => unreachable!("handled above"),
     };
     let headers = response.headers_mut();
     if let Ok(value) = header::HeaderValue::from_str(&id) {
-        headers.insert(header::HeaderName::from_static("x-atmosphere-tracking-id"), value);
+        headers.insert(
+            header::HeaderName::from_static("x-atmosphere-tracking-id"),
+            value,
+        );
     }
     if first_request {
         headers.insert(
@@ -133,19 +159,31 @@ async fn open(
 
 /// `X-Atmosphere-Transport=close`: the client leaves; its connection ends now.
 fn close(node: &Node, request: &AtmosphereRequest) -> HttpResponse {
-    if let Some(connection) = request.tracking_id.as_deref().and_then(|id| node.connections.get(id)) {
+    if let Some(connection) = request
+        .tracking_id
+        .as_deref()
+        .and_then(|id| node.connections.get(id))
+    {
         connection.do_send(Close);
     }
     HttpResponse::Ok().finish()
 }
 
-async fn post_message(node: &Node, topic: &str, mut body: web::Payload) -> Result<HttpResponse, actix_web::Error> {
+async fn post_message(
+    node: &Node,
+    topic: &str,
+    mut body: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
     let limit = node.config.max_message_bytes;
     let mut bytes = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| HttpError::Body(e.to_string()))?;
         if bytes.len() + chunk.len() > limit {
-            return Err(HttpError::TooLarge { size: bytes.len() + chunk.len(), limit }.into());
+            return Err(HttpError::TooLarge {
+                size: bytes.len() + chunk.len(),
+                limit,
+            }
+            .into());
         }
         bytes.extend_from_slice(&chunk);
     }

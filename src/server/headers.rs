@@ -11,7 +11,8 @@ use crate::node::Node;
 const ALLOW_HEADERS: &str = "Origin, Content-Type, AuthToken, X-Atmosphere-Framework, X-Requested-With, \
     X-Atmosphere-tracking-id, X-Heartbeat-Server, X-Atmosphere-Transport, X-Atmosphere-TrackMessageSize, \
     X-atmo-protocol, X-Atmosphere-Session-Token";
-const EXPOSE_HEADERS: &str = "X-Atmosphere-tracking-id, X-Heartbeat-Server, X-Atmosphere-Session-Token, X-Nimbus-Node";
+const EXPOSE_HEADERS: &str =
+    "X-Atmosphere-tracking-id, X-Heartbeat-Server, X-Atmosphere-Session-Token, X-Nimbus-Node";
 
 /// Middleware adding the node's headers to every response, errors included, and answering
 /// CORS preflight requests itself.
@@ -19,16 +20,20 @@ pub async fn nimbus_headers(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let node = req.app_data::<web::Data<Node>>().cloned().expect("node data is registered");
+    let node = req
+        .app_data::<web::Data<Node>>()
+        .cloned()
+        .expect("node data is registered");
     let origin = req.headers().get(header::ORIGIN).cloned();
     let allowed_origin = origin.filter(|o| origin_allowed(&node, o));
 
     let mut response = if req.method() == Method::OPTIONS {
-        let mut preflight = if allowed_origin.is_some() || !req.headers().contains_key(header::ORIGIN) {
-            HttpResponse::Ok()
-        } else {
-            HttpResponse::Forbidden()
-        };
+        let mut preflight =
+            if allowed_origin.is_some() || !req.headers().contains_key(header::ORIGIN) {
+                HttpResponse::Ok()
+            } else {
+                HttpResponse::Forbidden()
+            };
         preflight
             .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "OPTIONS, GET, POST"))
             .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS))
@@ -45,14 +50,23 @@ pub async fn nimbus_headers(
         headers.insert(HeaderName::from_static("x-nimbus-node"), node_id);
     }
     if !headers.contains_key(header::CACHE_CONTROL) {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+        );
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         headers.insert(header::EXPIRES, HeaderValue::from_static("0"));
     }
     if let Some(origin) = allowed_origin {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSE_HEADERS),
+        );
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     Ok(response)
@@ -60,5 +74,8 @@ pub async fn nimbus_headers(
 
 fn origin_allowed(node: &Node, origin: &HeaderValue) -> bool {
     let allow = &node.config.cors_origins;
-    allow.is_empty() || origin.to_str().is_ok_and(|o| allow.iter().any(|a| a == o || a == "*"))
+    allow.is_empty()
+        || origin
+            .to_str()
+            .is_ok_and(|o| allow.iter().any(|a| a == o || a == "*"))
 }

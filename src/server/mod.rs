@@ -25,7 +25,10 @@ pub async fn run(config: Config) -> std::io::Result<()> {
 
 /// Build the server on an already bound listener (tests bind port 0 and read the address).
 pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
-    let workers = node.config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let workers = node
+        .config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let data = web::Data::from(node);
     let server = HttpServer::new(move || {
         App::new()
@@ -34,9 +37,15 @@ pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_we
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/", web::get().to(assets::chat_page))
-            .route("/_nimbus/atmosphere.js", web::get().to(assets::atmosphere_js))
+            .route(
+                "/_nimbus/atmosphere.js",
+                web::get().to(assets::atmosphere_js),
+            )
             .route("/_nimbus/stats", web::get().to(stats))
-            .route("/_nimbus/admin/drop-transports", web::post().to(drop_transports))
+            .route(
+                "/_nimbus/admin/drop-transports",
+                web::post().to(drop_transports),
+            )
             .route("/cettia", web::to(not_yet))
             .route("/vibe", web::to(not_yet))
             .default_service(web::to(atmosphere::topic))
@@ -51,15 +60,21 @@ pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_we
 
 /// Liveness: the node is up and answering HTTP.
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok\n")
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok\n")
 }
 
 /// Readiness: the node can serve, its broker included.
 async fn readyz(node: web::Data<Node>) -> HttpResponse {
     if node.broker.is_ready() {
-        HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ready\n")
+        HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body("ready\n")
     } else {
-        HttpResponse::ServiceUnavailable().content_type("text/plain; charset=utf-8").body("broker unreachable\n")
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain; charset=utf-8")
+            .body("broker unreachable\n")
     }
 }
 
@@ -71,13 +86,17 @@ async fn stats(node: web::Data<Node>) -> HttpResponse {
 /// cursor (nothing is lost within the reconnect window). Off unless `--admin`.
 async fn drop_transports(node: web::Data<Node>) -> HttpResponse {
     if !node.config.admin {
-        return HttpResponse::NotFound().body("admin endpoints are disabled (start with --admin)\n");
+        return HttpResponse::NotFound()
+            .body("admin endpoints are disabled (start with --admin)\n");
     }
     let connections = node.connections.all();
     for connection in &connections {
         connection.do_send(crate::transport::DropTransport);
     }
-    HttpResponse::Ok().body(format!("dropped the transports of {} connections\n", connections.len()))
+    HttpResponse::Ok().body(format!(
+        "dropped the transports of {} connections\n",
+        connections.len()
+    ))
 }
 
 async fn not_yet() -> HttpResponse {

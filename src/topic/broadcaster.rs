@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytestring::ByteString;
 use parking_lot::RwLock;
 use tokio::time::Instant;
 
 use super::registry::TopicRegistry;
-use super::{Audience, Envelope, History, HistoryLimits, SessionId, TopicId};
+use super::{Audience, Envelope, History, HistoryLimits, Message, SessionId, TopicId};
 
 /// How long an empty topic lingers before it frees itself (a member may be between two polls).
 const IDLE_GRACE: Duration = Duration::from_secs(5);
@@ -53,7 +52,7 @@ pub struct Leave {
 #[rtype(result = "()")]
 pub struct Publish {
     pub audience: Audience,
-    pub text: ByteString,
+    pub message: Message,
 }
 
 /// The part of a topic that members read without a message round trip.
@@ -121,7 +120,11 @@ impl Broadcaster {
 
     fn latest(&self) -> Option<Arc<Envelope>> {
         let history = self.state.history.read();
-        history.after(self.state.last_seq().saturating_sub(1), 1, |_| true).messages.into_iter().next()
+        history
+            .after(self.state.last_seq().saturating_sub(1), 1, |_| true)
+            .messages
+            .into_iter()
+            .next()
     }
 
     fn free_if_idle(&mut self, ctx: &mut Context<Self>) {
@@ -162,7 +165,13 @@ impl Handler<Join> for Broadcaster {
     type Result = MessageResult<Join>;
 
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
-        self.members.insert(msg.session, Member { recipient: msg.recipient, behind: false });
+        self.members.insert(
+            msg.session,
+            Member {
+                recipient: msg.recipient,
+                behind: false,
+            },
+        );
         MessageResult(JoinAck {
             topic: self.state.clone(),
             addr: ctx.address(),
@@ -184,7 +193,12 @@ impl Handler<Publish> for Broadcaster {
 
     fn handle(&mut self, msg: Publish, _ctx: &mut Context<Self>) {
         let seq = self.state.last_seq() + 1;
-        let envelope = Arc::new(Envelope::new(self.state.id.clone(), seq, msg.audience, msg.text));
+        let envelope = Arc::new(Envelope::new(
+            self.state.id.clone(),
+            seq,
+            msg.audience,
+            msg.message,
+        ));
         self.state.history.write().push(envelope.clone());
         self.state.last_seq.store(seq, Ordering::Release);
         self.fan_out(&envelope);

@@ -30,6 +30,25 @@ impl Audience {
     }
 }
 
+/// What a publisher sends to a topic.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub text: ByteString,
+    /// The text is JSON (a Cettia event's non-string data); plain text otherwise. Atmosphere
+    /// clients receive the text either way; Cettia clients receive JSON as JSON.
+    pub json: bool,
+}
+
+impl Message {
+    /// A plain-text message.
+    pub fn text(text: impl Into<ByteString>) -> Self {
+        Message {
+            text: text.into(),
+            json: false,
+        }
+    }
+}
+
 /// One message of a topic.
 #[derive(Debug)]
 pub struct Envelope {
@@ -39,6 +58,8 @@ pub struct Envelope {
     pub audience: Audience,
     /// The message text as the publisher sent it.
     pub text: ByteString,
+    /// Whether `text` is JSON (see [`Message::json`]).
+    pub json: bool,
     /// When the topic accepted it (for history age limits and latency figures).
     pub accepted_at: Instant,
     /// Frames per wire format, built by the first recipient that needs them and shared after.
@@ -46,12 +67,13 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn new(topic: TopicId, seq: u64, audience: Audience, text: ByteString) -> Self {
+    pub fn new(topic: TopicId, seq: u64, audience: Audience, message: Message) -> Self {
         Envelope {
             topic,
             seq,
             audience,
-            text,
+            text: message.text,
+            json: message.json,
             accepted_at: Instant::now(),
             frames: Default::default(),
         }

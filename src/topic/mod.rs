@@ -13,7 +13,7 @@ mod registry;
 use std::sync::Arc;
 
 pub use broadcaster::{Broadcaster, Deliver, Join, JoinAck, Leave, Publish};
-pub use envelope::{Audience, Envelope, FRAME_SLOTS};
+pub use envelope::{Audience, Envelope, Message, FRAME_SLOTS};
 pub use history::{History, HistoryLimits, Replay};
 pub use registry::{PublishError, TopicRegistry};
 

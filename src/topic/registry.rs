@@ -4,12 +4,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use bytestring::ByteString;
 use parking_lot::Mutex;
 use thiserror::Error;
 
 use super::broadcaster::TopicState;
-use super::{Audience, Broadcaster, Join, JoinAck, Publish, SessionId, TopicId};
+use super::{Audience, Broadcaster, Join, JoinAck, Message, Publish, SessionId, TopicId};
 use crate::topic::{Deliver, HistoryLimits};
 
 /// Why a publish was refused.
@@ -64,15 +63,32 @@ impl TopicRegistry {
         let id: TopicId = id.into();
         let epoch = self.inner.next_epoch.fetch_add(1, Ordering::Relaxed);
         let addr = Broadcaster::new(id.clone(), epoch, self.inner.limits, self.clone()).start();
-        topics.insert(id, Entry { addr: addr.clone(), epoch });
+        topics.insert(
+            id,
+            Entry {
+                addr: addr.clone(),
+                epoch,
+            },
+        );
         addr
     }
 
     /// Join `topic` as `session`; creates the topic if needed.
-    pub async fn join(&self, topic: &str, session: SessionId, recipient: Recipient<Deliver>) -> JoinAck {
+    pub async fn join(
+        &self,
+        topic: &str,
+        session: SessionId,
+        recipient: Recipient<Deliver>,
+    ) -> JoinAck {
         loop {
             let addr = self.get_or_create(topic);
-            match addr.send(Join { session: session.clone(), recipient: recipient.clone() }).await {
+            match addr
+                .send(Join {
+                    session: session.clone(),
+                    recipient: recipient.clone(),
+                })
+                .await
+            {
                 Ok(ack) => return ack,
                 // The topic freed itself while our join was queued: make a new one.
                 Err(_) => self.remove_stale(topic, &addr),
@@ -81,10 +97,15 @@ impl TopicRegistry {
     }
 
     /// Publish to the local topic, if it exists (no local members means no local delivery).
-    pub fn publish(&self, topic: &str, audience: Audience, text: ByteString) -> Result<(), PublishError> {
+    pub fn publish(
+        &self,
+        topic: &str,
+        audience: Audience,
+        message: Message,
+    ) -> Result<(), PublishError> {
         let addr = self.inner.topics.lock().get(topic).map(|e| e.addr.clone());
         let Some(addr) = addr else { return Ok(()) };
-        match addr.try_send(Publish { audience, text }) {
+        match addr.try_send(Publish { audience, message }) {
             Ok(()) => Ok(()),
             Err(SendError::Full(_)) => Err(PublishError::Overloaded(topic.into())),
             // Stopped between lookup and send: it had no members, so nobody is waiting.
@@ -111,7 +132,10 @@ impl TopicRegistry {
     /// Called by an idle broadcaster: unregister it unless a newer instance took its place.
     pub(super) fn remove_if_current(&self, state: &TopicState) -> bool {
         let mut topics = self.inner.topics.lock();
-        if topics.get(&state.id).is_some_and(|e| e.epoch == state.epoch) {
+        if topics
+            .get(&state.id)
+            .is_some_and(|e| e.epoch == state.epoch)
+        {
             topics.remove(&state.id);
             true
         } else {

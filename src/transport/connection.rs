@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::sink::{Sink, WriteOutcome};
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{frame::PADDING, handshake, Framing};
-use crate::topic::{Audience, Deliver, Envelope, JoinAck, Leave, SessionId, TopicId};
+use crate::topic::{Audience, Deliver, Envelope, JoinAck, Leave, Message, SessionId, TopicId};
 
 /// Messages a connection's mailbox holds before the topic skips it (it then catches up from
 /// the history, so a full mailbox delays a client but loses nothing the history still has).
@@ -153,7 +153,9 @@ impl Connection {
 
     fn frame(&self, envelope: &Envelope) -> ByteString {
         let framing = self.mode.framing;
-        envelope.frame(framing.index(), |text| framing.encode(text)).clone()
+        envelope
+            .frame(framing.index(), |text| framing.encode(text))
+            .clone()
     }
 
     /// Hand one envelope to the sink. Returns whether the caller may continue writing.
@@ -163,7 +165,9 @@ impl Connection {
             return true;
         }
         let frame = self.frame(envelope);
-        let Some(sink) = self.sink.as_mut() else { return false };
+        let Some(sink) = self.sink.as_mut() else {
+            return false;
+        };
         match sink.try_write(&frame) {
             WriteOutcome::Written => {
                 self.cursor = envelope.seq;
@@ -202,7 +206,9 @@ impl Connection {
 
     /// Messages after the cursor, oldest first; counts (and skips) what the history lost.
     fn replay(&mut self, limit: usize) -> Vec<Arc<Envelope>> {
-        let Some(membership) = &self.membership else { return Vec::new() };
+        let Some(membership) = &self.membership else {
+            return Vec::new();
+        };
         let topic = membership.topic.clone();
         let replay = topic.history.read().after(self.cursor, limit, |_| true);
         let mut missed = replay.missed;
@@ -221,7 +227,9 @@ impl Connection {
     fn wait_writable(&mut self, ctx: &mut Context<Self>) {
         if !self.waiting_writable {
             self.waiting_writable = true;
-            ctx.spawn(WaitWritable { generation: self.generation });
+            ctx.spawn(WaitWritable {
+                generation: self.generation,
+            });
         }
         self.enforce_lag_limit(ctx);
     }
@@ -229,7 +237,9 @@ impl Connection {
     /// The slow-consumer policy: a client more than `max_lag_messages` behind its socket is
     /// disconnected; it keeps its cursor and resumes from the history when it reconnects.
     fn enforce_lag_limit(&mut self, ctx: &mut Context<Self>) {
-        let Some(membership) = &self.membership else { return };
+        let Some(membership) = &self.membership else {
+            return;
+        };
         let lag = membership.topic.last_seq().saturating_sub(self.cursor);
         if lag > self.node.config.max_lag_messages {
             Stats::add(&self.node.stats.slow_consumers_dropped, 1);
@@ -287,8 +297,12 @@ impl Connection {
     /// Rewind the cursor to what the client acknowledged, if it is behind it (the last answer
     /// was lost on the way). Tokens from another topic epoch are ignored.
     fn apply_session_token(&mut self, token: Option<&str>) {
-        let (Some(token), Some(membership)) = (token, &self.membership) else { return };
-        let Some((epoch, seq)) = token.split_once('-') else { return };
+        let (Some(token), Some(membership)) = (token, &self.membership) else {
+            return;
+        };
+        let Some((epoch, seq)) = token.split_once('-') else {
+            return;
+        };
         if epoch.parse() == Ok(membership.topic.epoch) {
             if let Ok(seq) = seq.parse::<u64>() {
                 if seq < self.cursor {
@@ -309,7 +323,11 @@ impl Connection {
                 return (body, self.cursor, 0);
             }
         }
-        let limit = if framing.track_message_size { MAX_POLL_BATCH } else { 1 };
+        let limit = if framing.track_message_size {
+            MAX_POLL_BATCH
+        } else {
+            1
+        };
         let mut cursor = self.cursor;
         let mut count = 0;
         for envelope in self.replay(MAX_POLL_BATCH) {
@@ -326,9 +344,18 @@ impl Connection {
     }
 
     /// Answer a long-poll; the cursor moves only if the client was still there to take it.
-    fn answer_poll(&mut self, reply: oneshot::Sender<PollReply>, body: BytesMut, cursor: u64, count: u64) {
+    fn answer_poll(
+        &mut self,
+        reply: oneshot::Sender<PollReply>,
+        body: BytesMut,
+        cursor: u64,
+        count: u64,
+    ) {
         let session_token = self.session_token(cursor);
-        match reply.send(PollReply { body: body.freeze(), session_token }) {
+        match reply.send(PollReply {
+            body: body.freeze(),
+            session_token,
+        }) {
             Ok(()) => {
                 self.cursor = cursor;
                 Stats::add(&self.node.stats.delivered, count);
@@ -339,7 +366,9 @@ impl Connection {
 
     /// A message arrived while a poll is parked: complete it with what the history has.
     fn complete_parked(&mut self, ctx: &mut Context<Self>) {
-        let Some(parked) = self.parked.take() else { return };
+        let Some(parked) = self.parked.take() else {
+            return;
+        };
         if parked.reply.is_closed() {
             ctx.cancel_future(parked.timer);
             self.poll_aborted = true;
@@ -370,7 +399,10 @@ impl Connection {
     /// Periodic check: heartbeats for idle pushing transports, abandoned parked polls.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if let Some(heartbeat) = self.mode.heartbeat {
-            if self.sink.is_some() && !self.waiting_writable && self.last_write.elapsed() >= heartbeat {
+            if self.sink.is_some()
+                && !self.waiting_writable
+                && self.last_write.elapsed() >= heartbeat
+            {
                 self.send_heartbeat(ctx);
             }
         }
@@ -390,30 +422,44 @@ impl Actor for Connection {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
         let node = self.node.clone();
-        let (topic, session, recipient) = (self.topic_id.clone(), self.id.clone(), ctx.address().recipient());
+        let (topic, session, recipient) = (
+            self.topic_id.clone(),
+            self.id.clone(),
+            ctx.address().recipient(),
+        );
         let join = async move { node.topics.join(&topic, session, recipient).await };
         // Nothing else is handled until the topic has answered: the cursor must be set first.
         ctx.wait(join.into_actor(self).map(|ack, act, _| {
             act.cursor = ack.cursor;
             act.membership = Some(ack);
         }));
-        let tick = self.node.config.heartbeat().map_or(Duration::from_secs(5), |hb| hb / 4);
-        ctx.run_interval(tick.clamp(Duration::from_millis(100), Duration::from_secs(15)), |act, ctx| {
-            act.tick(ctx)
-        });
+        let tick = self
+            .node
+            .config
+            .heartbeat()
+            .map_or(Duration::from_secs(5), |hb| hb / 4);
+        ctx.run_interval(
+            tick.clamp(Duration::from_millis(100), Duration::from_secs(15)),
+            |act, ctx| act.tick(ctx),
+        );
         self.arm_expiry(ctx, self.node.config.reconnect_window());
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
         if let Some(membership) = self.membership.take() {
-            membership.addr.do_send(Leave { session: self.id.clone() });
+            membership.addr.do_send(Leave {
+                session: self.id.clone(),
+            });
         }
         if let Some(sink) = self.sink.take() {
             sink.close(Some(actix_ws::CloseCode::Normal.into()));
         }
         if let Some(parked) = self.parked.take() {
             let token = self.session_token(self.cursor);
-            let _ = parked.reply.send(PollReply { body: Bytes::new(), session_token: token });
+            let _ = parked.reply.send(PollReply {
+                body: Bytes::new(),
+                session_token: token,
+            });
         }
         self.node.connections.remove(&self.id, &ctx.address());
         tracing::debug!(session = %self.id, topic = %self.topic_id, "disconnected");
@@ -508,7 +554,8 @@ pub fn publish_from_client(node: &Node, topic: &str, text: ByteString) -> Result
         Stats::add(&node.stats.client_heartbeats, 1);
         return Ok(());
     }
-    node.broker.publish(topic, Audience::All, text)?;
+    node.broker
+        .publish(topic, Audience::All, Message { text, json: false })?;
     Stats::add(&node.stats.published, 1);
     Ok(())
 }
@@ -523,7 +570,10 @@ impl Handler<Poll> for Connection {
             // A client holds one poll at a time: a new one means it gave up on the old one.
             ctx.cancel_future(previous.timer);
             let token = self.session_token(self.cursor);
-            let _ = previous.reply.send(PollReply { body: Bytes::new(), session_token: token });
+            let _ = previous.reply.send(PollReply {
+                body: Bytes::new(),
+                session_token: token,
+            });
             reconnect = true;
         }
         self.poll_aborted = false;
@@ -545,7 +595,9 @@ impl Handler<Poll> for Connection {
         let hold = self.mode.heartbeat.unwrap_or(DEFAULT_POLL_HOLD);
         let timer = ctx.run_later(hold, |act, ctx| {
             // Nothing arrived: complete the poll with the heartbeat padding (or empty).
-            let Some(parked) = act.parked.take() else { return };
+            let Some(parked) = act.parked.take() else {
+                return;
+            };
             let body = match act.mode.heartbeat {
                 Some(_) => BytesMut::from(act.mode.framing.encode(PADDING).as_bytes().as_ref()),
                 None => BytesMut::new(),
@@ -554,7 +606,10 @@ impl Handler<Poll> for Connection {
             act.answer_poll(parked.reply, body, cursor, 0);
             act.arm_expiry(ctx, act.node.config.long_poll_expiry());
         });
-        self.parked = Some(ParkedPoll { reply: msg.reply, timer });
+        self.parked = Some(ParkedPoll {
+            reply: msg.reply,
+            timer,
+        });
     }
 }
 
@@ -565,7 +620,10 @@ impl Handler<DropTransport> for Connection {
         if let Some(parked) = self.parked.take() {
             ctx.cancel_future(parked.timer);
             let token = self.session_token(self.cursor);
-            let _ = parked.reply.send(PollReply { body: Bytes::new(), session_token: token });
+            let _ = parked.reply.send(PollReply {
+                body: Bytes::new(),
+                session_token: token,
+            });
             self.arm_expiry(ctx, self.node.config.long_poll_expiry());
         }
         if self.sink.is_some() {
@@ -601,7 +659,9 @@ impl ActorFuture<Connection> for WaitWritable {
         if act.generation != self.generation {
             return TaskPoll::Ready(());
         }
-        let Some(sink) = act.sink.as_mut() else { return TaskPoll::Ready(()) };
+        let Some(sink) = act.sink.as_mut() else {
+            return TaskPoll::Ready(());
+        };
         match sink.poll_writable(task) {
             TaskPoll::Pending => TaskPoll::Pending,
             TaskPoll::Ready(Ok(())) => {

@@ -21,14 +21,25 @@ pub async fn poll(
     session_token: Option<String>,
 ) -> HttpResponse {
     let (reply, answer) = oneshot::channel();
-    let poll = Poll { mode, handshake_only, reconnect, session_token, reply };
+    let poll = Poll {
+        mode,
+        handshake_only,
+        reconnect,
+        session_token,
+        reply,
+    };
     let answer = match connection.send(poll).await {
         Ok(()) => answer.await.ok(),
         Err(_) => None,
     };
     // A connection that ended under us answers empty: the client simply polls again.
-    let PollReply { body, session_token } =
-        answer.unwrap_or(PollReply { body: Bytes::new(), session_token: String::new() });
+    let PollReply {
+        body,
+        session_token,
+    } = answer.unwrap_or(PollReply {
+        body: Bytes::new(),
+        session_token: String::new(),
+    });
     let mut response = HttpResponse::Ok();
     response.content_type("text/plain; charset=utf-8");
     if !session_token.is_empty() {

@@ -24,7 +24,10 @@ impl ConnectionRegistry {
     /// The live connection with `id`, if any.
     pub fn get(&self, id: &str) -> Option<Addr<Connection>> {
         let map = self.inner.lock();
-        map.get(id).map(|e| &e.addr).filter(|a| a.connected()).cloned()
+        map.get(id)
+            .map(|e| &e.addr)
+            .filter(|a| a.connected())
+            .cloned()
     }
 
     /// The live connection with `id`, or a new one made by `start` (which must not block).
@@ -44,7 +47,13 @@ impl ConnectionRegistry {
             entry.addr.do_send(super::Close);
         }
         let addr = start();
-        map.insert(id.clone(), Entry { topic: topic.into(), addr: addr.clone() });
+        map.insert(
+            id.clone(),
+            Entry {
+                topic: topic.into(),
+                addr: addr.clone(),
+            },
+        );
         (addr, true)
     }
 

@@ -40,9 +40,9 @@ impl Sink {
             Poll::Ready(Ok(())) => {}
         }
         let sent = match self {
-            Sink::WebSocket(session) => {
-                Pin::new(session).start_send(actix_ws::Message::Text(frame.clone())).is_ok()
-            }
+            Sink::WebSocket(session) => Pin::new(session)
+                .start_send(actix_ws::Message::Text(frame.clone()))
+                .is_ok(),
             Sink::Body(body) => Pin::new(body).start_send(frame.as_bytes().clone()).is_ok(),
         };
         if sent {

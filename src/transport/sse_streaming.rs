@@ -22,10 +22,18 @@ const BODY_CHANNEL: usize = 64;
 pub async fn attach(connection: Addr<Connection>, mode: Mode) -> actix_web::Result<HttpResponse> {
     let (tx, rx) = mpsc::channel::<Bytes>(BODY_CHANNEL);
     connection
-        .send(Attach { sink: Sink::Body(PollSender::new(tx.clone())), mode, body_closed: Some(tx) })
+        .send(Attach {
+            sink: Sink::Body(PollSender::new(tx.clone())),
+            mode,
+            body_closed: Some(tx),
+        })
         .await
         .map_err(actix_web::error::ErrorServiceUnavailable)?;
-    let content_type = if mode.framing.sse { "text/event-stream; charset=utf-8" } else { "text/plain; charset=utf-8" };
+    let content_type = if mode.framing.sse {
+        "text/event-stream; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
     Ok(HttpResponse::Ok()
         .content_type(content_type)
         // Ask nginx-style proxies not to buffer the stream.

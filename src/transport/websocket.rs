@@ -21,7 +21,11 @@ pub async fn attach(
 ) -> actix_web::Result<HttpResponse> {
     let (response, session, stream) = actix_ws::handle(req, body)?;
     let generation = connection
-        .send(Attach { sink: Sink::WebSocket(session.clone()), mode, body_closed: None })
+        .send(Attach {
+            sink: Sink::WebSocket(session.clone()),
+            mode,
+            body_closed: None,
+        })
         .await
         .map_err(actix_web::error::ErrorServiceUnavailable)?;
     let stream = stream.max_frame_size(max_message_bytes);
@@ -35,14 +39,21 @@ async fn read_inbound(
     connection: Addr<Connection>,
     generation: u64,
 ) {
-    let close = |code: CloseCode, why: &str| Some(CloseReason { code, description: Some(why.to_string()) });
+    let close = |code: CloseCode, why: &str| {
+        Some(CloseReason {
+            code,
+            description: Some(why.to_string()),
+        })
+    };
     while let Some(message) = stream.next().await {
         let text = match message {
             Ok(Message::Text(text)) => text,
             Ok(Message::Binary(bytes)) => match ByteString::try_from(bytes) {
                 Ok(text) => text,
                 Err(_) => {
-                    let _ = session.close(close(CloseCode::Invalid, "message is not valid UTF-8")).await;
+                    let _ = session
+                        .close(close(CloseCode::Invalid, "message is not valid UTF-8"))
+                        .await;
                     break;
                 }
             },
@@ -65,7 +76,9 @@ async fn read_inbound(
         match connection.send(Inbound(text)).await {
             Ok(Ok(())) => {}
             Ok(Err(refused)) => {
-                let _ = session.close(close(CloseCode::Again, &refused.to_string())).await;
+                let _ = session
+                    .close(close(CloseCode::Again, &refused.to_string()))
+                    .await;
                 break;
             }
             Err(_) => break,

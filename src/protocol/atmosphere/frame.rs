@@ -30,6 +30,15 @@ impl Framing {
     /// Append one framed message to `out` (long-poll bodies concatenate several).
     pub fn encode_into(self, message: &str, out: &mut BytesMut) {
         if self.sse {
+            // EventSource joins `data:` lines with `\n`, so the client sees every line break as
+            // `\n`: measure (and send) the message as it will arrive.
+            let normalized;
+            let message = if message.contains('\r') {
+                normalized = message.replace("\r\n", "\n").replace('\r', "\n");
+                normalized.as_str()
+            } else {
+                message
+            };
             out.put_slice(b"data:");
             let mut framed = BytesMut::new();
             let body: &[u8] = if self.track_message_size {
@@ -101,9 +110,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const PLAIN: Framing = Framing { track_message_size: false, sse: false };
-    const TML: Framing = Framing { track_message_size: true, sse: false };
-    const SSE_TML: Framing = Framing { track_message_size: true, sse: true };
+    const PLAIN: Framing = Framing {
+        track_message_size: false,
+        sse: false,
+    };
+    const TML: Framing = Framing {
+        track_message_size: true,
+        sse: false,
+    };
+    const SSE_TML: Framing = Framing {
+        track_message_size: true,
+        sse: true,
+    };
 
     #[test]
     fn length_counts_utf16_units() {
@@ -115,7 +133,8 @@ mod tests {
     #[test]
     fn sse_splits_lines_into_data_fields() {
         let frame = SSE_TML.encode("a\nb\r\nc");
-        assert_eq!(&*frame, "data:7|a\r\ndata:b\r\ndata:c\r\n\r\n");
+        // The client will see "a\nb\nc" (5 units): EventSource joins data lines with \n.
+        assert_eq!(&*frame, "data:5|a\r\ndata:b\r\ndata:c\r\n\r\n");
     }
 
     #[test]

@@ -86,12 +86,14 @@ impl AtmosphereRequest {
         header: impl Fn(&str) -> Option<String>,
         websocket_upgrade: bool,
     ) -> Result<Self, RequestError> {
-        let params: HashMap<String, String> = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
-        let get = |name: &str| header(name).or_else(|| params.get(&name.to_ascii_lowercase()).cloned());
+        let params: HashMap<String, String> =
+            serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect();
+        let get =
+            |name: &str| header(name).or_else(|| params.get(&name.to_ascii_lowercase()).cloned());
 
         let transport = match get("X-Atmosphere-Transport") {
             Some(t) => TransportKind::parse(&t).ok_or(RequestError::UnknownTransport(t))?,
@@ -139,7 +141,9 @@ fn is_true(value: Option<String>) -> bool {
 /// Tracking ids are `[A-Za-z0-9_-]{1,128}`, as the Java server validates them.
 pub fn is_valid_tracking_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Atmosphere's version gate: `5.0.7` → 507, accepted when ≥ 221 (2.2.1). Unparseable versions
@@ -185,14 +189,19 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!(parse(""), Err(RequestError::NotAtmosphere));
-        assert!(matches!(parse("X-Atmosphere-Transport=carrier-pigeon"), Err(RequestError::UnknownTransport(_))));
+        assert!(matches!(
+            parse("X-Atmosphere-Transport=carrier-pigeon"),
+            Err(RequestError::UnknownTransport(_))
+        ));
         assert_eq!(
             parse("X-Atmosphere-Transport=sse&X-Atmosphere-tracking-id=a%20b"),
             Err(RequestError::BadTrackingId)
         );
         let long = "a".repeat(129);
         assert_eq!(
-            parse(&format!("X-Atmosphere-Transport=sse&X-Atmosphere-tracking-id={long}")),
+            parse(&format!(
+                "X-Atmosphere-Transport=sse&X-Atmosphere-tracking-id={long}"
+            )),
             Err(RequestError::BadTrackingId)
         );
         assert!(matches!(
