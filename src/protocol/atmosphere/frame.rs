@@ -146,8 +146,7 @@ mod tests {
     /// What the atmosphere.js framer does with a body: the reference for the round trip below.
     fn client_unframe(mut data: &str) -> Vec<String> {
         let mut out = Vec::new();
-        loop {
-            let Some(idx) = data.find('|') else { break };
+        while let Some(idx) = data.find('|') {
             let len: usize = data[..idx].parse().unwrap();
             let rest = &data[idx + 1..];
             let mut taken = 0;
