@@ -130,10 +130,14 @@ async fn open(
         }
         TransportKind::LongPolling => {
             let reconnect = created && !first_request;
+            // Only a client that asked for the protocol gets the handshake-only answer; without
+            // `X-atmo-protocol` (atmosphere.js 5's default) the first poll is an ordinary poll,
+            // or the client would deliver `uuid|hb|X|` to its application as a message.
+            let handshake_only = first_request && request.protocol;
             long_polling::poll(
                 connection,
                 mode,
-                first_request,
+                handshake_only,
                 reconnect,
                 request.session_token,
             )
