@@ -46,6 +46,10 @@ pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_we
                 "/_nimbus/admin/drop-transports",
                 web::post().to(drop_transports),
             )
+            // The rest of the reserved prefix is not a topic: answer 404 rather than letting a
+            // client subscribe to e.g. `/_nimbus/stats/x`.
+            .route("/_nimbus", web::to(not_found))
+            .route("/_nimbus/{tail:.*}", web::to(not_found))
             .route("/cettia", web::to(not_yet))
             .route("/vibe", web::to(not_yet))
             .default_service(web::to(atmosphere::topic))
@@ -97,6 +101,12 @@ async fn drop_transports(node: web::Data<Node>) -> HttpResponse {
         "dropped the transports of {} connections\n",
         connections.len()
     ))
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body("no such path: /_nimbus/ is reserved for the node's own endpoints\n")
 }
 
 async fn not_yet() -> HttpResponse {

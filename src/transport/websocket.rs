@@ -64,8 +64,13 @@ async fn read_inbound(
             Ok(Message::Close(_)) => break,
             Ok(_) => continue,
             Err(error) => {
-                let reason = match error {
+                let reason = match &error {
                     ProtocolError::Overflow => close(CloseCode::Size, "message too large"),
+                    // actix-ws reports a text frame that is not UTF-8 as an `InvalidData` I/O
+                    // error; RFC 6455 (7.4.1) closes that with 1007, like a binary frame above.
+                    ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                        close(CloseCode::Invalid, "message is not valid UTF-8")
+                    }
                     _ => close(CloseCode::Protocol, "protocol error"),
                 };
                 tracing::debug!(%error, "closing websocket after a protocol error");
