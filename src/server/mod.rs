@@ -55,6 +55,13 @@ pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_we
             .default_service(web::to(atmosphere::topic))
     })
     .workers(workers)
+    // A client's EOF means it is gone (browsers never half-close a request they await). With
+    // actix's default (half-closed connections allowed) a departed SSE, streaming or long-poll
+    // client goes unnoticed until the next write fails, and whatever that write carried counts
+    // as delivered: its messages are lost instead of replayed when it reconnects. Without
+    // half-closures the response (body channel, parked poll) is dropped at once, so the
+    // connection detaches and keeps its cursor.
+    .h1_allow_half_closed(false)
     .max_connections(100_000)
     .backlog(4096)
     .listen(listener)?

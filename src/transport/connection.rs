@@ -295,21 +295,24 @@ impl Connection {
     }
 
     /// Rewind the cursor to what the client acknowledged, if it is behind it (the last answer
-    /// was lost on the way). Tokens from another topic epoch are ignored.
-    fn apply_session_token(&mut self, token: Option<&str>) {
+    /// was lost on the way); returns whether it rewound. Tokens from another topic epoch are
+    /// ignored.
+    fn apply_session_token(&mut self, token: Option<&str>) -> bool {
         let (Some(token), Some(membership)) = (token, &self.membership) else {
-            return;
+            return false;
         };
         let Some((epoch, seq)) = token.split_once('-') else {
-            return;
+            return false;
         };
         if epoch.parse() == Ok(membership.topic.epoch) {
             if let Ok(seq) = seq.parse::<u64>() {
                 if seq < self.cursor {
                     self.cursor = seq;
+                    return true;
                 }
             }
         }
+        false
     }
 
     /// Build a long-poll body from the history; returns it, the cursor it reaches, and how
@@ -578,7 +581,12 @@ impl Handler<Poll> for Connection {
         }
         self.poll_aborted = false;
         self.mode = msg.mode;
-        self.apply_session_token(msg.session_token.as_deref());
+        // An older token means our last answer never reached the client: its request failed,
+        // so atmosphere.js is reconnecting and takes the next body's first message as the
+        // handshake. Resend with one in front (as for an aborted poll above).
+        if self.apply_session_token(msg.session_token.as_deref()) {
+            reconnect = true;
+        }
         if msg.handshake_only {
             let body = BytesMut::from(self.handshake_frame().as_bytes().as_ref());
             let cursor = self.cursor;
