@@ -125,6 +125,9 @@ pub struct Connection {
     poll_aborted: bool,
     expiry: Option<SpawnHandle>,
     last_write: Instant,
+    /// The topic's last sequence when the current transport attached: the replay backlog up to
+    /// it is not lag (see [`Connection::enforce_lag_limit`]).
+    replay_target: u64,
 }
 
 impl Connection {
@@ -144,6 +147,7 @@ impl Connection {
             poll_aborted: false,
             expiry: None,
             last_write: Instant::now(),
+            replay_target: 0,
         }
     }
 
@@ -236,11 +240,19 @@ impl Connection {
 
     /// The slow-consumer policy: a client more than `max_lag_messages` behind its socket is
     /// disconnected; it keeps its cursor and resumes from the history when it reconnects.
+    ///
+    /// Lag counts only what was published since the transport attached and is not yet written:
+    /// the backlog a reconnecting client replays from the history is not lag, or a client
+    /// dropped once (more than `max_lag_messages` behind) would be dropped again on every
+    /// reconnect while its replay fills the socket, and could never catch up.
     fn enforce_lag_limit(&mut self, ctx: &mut Context<Self>) {
         let Some(membership) = &self.membership else {
             return;
         };
-        let lag = membership.topic.last_seq().saturating_sub(self.cursor);
+        let lag = membership
+            .topic
+            .last_seq()
+            .saturating_sub(self.cursor.max(self.replay_target));
         if lag > self.node.config.max_lag_messages {
             Stats::add(&self.node.stats.slow_consumers_dropped, 1);
             tracing::warn!(session = %self.id, topic = %self.topic_id, lag,
@@ -510,6 +522,10 @@ impl Handler<Attach> for Connection {
         self.mode = msg.mode;
         self.sink = Some(msg.sink);
         self.last_write = Instant::now();
+        self.replay_target = self
+            .membership
+            .as_ref()
+            .map_or(self.cursor, |m| m.topic.last_seq());
         let generation = self.generation;
         if let Some(body) = msg.body_closed {
             let closed = async move { body.closed().await };

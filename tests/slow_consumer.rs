@@ -1,0 +1,132 @@
+//! The slow-consumer policy: a WebSocket client that stops reading does not hold up the others;
+//! once it is too far behind its transport is closed, and when it reconnects with its tracking
+//! id it resumes from the topic history.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{frame, ws_open, ws_text, Ws};
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+const MESSAGES: usize = 2000;
+
+fn message(i: usize) -> String {
+    // ~3.6 KiB each: the 7 MiB burst is far more than the slow socket's buffers hold (the
+    // kernel send buffer grows to 4 MiB at most here).
+    format!("burst-{i:05}|{}", "ü€😀".repeat(400))
+}
+
+/// A WebSocket with a tiny receive buffer, so that not reading fills it quickly.
+async fn slow_socket(server: &common::TestServer, topic: &str, id: &str) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let url = server.ws_url(&format!(
+        "{topic}?{}",
+        common::atmo_query("websocket", id, true)
+    ));
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrade");
+    ws
+}
+
+/// Read `count` text frames from a reader that keeps up.
+fn reader(mut ws: Ws, count: usize) -> tokio::task::JoinHandle<(Vec<String>, Instant)> {
+    tokio::spawn(async move {
+        let mut got = Vec::with_capacity(count);
+        while got.len() < count {
+            match ws.next().await {
+                Some(Ok(WsMessage::Text(text))) => got.push(text.as_str().to_string()),
+                Some(Ok(_)) => {}
+                other => panic!("fast reader lost its socket: {other:?}"),
+            }
+        }
+        (got, Instant::now())
+    })
+}
+
+/// While one client stops reading, a burst reaches the clients that read, all of it and
+/// promptly; the slow one is dropped (close 1013, `slow_consumers_dropped` ≥ 1) and, reading
+/// again and reconnecting with its tracking id, receives the rest from the history: every
+/// message exactly once, in order, across its two sockets.
+#[tokio::test]
+async fn a_slow_websocket_is_dropped_and_resumes_from_the_history() {
+    let server = common::TestServer::start(|c| {
+        c.max_lag_messages = 100;
+        c.history_messages = 10_000;
+        c.history_bytes = 256 * 1024 * 1024;
+        c.reconnect_window_secs = 30;
+    });
+    let topic = "/slow/burst";
+    let mut slow = slow_socket(&server, topic, "slowpoke").await;
+    assert_eq!(ws_text(&mut slow).await, frame("slowpoke|0|X|"));
+    let mut fast = Vec::new();
+    for id in ["fast-1", "fast-2"] {
+        let (mut ws, _) = ws_open(&server, topic, id, true).await;
+        ws_text(&mut ws).await;
+        fast.push(reader(ws, MESSAGES));
+    }
+
+    let messages: Vec<String> = (0..MESSAGES).map(message).collect();
+    let started = Instant::now();
+    common::within(
+        30.0,
+        "the burst to be published",
+        common::publish_all(&server, topic, &messages),
+    )
+    .await;
+    let published_in = started.elapsed();
+    for handle in fast {
+        let (got, done) = common::within(10.0, "the fast readers", handle)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), MESSAGES);
+        assert!(
+            got.iter().zip(&messages).all(|(g, m)| *g == frame(m)),
+            "fast reader order"
+        );
+        let lag = done.duration_since(started).saturating_sub(published_in);
+        assert!(
+            lag < Duration::from_secs(3),
+            "fast readers trailed the burst by {lag:?}"
+        );
+    }
+    common::wait_stat(&server, "slow_consumers_dropped", 5.0, |n| n >= 1).await;
+
+    // The slow client reads again — later than the server's 1 s client-disconnect timeout, so a
+    // server that gave up on the socket's buffered frames would show a gap: what reached its
+    // old socket, then the close frame.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (close, before) = common::ws_until_close(&mut slow, 10.0).await;
+    assert_eq!(close.expect("a close frame").code, CloseCode::Again);
+    assert!(
+        before.len() < MESSAGES,
+        "it was dropped before the end of the burst"
+    );
+    eprintln!(
+        "the slow socket carried {} messages before its close",
+        before.len()
+    );
+
+    let (mut again, _) = ws_open(&server, topic, "slowpoke", true).await;
+    assert_eq!(ws_text(&mut again).await, frame("slowpoke|0|X|"));
+    let mut after = Vec::new();
+    while before.len() + after.len() < MESSAGES {
+        after.push(common::ws_text_within(&mut again, 10.0).await);
+    }
+    common::ws_silent(&mut again, Duration::from_millis(300)).await;
+
+    let received: Vec<String> = before.into_iter().chain(after).collect();
+    let expected: Vec<String> = messages.iter().map(|m| frame(m)).collect();
+    if received != expected {
+        let first_bad = received.iter().zip(&expected).position(|(r, e)| r != e);
+        panic!(
+            "the slow client's two sockets do not add up to the burst: first difference at {first_bad:?}"
+        );
+    }
+    assert_eq!(common::stat(&server, "missed").await, 0);
+}
