@@ -41,7 +41,10 @@ async fn cors_echoes_the_origin_with_credentials() {
         Some("true")
     );
     let exposed = header(&response, "access-control-expose-headers").unwrap();
-    assert!(exposed.contains("X-Atmosphere-tracking-id"), "{exposed}");
+    // atmosphere.js reads the session token from long-poll and streaming responses.
+    for name in ["X-Atmosphere-tracking-id", "X-Atmosphere-Session-Token"] {
+        assert!(exposed.contains(name), "{name} not exposed: {exposed}");
+    }
     assert!(header(&response, "vary").unwrap().contains("Origin"));
 
     let response = client.get(&url).send().await.unwrap();
@@ -582,7 +585,7 @@ async fn bad_input_does_not_disturb_connected_clients() {
     let client = reqwest::Client::new();
     let q = common::atmo_query("long-polling", "0", true);
     for (method, path, body, status) in [
-        (Method::GET, format!("{topic}"), "", 400),
+        (Method::GET, topic.to_string(), "", 400),
         (
             Method::GET,
             format!("{topic}?X-Atmosphere-Transport=nope"),

@@ -154,3 +154,58 @@ async fn client_heartbeat_frames_are_swallowed() {
     assert_eq!(stats["client_heartbeats"], 2);
     assert_eq!(stats["published"], 1);
 }
+
+/// A message the client sends in several WebSocket frames (a text frame and continuations,
+/// split even inside a UTF-8 character) is published once, whole; a fragmented message whose
+/// total exceeds `max_message_bytes` closes the socket with 1009 although each frame is small.
+#[tokio::test]
+async fn fragmented_messages_are_reassembled() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let server = common::TestServer::start(|c| c.max_message_bytes = 64);
+    let topic = "/ws/fragments";
+    let (mut observer, _) = ws_open(&server, topic, "observer", true).await;
+    ws_text(&mut observer).await;
+    let (mut sender, _) = ws_open(&server, topic, "sender", true).await;
+    ws_text(&mut sender).await;
+
+    let message = "frag|mented ü€😀 message";
+    let bytes = message.as_bytes();
+    // Split inside "€" (3 bytes) and inside "😀" (4 bytes).
+    let (a, b) = (bytes.len() - 14, bytes.len() - 10);
+    let fragments = [
+        Frame::message(bytes[..a].to_vec(), OpCode::Data(Data::Text), false),
+        Frame::message(bytes[a..b].to_vec(), OpCode::Data(Data::Continue), false),
+        Frame::message(bytes[b..].to_vec(), OpCode::Data(Data::Continue), true),
+    ];
+    for fragment in fragments {
+        sender.send(WsMessage::Frame(fragment)).await.unwrap();
+    }
+    assert_eq!(ws_text(&mut observer).await, frame(message));
+    assert_eq!(ws_text(&mut sender).await, frame(message));
+
+    let chunk = vec![b'q'; 40];
+    sender
+        .send(WsMessage::Frame(Frame::message(
+            chunk.clone(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await
+        .unwrap();
+    sender
+        .send(WsMessage::Frame(Frame::message(
+            chunk,
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .await
+        .unwrap();
+    let (close, _) = common::ws_until_close(&mut sender, 5.0).await;
+    assert_eq!(close.expect("a close frame").code, CloseCode::Size);
+    ws_silent(&mut observer, Duration::from_millis(200)).await;
+    assert_eq!(common::stat(&server, "published").await, 1);
+}

@@ -5,7 +5,8 @@
 //! (actix-ws's stream is not `Send`) and handed to the connection actor one at a time.
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
+use actix_ws::{CloseCode, CloseReason, Item, Message, ProtocolError};
+use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_util::StreamExt;
 
@@ -29,7 +30,13 @@ pub async fn attach(
         .await
         .map_err(actix_web::error::ErrorServiceUnavailable)?;
     let stream = stream.max_frame_size(max_message_bytes);
-    actix_web::rt::spawn(read_inbound(stream, session, connection, generation));
+    actix_web::rt::spawn(read_inbound(
+        stream,
+        session,
+        connection,
+        generation,
+        max_message_bytes,
+    ));
     Ok(response)
 }
 
@@ -38,6 +45,7 @@ async fn read_inbound(
     mut session: actix_ws::Session,
     connection: Addr<Connection>,
     generation: u64,
+    max_message_bytes: usize,
 ) {
     let close = |code: CloseCode, why: &str| {
         Some(CloseReason {
@@ -45,6 +53,10 @@ async fn read_inbound(
             description: Some(why.to_string()),
         })
     };
+    // A message the client sent in several frames (a first frame, then continuations): actix-ws
+    // hands over the pieces one by one; they are gathered here, up to `max_message_bytes` in
+    // all (the per-frame limit alone would let a fragmented message grow without bound).
+    let mut fragments: Option<BytesMut> = None;
     while let Some(message) = stream.next().await {
         let text = match message {
             Ok(Message::Text(text)) => text,
@@ -60,6 +72,46 @@ async fn read_inbound(
             Ok(Message::Ping(payload)) => {
                 let _ = session.pong(&payload).await;
                 continue;
+            }
+            Ok(Message::Continuation(item)) => {
+                let (bytes, last) = match item {
+                    Item::FirstText(bytes) | Item::FirstBinary(bytes) => {
+                        fragments = Some(BytesMut::new());
+                        (bytes, false)
+                    }
+                    Item::Continue(bytes) => (bytes, false),
+                    Item::Last(bytes) => (bytes, true),
+                };
+                // actix-http rejects continuations out of order; this is only a safety net.
+                let Some(buffer) = fragments.as_mut() else {
+                    let _ = session
+                        .close(close(
+                            CloseCode::Protocol,
+                            "continuation without a first frame",
+                        ))
+                        .await;
+                    break;
+                };
+                if buffer.len() + bytes.len() > max_message_bytes {
+                    let _ = session
+                        .close(close(CloseCode::Size, "message too large"))
+                        .await;
+                    break;
+                }
+                buffer.extend_from_slice(&bytes);
+                if !last {
+                    continue;
+                }
+                let whole = fragments.take().unwrap_or_default().freeze();
+                match ByteString::try_from(whole) {
+                    Ok(text) => text,
+                    Err(_) => {
+                        let _ = session
+                            .close(close(CloseCode::Invalid, "message is not valid UTF-8"))
+                            .await;
+                        break;
+                    }
+                }
             }
             Ok(Message::Close(_)) => break,
             Ok(_) => continue,

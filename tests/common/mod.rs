@@ -295,8 +295,7 @@ impl BodyReader {
     /// Everything that arrives within `wait` (the buffer is emptied).
     pub async fn read_for(&mut self, wait: Duration) -> String {
         let _ = tokio::time::timeout(wait, async { while self.fill().await {} }).await;
-        let text = String::from_utf8(std::mem::take(&mut self.buf)).expect("UTF-8 stream");
-        text
+        String::from_utf8(std::mem::take(&mut self.buf)).expect("UTF-8 stream")
     }
 
     /// Read until the buffered text satisfies `done` (within `secs`); returns and empties it.
