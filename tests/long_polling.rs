@@ -275,8 +275,8 @@ async fn the_server_heartbeat_completes_a_held_poll() {
     }
 }
 
-/// `X-Heartbeat-Server` asks for a longer interval (honoured), a shorter one (the server's
-/// interval wins), or `0` (no heartbeat: the poll stays held).
+/// `X-Heartbeat-Server` asks for a longer interval (honoured) or `0` (no heartbeat: the poll
+/// stays held).
 #[tokio::test]
 async fn x_heartbeat_server_is_honoured_on_long_polls() {
     let server = common::TestServer::start(|c| c.heartbeat_secs = 1);
@@ -345,4 +345,30 @@ async fn without_the_protocol_flag_a_first_poll_is_a_plain_poll() {
         let body = within(3.0, "the held poll", poll).await.unwrap();
         assert_eq!(body, if tml { "2|hi" } else { "hi" });
     }
+}
+
+/// An empty message (a WebSocket client may send one) cannot be told apart from "nothing yet"
+/// in a long-poll body without TrackMessageSize: it is skipped and must not hold up the
+/// messages behind it. With TrackMessageSize it arrives as `0|`.
+#[tokio::test]
+async fn an_empty_message_does_not_wedge_a_long_poller() {
+    let server = common::TestServer::start(|c| c.heartbeat_secs = 5);
+    let topic = "/lp/empty";
+    let plain = lp_handshake(&server, topic, false).await;
+    let framed = lp_handshake(&server, topic, true).await;
+    let (mut ws, _) = common::ws_open(&server, topic, "sender", true).await;
+    common::ws_text(&mut ws).await;
+    common::ws_send(&mut ws, "").await;
+    common::ws_send(&mut ws, "after").await;
+    assert_eq!(common::ws_text(&mut ws).await, "0|");
+    assert_eq!(common::ws_text(&mut ws).await, "5|after");
+
+    let body = within(
+        3.0,
+        "the poll after an empty message",
+        lp_poll(&server, topic, &plain, false),
+    )
+    .await;
+    assert_eq!(body, "after");
+    assert_eq!(lp_poll(&server, topic, &framed, true).await, "0|5|after");
 }

@@ -209,3 +209,21 @@ async fn fragmented_messages_are_reassembled() {
     ws_silent(&mut observer, Duration::from_millis(200)).await;
     assert_eq!(common::stat(&server, "published").await, 1);
 }
+
+/// A client may not ask for heartbeats more often than the server sends them: a shorter
+/// `X-Heartbeat-Server` (1 s against the server's 2 s) is raised to the server's interval.
+#[tokio::test]
+async fn a_shorter_x_heartbeat_server_is_raised_to_the_servers() {
+    let server = common::TestServer::start(|c| c.heartbeat_secs = 2);
+    let query = common::atmo_query("websocket", "0", true);
+    let (mut ws, _) =
+        ws_open_url(&server.ws_url(&format!("/ws/hbs?{query}&X-Heartbeat-Server=1"))).await;
+    ws_text(&mut ws).await;
+    let started = Instant::now();
+    assert_eq!(common::ws_text_within(&mut ws, 4.0).await, "1|X");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+}

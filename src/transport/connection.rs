@@ -351,7 +351,14 @@ impl Connection {
             }
             cursor = envelope.seq;
             if envelope.audience.includes(&self.id) {
-                body.extend_from_slice(self.frame(&envelope).as_bytes());
+                let frame = self.frame(&envelope);
+                if frame.is_empty() {
+                    // An empty message without TrackMessageSize is an empty body, which the
+                    // client takes for "nothing yet": it cannot be delivered. Skip it; counting
+                    // it would leave the poll parked on it and wedge every message behind it.
+                    continue;
+                }
+                body.extend_from_slice(frame.as_bytes());
                 count += 1;
             }
         }
