@@ -47,6 +47,16 @@ async fn cors_echoes_the_origin_with_credentials() {
     }
     assert!(header(&response, "vary").unwrap().contains("Origin"));
 
+    // Errors carry CORS headers too, or the page could not read why it was refused.
+    let error = client
+        .get(server.url("/edge/cors"))
+        .header("Origin", ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error.status(), 400);
+    assert_eq!(header(&error, "access-control-allow-origin"), Some(ORIGIN));
+
     let response = client.get(&url).send().await.unwrap();
     assert_eq!(header(&response, "access-control-allow-origin"), None);
     assert_eq!(header(&response, "access-control-allow-credentials"), None);

@@ -91,7 +91,7 @@ async fn a_slow_websocket_is_dropped_and_resumes_from_the_history() {
         );
         let lag = done.duration_since(started).saturating_sub(published_in);
         assert!(
-            lag < Duration::from_secs(3),
+            lag < Duration::from_secs(5),
             "fast readers trailed the burst by {lag:?}"
         );
     }

@@ -94,7 +94,7 @@ async fn the_server_heartbeat_follows_the_idle_interval() {
     assert_eq!(common::ws_text_within(&mut ws, 3.0).await, "1|X");
     let idle = started.elapsed();
     assert!(
-        idle >= Duration::from_millis(900) && idle < Duration::from_millis(2500),
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(4),
         "{idle:?}"
     );
     assert_eq!(common::ws_text_within(&mut ws, 3.0).await, "1|X");
