@@ -636,3 +636,35 @@ async fn bad_input_does_not_disturb_connected_clients() {
     common::ws_silent(&mut observer, Duration::from_millis(200)).await;
     assert_still_serves(&server).await;
 }
+
+/// Browsers do not apply CORS to WebSocket upgrades, so with an allow-list the node itself
+/// refuses an upgrade from another origin (403) and accepts one from a listed origin.
+#[tokio::test]
+async fn websocket_upgrade_respects_the_allow_list() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server =
+        common::TestServer::start(|c| c.cors_origins = vec!["https://good.example".into()]);
+    let url = server.ws_url(&format!(
+        "/edge/ws-origin?{}",
+        common::atmo_query("websocket", "0", true)
+    ));
+    let request_from = |origin: &str| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().unwrap());
+        request
+    };
+    let refused = tokio_tungstenite::connect_async(request_from("https://evil.example")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("upgrade from a foreign origin was not refused: {other:?}"),
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request_from("https://good.example"))
+        .await
+        .expect("listed origin is accepted");
+    let handshake = common::ws_text(&mut ws).await;
+    assert!(handshake.ends_with("|0|X|"), "{handshake}");
+}

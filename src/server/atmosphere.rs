@@ -113,6 +113,17 @@ async fn open(
     if request.transport == TransportKind::Close {
         return Ok(close(node, &request));
     }
+    // Browsers do not apply CORS to WebSocket upgrades, so the allow-list is enforced here:
+    // otherwise any site could open a socket with the user's cookies (cross-site hijacking).
+    if request.transport == TransportKind::WebSocket {
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            if !super::headers::origin_allowed(node, origin) {
+                return Ok(HttpResponse::Forbidden()
+                    .content_type("text/plain; charset=utf-8")
+                    .body("this origin is not in the node's CORS allow-list\n"));
+            }
+        }
+    }
     if request.transport == TransportKind::WebSocket && node.config.disable_websocket {
         return Ok(HttpResponse::NotImplemented()
             .insert_header(("X-Atmosphere-error", "Websocket protocol not supported"))

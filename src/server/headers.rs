@@ -72,7 +72,7 @@ pub async fn nimbus_headers(
     Ok(response)
 }
 
-fn origin_allowed(node: &Node, origin: &HeaderValue) -> bool {
+pub(super) fn origin_allowed(node: &Node, origin: &HeaderValue) -> bool {
     let allow = &node.config.cors_origins;
     allow.is_empty()
         || origin

@@ -580,6 +580,10 @@ pub fn publish_from_client(node: &Node, topic: &str, text: ByteString) -> Result
         Stats::add(&node.stats.client_heartbeats, 1);
         return Ok(());
     }
+    // An empty message carries nothing for anyone (an empty POST is ignored the same way).
+    if text.is_empty() {
+        return Ok(());
+    }
     node.broker
         .publish(topic, Audience::All, Message { text, json: false })?;
     Stats::add(&node.stats.published, 1);
