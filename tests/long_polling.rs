@@ -347,11 +347,13 @@ async fn without_the_protocol_flag_a_first_poll_is_a_plain_poll() {
     }
 }
 
-/// An empty message (a WebSocket client may send one) cannot be told apart from "nothing yet"
-/// in a long-poll body without TrackMessageSize: it is skipped and must not hold up the
-/// messages behind it. With TrackMessageSize it arrives as `0|`.
+/// An empty message carries nothing: a client's empty frame is not published (like an empty
+/// POST), and one published through the API is skipped by a long-poller without
+/// TrackMessageSize (it cannot be told apart from "nothing yet") instead of holding up the
+/// messages behind it; with TrackMessageSize it arrives as `0|`.
 #[tokio::test]
 async fn an_empty_message_does_not_wedge_a_long_poller() {
+    use nimbus::topic::{Audience, Message};
     let server = common::TestServer::start(|c| c.heartbeat_secs = 5);
     let topic = "/lp/empty";
     let plain = lp_handshake(&server, topic, false).await;
@@ -360,8 +362,17 @@ async fn an_empty_message_does_not_wedge_a_long_poller() {
     common::ws_text(&mut ws).await;
     common::ws_send(&mut ws, "").await;
     common::ws_send(&mut ws, "after").await;
-    assert_eq!(common::ws_text(&mut ws).await, "0|");
     assert_eq!(common::ws_text(&mut ws).await, "5|after");
+
+    let broker = &server.node.broker;
+    broker
+        .publish(topic, Audience::All, Message::text(""))
+        .unwrap();
+    broker
+        .publish(topic, Audience::All, Message::text("later"))
+        .unwrap();
+    assert_eq!(common::ws_text(&mut ws).await, "0|");
+    assert_eq!(common::ws_text(&mut ws).await, "5|later");
 
     let body = within(
         3.0,
@@ -370,5 +381,10 @@ async fn an_empty_message_does_not_wedge_a_long_poller() {
     )
     .await;
     assert_eq!(body, "after");
-    assert_eq!(lp_poll(&server, topic, &framed, true).await, "0|5|after");
+    let body = within(3.0, "the next poll", lp_poll(&server, topic, &plain, false)).await;
+    assert_eq!(body, "later");
+    assert_eq!(
+        lp_poll(&server, topic, &framed, true).await,
+        "5|after0|5|later"
+    );
 }
