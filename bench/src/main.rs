@@ -1,1 +1,359 @@
-fn main() {}
+//! `nimbus-bench`: a load generator that speaks the Atmosphere protocol (as atmosphere.js 5
+//! does) over WebSocket and long-polling, and prints one row of figures.
+//!
+//! It runs on a single thread so its own CPU use is bounded and measured (getrusage). Server
+//! CPU per delivered message comes from the server process's own counters
+//! (`/proc/<pid>/stat`), read at the start and the end of the measured window.
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser)]
+struct Args {
+    /// The node under test.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Its process id, for its CPU and RSS.
+    #[arg(long)]
+    server_pid: u32,
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Messages published per second.
+    #[arg(long, default_value_t = 20)]
+    rate: u32,
+    #[arg(long, default_value_t = 15)]
+    duration_secs: u64,
+    /// Payload bytes per message (beyond the sequence and timestamp).
+    #[arg(long, default_value_t = 64)]
+    message_bytes: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Scenario {
+    /// Hold idle WebSocket connections and report RSS per connection.
+    Idle,
+    /// One topic, WebSocket subscribers, one WebSocket publisher.
+    Ws,
+    /// One topic, long-polling subscribers, one WebSocket publisher.
+    Longpoll,
+}
+
+const TOPIC: &str = "/bench";
+
+fn query(transport: &str, id: &str) -> String {
+    format!(
+        "X-Atmosphere-tracking-id={id}&X-Atmosphere-Framework=5.0.7&X-Atmosphere-Transport={transport}\
+         &X-Atmosphere-TrackMessageSize=true&X-atmo-protocol=true"
+    )
+}
+
+/// What every subscriber records.
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    duplicates: u64,
+    latencies_us: Vec<u32>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, run(args));
+}
+
+async fn run(args: Args) {
+    let epoch = Instant::now();
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    let rss_before = rss_kib(args.server_pid);
+
+    // Connect every subscriber (bounded concurrency) and wait for its handshake.
+    let mut connected = 0;
+    let batch = 200;
+    while connected < args.subscribers {
+        let n = batch.min(args.subscribers - connected);
+        let mut ready = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            ready.push(rx);
+            let (addr, tally) = (args.addr, tally.clone());
+            match args.scenario {
+                Scenario::Idle | Scenario::Ws => tokio::task::spawn_local(ws_subscriber(
+                    addr,
+                    args.subscribers as u64,
+                    epoch,
+                    tally,
+                    tx,
+                )),
+                Scenario::Longpoll => {
+                    tokio::task::spawn_local(lp_subscriber(addr, epoch, tally, tx))
+                }
+            };
+        }
+        for rx in ready {
+            tokio::time::timeout(Duration::from_secs(30), rx)
+                .await
+                .expect("subscriber handshake in time")
+                .expect("subscriber connected");
+        }
+        connected += n;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    if args.scenario == Scenario::Idle {
+        let rss_after = rss_kib(args.server_pid);
+        let per_conn =
+            (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / args.subscribers as f64;
+        println!(
+            "| idle websocket | {} | - | - | - | - | - | - | - | RSS {:.0} bytes/connection ({} KiB → {} KiB) | - |",
+            args.subscribers, per_conn, rss_before, rss_after
+        );
+        return;
+    }
+
+    let (mut publisher, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}{}?{}",
+        args.addr,
+        TOPIC,
+        query("websocket", "0")
+    ))
+    .await
+    .expect("publisher connects");
+    publisher.next().await; // handshake
+    let (mut publish, mut publisher_rx) = publisher.split();
+    tokio::task::spawn_local(async move { while publisher_rx.next().await.is_some() {} });
+
+    let server_cpu_start = cpu_ticks(args.server_pid);
+    let own_cpu_start = own_cpu_us();
+    let received_start = tally.borrow().received;
+    let start = Instant::now();
+    let total = args.rate as u64 * args.duration_secs;
+    let pad = "x".repeat(args.message_bytes);
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    for seq in 0..total {
+        let due = start + interval * seq as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let sent_us = epoch.elapsed().as_micros() as u64;
+        publish
+            .send(Message::text(format!("{seq}:{sent_us}:{pad}")))
+            .await
+            .expect("publish");
+    }
+    // Drain: wait until everything arrived or 5 s passed.
+    let expected = total * args.subscribers as u64;
+    let drain_deadline = Instant::now() + Duration::from_secs(5);
+    while tally.borrow().received - received_start < expected && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let window = start.elapsed().as_secs_f64();
+    let server_cpu_us =
+        (cpu_ticks(args.server_pid) - server_cpu_start) as f64 * 1e6 / clock_ticks() as f64;
+    let own_cpu_us = own_cpu_us() - own_cpu_start;
+
+    let mut t = tally.borrow_mut();
+    let delivered = t.received - received_start;
+    t.latencies_us.sort_unstable();
+    let pct = |p: f64| {
+        t.latencies_us
+            .get(
+                ((t.latencies_us.len() as f64 * p) as usize)
+                    .min(t.latencies_us.len().saturating_sub(1)),
+            )
+            .map_or(f64::NAN, |&us| us as f64 / 1000.0)
+    };
+    let name = match args.scenario {
+        Scenario::Ws => "websocket fan-out",
+        _ => "long-polling fan-out",
+    };
+    println!(
+        "| {name} | {} | {}/s | {:.0} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0}% | {:.0}% |",
+        args.subscribers,
+        args.rate,
+        delivered as f64 / window,
+        expected.saturating_sub(delivered),
+        t.duplicates,
+        pct(0.50),
+        pct(0.99),
+        server_cpu_us / delivered.max(1) as f64,
+        server_cpu_us / window / 1e4,
+        own_cpu_us as f64 / window / 1e4,
+    );
+}
+
+/// Parse `seq:sent_us:...` and record it, noting duplicates per subscriber.
+fn record(tally: &RefCell<Tally>, seen: &mut Vec<bool>, epoch: Instant, message: &str) {
+    let mut parts = message.splitn(3, ':');
+    let (Some(seq), Some(sent)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let (Ok(seq), Ok(sent)) = (seq.parse::<usize>(), sent.parse::<u64>()) else {
+        return;
+    };
+    let now = epoch.elapsed().as_micros() as u64;
+    let mut t = tally.borrow_mut();
+    if seen.len() <= seq {
+        seen.resize(seq + 1, false);
+    }
+    if seen[seq] {
+        t.duplicates += 1;
+        return;
+    }
+    seen[seq] = true;
+    t.received += 1;
+    t.latencies_us
+        .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+}
+
+/// Split a `len|msg` body (lengths in UTF-16 units; the bench sends ASCII) into messages.
+fn unframe(mut body: &str, mut each: impl FnMut(&str)) {
+    while let Some(bar) = body.find('|') {
+        let Ok(len) = body[..bar].parse::<usize>() else {
+            return;
+        };
+        let rest = &body[bar + 1..];
+        if rest.len() < len {
+            return;
+        }
+        each(&rest[..len]);
+        body = &rest[len..];
+    }
+}
+
+async fn ws_subscriber(
+    addr: SocketAddr,
+    _subscribers: u64,
+    epoch: Instant,
+    tally: Rc<RefCell<Tally>>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let url = format!("ws://{addr}{TOPIC}?{}", query("websocket", "0"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("subscriber connects");
+    ws.next()
+        .await
+        .expect("handshake")
+        .expect("handshake frame");
+    let _ = ready.send(());
+    let mut seen = Vec::new();
+    while let Some(Ok(message)) = ws.next().await {
+        if let Message::Text(text) = message {
+            unframe(&text, |m| record(&tally, &mut seen, epoch, m));
+        }
+    }
+}
+
+async fn lp_subscriber(
+    addr: SocketAddr,
+    epoch: Instant,
+    tally: Rc<RefCell<Tally>>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .expect("long-poller connects");
+    let (_, body) = http_get(
+        &mut stream,
+        &format!("{TOPIC}?{}", query("long-polling", "0")),
+    )
+    .await;
+    let id = body.split('|').nth(1).expect("handshake uuid").to_string();
+    let _ = ready.send(());
+    let mut token = String::new();
+    let mut seen = Vec::new();
+    loop {
+        let mut path = format!("{TOPIC}?{}", query("long-polling", &id));
+        if !token.is_empty() {
+            path.push_str(&format!("&X-Atmosphere-Session-Token={token}"));
+        }
+        let (headers, body) = http_get(&mut stream, &path).await;
+        if let Some(t) = header(&headers, "x-atmosphere-session-token") {
+            token = t;
+        }
+        unframe(&body, |m| record(&tally, &mut seen, epoch, m));
+    }
+}
+
+/// One keep-alive GET; the node answers long-polls with `Content-Length`.
+async fn http_get(stream: &mut TcpStream, path: &str) -> (String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send poll");
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 16384];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let headers = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = header(&headers, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = stream.read(&mut chunk).await.expect("read poll");
+                assert!(n > 0, "node closed a long-poll connection");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+            return (headers, body);
+        }
+        let n = stream.read(&mut chunk).await.expect("read poll");
+        assert!(n > 0, "node closed a long-poll connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn header(headers: &str, name: &str) -> Option<String> {
+    headers.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("server process");
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as u64
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// This process's user + system CPU, in microseconds.
+fn own_cpu_us() -> u64 {
+    // SAFETY: rusage is plain data (all-zero is valid) and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, exclusively borrowed rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(usage.ru_utime) + us(usage.ru_stime)
+}
