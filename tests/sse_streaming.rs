@@ -118,6 +118,8 @@ async fn streaming_flushes_its_headers_immediately() {
 async fn heartbeats_are_framed_for_the_transport() {
     let server = common::TestServer::start(|c| c.heartbeat_secs = 1);
     let topic = "/sse/heartbeat";
+    // The idle interval starts when the body attaches, so measure from before the requests.
+    let started = Instant::now();
     let mut sse = BodyReader::open(&topic_url(&server, topic, "sse", "hb-sse", true)).await;
     let mut streaming = BodyReader::open(&topic_url(
         &server,
@@ -130,7 +132,6 @@ async fn heartbeats_are_framed_for_the_transport() {
     sse.expect(&format!("data:{}\r\n\r\n", frame("hb-sse|0|X|")))
         .await;
     streaming.expect(&frame("hb-streaming|0|X|")).await;
-    let started = Instant::now();
     sse.expect("data:1|X\r\n\r\n").await;
     streaming.expect("1|X").await;
     assert!(started.elapsed() >= Duration::from_millis(900));

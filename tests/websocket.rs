@@ -124,13 +124,14 @@ async fn messages_postpone_the_heartbeat() {
 async fn x_heartbeat_server_is_honoured() {
     let server = common::TestServer::start(|c| c.heartbeat_secs = 1);
     let query = common::atmo_query("websocket", "0", true);
+    // The idle interval starts when the socket attaches, so measure from before the upgrade.
+    let started = Instant::now();
     let (mut longer, _) =
         ws_open_url(&server.ws_url(&format!("/ws/hbs?{query}&X-Heartbeat-Server=2"))).await;
     let (mut off, _) =
         ws_open_url(&server.ws_url(&format!("/ws/hbs?{query}&X-Heartbeat-Server=0"))).await;
     ws_text(&mut longer).await;
     ws_text(&mut off).await;
-    let started = Instant::now();
     assert_eq!(common::ws_text_within(&mut longer, 4.0).await, "1|X");
     assert!(started.elapsed() >= Duration::from_millis(1900));
     ws_silent(&mut off, Duration::from_millis(500)).await;
@@ -216,10 +217,11 @@ async fn fragmented_messages_are_reassembled() {
 async fn a_shorter_x_heartbeat_server_is_raised_to_the_servers() {
     let server = common::TestServer::start(|c| c.heartbeat_secs = 2);
     let query = common::atmo_query("websocket", "0", true);
+    // The idle interval starts when the socket attaches, so measure from before the upgrade.
+    let started = Instant::now();
     let (mut ws, _) =
         ws_open_url(&server.ws_url(&format!("/ws/hbs?{query}&X-Heartbeat-Server=1"))).await;
     ws_text(&mut ws).await;
-    let started = Instant::now();
     assert_eq!(common::ws_text_within(&mut ws, 4.0).await, "1|X");
     assert!(
         started.elapsed() >= Duration::from_millis(1900),

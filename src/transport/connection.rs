@@ -407,6 +407,21 @@ impl Connection {
         self.arm_expiry(ctx, self.node.config.long_poll_expiry());
     }
 
+    /// Answer a parked poll with an empty body (the client simply polls again); returns
+    /// whether one was parked.
+    fn release_parked_poll(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(parked) = self.parked.take() else {
+            return false;
+        };
+        ctx.cancel_future(parked.timer);
+        let session_token = self.session_token(self.cursor);
+        let _ = parked.reply.send(PollReply {
+            body: Bytes::new(),
+            session_token,
+        });
+        true
+    }
+
     fn send_heartbeat(&mut self, ctx: &mut Context<Self>) {
         let frame = self.mode.framing.encode(PADDING);
         if let Some(sink) = self.sink.as_mut() {
@@ -468,6 +483,8 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        // Before leaving the topic: the answer's session token names the topic epoch.
+        self.release_parked_poll(ctx);
         if let Some(membership) = self.membership.take() {
             membership.addr.do_send(Leave {
                 session: self.id.clone(),
@@ -475,13 +492,6 @@ impl Actor for Connection {
         }
         if let Some(sink) = self.sink.take() {
             sink.close(Some(actix_ws::CloseCode::Normal.into()));
-        }
-        if let Some(parked) = self.parked.take() {
-            let token = self.session_token(self.cursor);
-            let _ = parked.reply.send(PollReply {
-                body: Bytes::new(),
-                session_token: token,
-            });
         }
         self.node.connections.remove(&self.id, &ctx.address());
         tracing::debug!(session = %self.id, topic = %self.topic_id, "disconnected");
@@ -596,14 +606,8 @@ impl Handler<Poll> for Connection {
     fn handle(&mut self, msg: Poll, ctx: &mut Context<Self>) {
         self.cancel_expiry(ctx);
         let mut reconnect = msg.reconnect || self.poll_aborted;
-        if let Some(previous) = self.parked.take() {
-            // A client holds one poll at a time: a new one means it gave up on the old one.
-            ctx.cancel_future(previous.timer);
-            let token = self.session_token(self.cursor);
-            let _ = previous.reply.send(PollReply {
-                body: Bytes::new(),
-                session_token: token,
-            });
+        // A client holds one poll at a time: a new one means it gave up on the old one.
+        if self.release_parked_poll(ctx) {
             reconnect = true;
         }
         self.poll_aborted = false;
@@ -652,13 +656,7 @@ impl Handler<DropTransport> for Connection {
     type Result = ();
 
     fn handle(&mut self, _: DropTransport, ctx: &mut Context<Self>) {
-        if let Some(parked) = self.parked.take() {
-            ctx.cancel_future(parked.timer);
-            let token = self.session_token(self.cursor);
-            let _ = parked.reply.send(PollReply {
-                body: Bytes::new(),
-                session_token: token,
-            });
+        if self.release_parked_poll(ctx) {
             self.arm_expiry(ctx, self.node.config.long_poll_expiry());
         }
         if self.sink.is_some() {

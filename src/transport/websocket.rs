@@ -58,17 +58,11 @@ async fn read_inbound(
     // all (the per-frame limit alone would let a fragmented message grow without bound).
     let mut fragments: Option<BytesMut> = None;
     while let Some(message) = stream.next().await {
-        let text = match message {
-            Ok(Message::Text(text)) => text,
-            Ok(Message::Binary(bytes)) => match ByteString::try_from(bytes) {
-                Ok(text) => text,
-                Err(_) => {
-                    let _ = session
-                        .close(close(CloseCode::Invalid, "message is not valid UTF-8"))
-                        .await;
-                    break;
-                }
-            },
+        // Each frame yields a whole message's bytes, nothing (control frames, unfinished
+        // fragments), or a reason to close.
+        let bytes = match message {
+            Ok(Message::Text(text)) => text.into_bytes(),
+            Ok(Message::Binary(bytes)) => bytes,
             Ok(Message::Ping(payload)) => {
                 let _ = session.pong(&payload).await;
                 continue;
@@ -84,12 +78,8 @@ async fn read_inbound(
                 };
                 // actix-http rejects continuations out of order; this is only a safety net.
                 let Some(buffer) = fragments.as_mut() else {
-                    let _ = session
-                        .close(close(
-                            CloseCode::Protocol,
-                            "continuation without a first frame",
-                        ))
-                        .await;
+                    let reason = close(CloseCode::Protocol, "continuation without a first frame");
+                    let _ = session.close(reason).await;
                     break;
                 };
                 if buffer.len() + bytes.len() > max_message_bytes {
@@ -102,16 +92,7 @@ async fn read_inbound(
                 if !last {
                     continue;
                 }
-                let whole = fragments.take().unwrap_or_default().freeze();
-                match ByteString::try_from(whole) {
-                    Ok(text) => text,
-                    Err(_) => {
-                        let _ = session
-                            .close(close(CloseCode::Invalid, "message is not valid UTF-8"))
-                            .await;
-                        break;
-                    }
-                }
+                fragments.take().unwrap_or_default().freeze()
             }
             Ok(Message::Close(_)) => break,
             Ok(_) => continue,
@@ -119,7 +100,7 @@ async fn read_inbound(
                 let reason = match &error {
                     ProtocolError::Overflow => close(CloseCode::Size, "message too large"),
                     // actix-ws reports a text frame that is not UTF-8 as an `InvalidData` I/O
-                    // error; RFC 6455 (7.4.1) closes that with 1007, like a binary frame above.
+                    // error; RFC 6455 (7.4.1) closes that with 1007, like a binary frame below.
                     ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
                         close(CloseCode::Invalid, "message is not valid UTF-8")
                     }
@@ -129,6 +110,13 @@ async fn read_inbound(
                 let _ = session.close(reason).await;
                 break;
             }
+        };
+        // Atmosphere messages are text; a binary or reassembled message must be UTF-8 too.
+        let Ok(text) = ByteString::try_from(bytes) else {
+            let _ = session
+                .close(close(CloseCode::Invalid, "message is not valid UTF-8"))
+                .await;
+            break;
         };
         match connection.send(Inbound(text)).await {
             Ok(Ok(())) => {}
