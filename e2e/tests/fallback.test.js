@@ -28,7 +28,10 @@ test('a refused websocket upgrade falls back to long-polling and messages flow',
     assert.ok(events.includes('transportFailure'), `events: ${events}`);
     assert.ok(!events.includes('open:websocket'), `events: ${events}`);
     await waitFor('sse open', async () => (await other.events()).includes('open:sse'));
+    // push() returns once the browser has queued the POST, not once the server has it, so the
+    // publish waits until the pushed message has come back: the order asserted below is then real.
     await client.push('sent over long-polling');
+    await messagesOf(other, 1);
     await node.publish(topic, 'to|everyone');
     for (const c of [client, other]) {
       assert.deepEqual(await messagesOf(c, 2), ['sent over long-polling', 'to|everyone']);
