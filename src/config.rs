@@ -22,6 +22,17 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// Redis URL (`redis://host:6379/`): run as one node of a cluster that shares topics,
+    /// histories and sessions through Redis. Without it the node runs alone with the
+    /// in-process broker.
+    #[arg(long, env = "NIMBUS_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// On SIGTERM/SIGINT: seconds to wait, after closing client connections (so they reconnect
+    /// to other nodes) and recording where each client stands, before exiting.
+    #[arg(long, env = "NIMBUS_DRAIN_SECS", default_value_t = 10)]
+    pub drain_secs: u64,
+
     /// Seconds of idle time after which the server sends the heartbeat padding `X` (0 = off).
     #[arg(long, env = "NIMBUS_HEARTBEAT_SECS", default_value_t = 60)]
     pub heartbeat_secs: u64,
@@ -99,6 +110,11 @@ impl Config {
 
     pub fn long_poll_expiry(&self) -> Duration {
         Duration::from_secs(self.long_poll_expiry_secs)
+    }
+
+    /// How long a cluster keeps a session record after its client's last visit.
+    pub fn session_ttl(&self) -> Duration {
+        self.reconnect_window().max(self.long_poll_expiry()) * 2 + Duration::from_secs(10)
     }
 
     pub fn history_limits(&self) -> crate::topic::HistoryLimits {

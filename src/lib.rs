@@ -8,11 +8,13 @@
 //! - [`transport`]: connection actors, one per logical client, owning whichever transport is
 //!   attached (WebSocket, SSE, streaming body, parked long-poll).
 //! - [`topic`]: broadcaster actors, one per topic, with a bounded replay history.
-//! - [`broker`]: the seam between topics and the outside world (in-process today).
+//! - [`broker`]: the seam between topics and the outside world (in-process by default).
+//! - [`cluster`]: the Redis broker that spreads topics, histories and sessions over nodes.
 //! - [`config`]: command-line flags and their environment twins.
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod node;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::broker::{Broker, LocalBroker};
+use crate::broker::{Broker, BrokerError, LocalBroker};
+use crate::cluster::{RedisBroker, RedisSettings};
 use crate::config::Config;
 use crate::topic::TopicRegistry;
 use crate::transport::ConnectionRegistry;
@@ -24,11 +25,41 @@ pub struct Node {
 impl Node {
     /// A node with the in-process broker.
     pub fn new(config: Config) -> Arc<Self> {
-        let id = config.node_id.clone().unwrap_or_else(|| {
-            format!("nimbus-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
-        });
+        let id = Self::id_from(&config);
         let topics = TopicRegistry::new(config.history_limits());
         let broker = Arc::new(LocalBroker::new(topics.clone()));
+        Self::assemble(config, id, topics, broker)
+    }
+
+    /// A node of a cluster: the Redis broker at `config.redis_url`, which must be reachable now.
+    pub async fn clustered(config: Config) -> Result<Arc<Self>, BrokerError> {
+        let id = Self::id_from(&config);
+        let topics = TopicRegistry::new(config.history_limits());
+        let limits = config.history_limits();
+        let settings = RedisSettings {
+            url: config.redis_url.clone().unwrap_or_default(),
+            node_id: id.clone(),
+            history_messages: limits.max_messages,
+            history_age: limits.max_age,
+            session_ttl: config.session_ttl(),
+        };
+        let broker = RedisBroker::connect(settings, topics.clone()).await?;
+        topics.set_cluster(broker.clone());
+        Ok(Self::assemble(config, id, topics, broker))
+    }
+
+    fn id_from(config: &Config) -> String {
+        config.node_id.clone().unwrap_or_else(|| {
+            format!("nimbus-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+        })
+    }
+
+    fn assemble(
+        config: Config,
+        id: String,
+        topics: TopicRegistry,
+        broker: Arc<dyn Broker>,
+    ) -> Arc<Self> {
         Arc::new(Node {
             config,
             id,
@@ -59,6 +90,9 @@ pub struct Stats {
 #[derive(Debug, Serialize)]
 pub struct StatsSnapshot {
     pub node: String,
+    /// Whether the node runs with a cluster broker, and whether that broker is reachable.
+    pub clustered: bool,
+    pub broker_ready: bool,
     pub connections: usize,
     pub topics: usize,
     pub published: u64,
@@ -79,6 +113,8 @@ impl Node {
         let s = &self.stats;
         StatsSnapshot {
             node: self.id.clone(),
+            clustered: self.broker.numbers_messages(),
+            broker_ready: self.broker.is_ready(),
             connections: self.connections.len(),
             topics: self.topics.len(),
             published: s.published.load(Ordering::Relaxed),

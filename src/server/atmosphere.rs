@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_util::StreamExt;
 
+use crate::broker::{BrokerError, SessionRecord};
 use crate::error::HttpError;
 use crate::node::Node;
 use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
@@ -132,27 +133,48 @@ async fn open(
     let first_request = request.tracking_id.is_none();
     let (id, connection, created) = connection_for(node, topic, &request);
     let mode = mode_for(node, &request);
+    let clustered = node.broker.numbers_messages() && !first_request;
     let mut response = match request.transport {
-        TransportKind::WebSocket => {
-            websocket::attach(req, body, connection, mode, node.config.max_message_bytes).await?
-        }
-        TransportKind::Sse | TransportKind::Streaming => {
-            sse_streaming::attach(connection, mode).await?
+        TransportKind::WebSocket | TransportKind::Sse | TransportKind::Streaming => {
+            // Clustered: where the client stood when it left another node.
+            let resume = if clustered {
+                session_record(topic, &id, node.broker.load_session(id.clone())).await
+            } else {
+                None
+            };
+            if request.transport == TransportKind::WebSocket {
+                let limit = node.config.max_message_bytes;
+                websocket::attach(req, body, connection, mode, limit, resume).await?
+            } else {
+                sse_streaming::attach(connection, mode, resume).await?
+            }
         }
         TransportKind::LongPolling => {
-            let reconnect = created && !first_request;
+            // A client holds one poll at a time and re-polls only after an answer: a poll that
+            // finds its previous one unanswered (still parked, dropped by the client, or on a
+            // node that died) comes from a client that is reconnecting. In a cluster the
+            // session record knows that, whichever node had the previous poll.
+            let resume = if clustered {
+                session_record(topic, &id, node.broker.begin_poll(id.clone())).await
+            } else {
+                None
+            };
+            let reconnect = match &resume {
+                Some(record) => record.polling,
+                None => created && !first_request,
+            };
             // Only a client that asked for the protocol gets the handshake-only answer; without
             // `X-atmo-protocol` (atmosphere.js 5's default) the first poll is an ordinary poll,
             // or the client would deliver `uuid|hb|X|` to its application as a message.
             let handshake_only = first_request && request.protocol;
-            long_polling::poll(
-                connection,
+            let poll = long_polling::PollRequest {
                 mode,
                 handshake_only,
                 reconnect,
-                request.session_token,
-            )
-            .await
+                session_token: request.session_token,
+                resume,
+            };
+            long_polling::poll(node, &id, topic, connection, poll).await
         }
         TransportKind::Close => unreachable!("handled above"),
     };
@@ -170,6 +192,23 @@ async fn open(
         );
     }
     Ok(response)
+}
+
+/// A session record read from the cluster; an unreachable cluster reads as none (the node then
+/// treats the client as it would on a single node).
+/// A record of another topic (the same tracking id used on another path) does not apply.
+async fn session_record(
+    topic: &str,
+    id: &SessionId,
+    read: impl std::future::Future<Output = Result<Option<SessionRecord>, BrokerError>>,
+) -> Option<SessionRecord> {
+    match read.await {
+        Ok(record) => record.filter(|r| r.topic.as_deref().is_none_or(|t| t == topic)),
+        Err(error) => {
+            tracing::warn!(session = %id, %error, "cannot read the session record");
+            None
+        }
+    }
 }
 
 /// `X-Atmosphere-Transport=close`: the client leaves; its connection ends now.

@@ -16,10 +16,29 @@ use crate::config::Config;
 use crate::node::Node;
 
 /// Bind `config.bind` and serve until SIGINT/SIGTERM.
+///
+/// With `--redis-url` the node joins the cluster first: it waits (retrying every second) until
+/// Redis answers once, so it never serves clients it could not continue elsewhere. After that,
+/// Redis outages are ridden out (see `crate::cluster`).
 pub async fn run(config: Config) -> std::io::Result<()> {
     let listener = TcpListener::bind(config.bind)?;
-    let node = Node::new(config);
-    tracing::info!(node = %node.id, addr = %listener.local_addr()?, "nimbus serving");
+    let node = match &config.redis_url {
+        None => Node::new(config),
+        Some(url) => {
+            let url = url.clone();
+            loop {
+                match Node::clustered(config.clone()).await {
+                    Ok(node) => break node,
+                    Err(error) => {
+                        tracing::warn!(%url, %error, "waiting for Redis");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    };
+    tracing::info!(node = %node.id, addr = %listener.local_addr()?,
+        clustered = node.broker.numbers_messages(), "nimbus serving");
     serve(node, listener)?.await
 }
 

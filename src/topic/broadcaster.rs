@@ -1,5 +1,11 @@
 //! The broadcaster actor of one topic on this node.
-use std::collections::HashMap;
+//!
+//! With the in-process broker it numbers the messages published to it. With a cluster broker
+//! the broker numbers them and they arrive here already numbered ([`Sequenced`]), possibly out
+//! of order (this node's own publishes and other nodes' relayed ones travel different paths):
+//! the broadcaster hands them to members strictly in sequence order, holds back what arrives
+//! early, and fetches from the shared history what does not arrive at all.
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +16,7 @@ use tokio::time::Instant;
 
 use super::registry::TopicRegistry;
 use super::{Audience, Envelope, History, HistoryLimits, Message, SessionId, TopicId};
+use crate::broker::{Backlog, Broker, BrokerError, TopicPosition};
 
 /// How long an empty topic lingers before it frees itself (a member may be between two polls).
 const IDLE_GRACE: Duration = Duration::from_secs(5);
@@ -17,6 +24,14 @@ const IDLE_GRACE: Duration = Duration::from_secs(5);
 const MAINTENANCE_TICK: Duration = Duration::from_millis(200);
 /// Mailbox of a topic: publishes wait here while a fan-out runs.
 const MAILBOX: usize = 4096;
+/// How long a message that arrived early waits for the ones before it before they are fetched
+/// from the shared history.
+const GAP_WAIT: Duration = Duration::from_millis(100);
+/// How often (in maintenance ticks) a clustered topic compares its position with the cluster's,
+/// to notice relayed messages that never arrived (a relay connection that was down).
+const POSITION_CHECK_TICKS: u32 = 5;
+/// Most messages fetched from the shared history at once.
+const CATCH_UP_BATCH: usize = 1000;
 
 /// A message for one member; the member replays from the history if it sees a gap.
 #[derive(Message, Clone)]
@@ -47,7 +62,7 @@ pub struct Leave {
     pub session: SessionId,
 }
 
-/// Publish a message to the topic.
+/// Publish a message to the topic (in-process broker: the topic numbers it).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Publish {
@@ -55,13 +70,28 @@ pub struct Publish {
     pub message: Message,
 }
 
+/// A message the cluster broker already numbered (in `epoch`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Sequenced {
+    pub epoch: u64,
+    pub envelope: Arc<Envelope>,
+}
+
 /// The part of a topic that members read without a message round trip.
 #[derive(Debug)]
 pub struct TopicState {
     pub id: TopicId,
-    /// Distinguishes successive broadcaster instances of the same topic id: sequences restart
-    /// at 1 in a new epoch, so cursors from an older epoch are not comparable.
-    pub epoch: u64,
+    /// Which broadcaster instance of this topic id on this node (the registry's handle).
+    pub instance: u64,
+    /// Distinguishes successive numberings of the same topic id: sequences restart in a new
+    /// epoch, so cursors from an older epoch are not comparable. In-process, every broadcaster
+    /// instance is a new epoch; in a cluster the epoch is the cluster's and changes only if the
+    /// cluster forgot the topic (or this node could not reach it when the topic opened).
+    epoch: AtomicU64,
+    /// The sequence the current epoch started from here: a member whose cursor belongs to an
+    /// older epoch restarts from it.
+    start_seq: AtomicU64,
     pub history: RwLock<History>,
     last_seq: AtomicU64,
 }
@@ -69,6 +99,23 @@ pub struct TopicState {
 impl TopicState {
     pub fn last_seq(&self) -> u64 {
         self.last_seq.load(Ordering::Acquire)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Where members of an older epoch restart (read after [`TopicState::epoch`]).
+    pub fn start_seq(&self) -> u64 {
+        self.start_seq.load(Ordering::Acquire)
+    }
+
+    /// Begin `epoch` at `seq` (the last sequence already given out).
+    fn restart(&self, epoch: u64, seq: u64) {
+        self.history.write().clear();
+        self.last_seq.store(seq, Ordering::Release);
+        self.start_seq.store(seq, Ordering::Release);
+        self.epoch.store(epoch, Ordering::Release);
     }
 }
 
@@ -83,21 +130,43 @@ pub struct Broadcaster {
     state: Arc<TopicState>,
     members: HashMap<SessionId, Member>,
     registry: TopicRegistry,
+    /// The cluster broker, when messages arrive numbered by it.
+    cluster: Option<Arc<dyn Broker>>,
+    /// Numbered messages that arrived before their predecessors, by sequence.
+    early: BTreeMap<u64, Arc<Envelope>>,
+    /// A fetch of missing messages from the shared history is scheduled or running.
+    catching_up: bool,
+    /// The cluster could not be reached when the topic opened: its position is unknown.
+    detached: bool,
+    ticks: u32,
     /// Members skipped because their mailbox was full (they catch up from the history).
     pub skipped: u64,
 }
 
 impl Broadcaster {
-    pub fn new(id: TopicId, epoch: u64, limits: HistoryLimits, registry: TopicRegistry) -> Self {
+    pub fn new(
+        id: TopicId,
+        epoch: u64,
+        limits: HistoryLimits,
+        registry: TopicRegistry,
+        cluster: Option<Arc<dyn Broker>>,
+    ) -> Self {
         Broadcaster {
             state: Arc::new(TopicState {
                 id,
-                epoch,
+                instance: epoch,
+                epoch: AtomicU64::new(epoch),
+                start_seq: AtomicU64::new(0),
                 history: RwLock::new(History::new(limits)),
                 last_seq: AtomicU64::new(0),
             }),
             members: HashMap::new(),
             registry,
+            cluster,
+            early: BTreeMap::new(),
+            catching_up: false,
+            detached: false,
+            ticks: 0,
             skipped: 0,
         }
     }
@@ -118,6 +187,140 @@ impl Broadcaster {
         }
     }
 
+    /// Append the next message of the topic and hand it to the members.
+    fn accept(&mut self, envelope: Arc<Envelope>) {
+        self.state.history.write().push(envelope.clone());
+        self.state.last_seq.store(envelope.seq, Ordering::Release);
+        self.fan_out(&envelope);
+    }
+
+    /// A numbered message from the cluster: deliver it in order, hold it if it is early.
+    fn ingest(&mut self, epoch: u64, envelope: Arc<Envelope>, ctx: &mut Context<Self>) {
+        let current = self.state.epoch();
+        if epoch != current {
+            if epoch < current {
+                return; // left over from a numbering the cluster has since forgotten
+            }
+            tracing::warn!(topic = %self.state.id, epoch, "topic numbering restarted in the cluster");
+            self.early.clear();
+            self.detached = false;
+            self.state.restart(epoch, envelope.seq.saturating_sub(1));
+        }
+        let last = self.state.last_seq();
+        if envelope.seq <= last {
+            return; // already delivered (a relay that overlapped a fetch)
+        }
+        if envelope.seq == last + 1 {
+            self.accept(envelope);
+            self.drain_early();
+        } else {
+            self.early.insert(envelope.seq, envelope);
+            self.schedule_catch_up(ctx, GAP_WAIT);
+        }
+    }
+
+    fn drain_early(&mut self) {
+        while let Some(entry) = self.early.first_entry() {
+            let next = self.state.last_seq() + 1;
+            if *entry.key() < next {
+                entry.remove();
+            } else if *entry.key() == next {
+                let envelope = entry.remove();
+                self.accept(envelope);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn schedule_catch_up(&mut self, ctx: &mut Context<Self>, after: Duration) {
+        if self.catching_up {
+            return;
+        }
+        self.catching_up = true;
+        ctx.run_later(after, |act, ctx| {
+            let target = act.early.keys().next().map(|first| first - 1);
+            match target {
+                Some(target) if target > act.state.last_seq() => act.catch_up(ctx, target),
+                _ => act.catching_up = false,
+            }
+        });
+    }
+
+    /// Fetch from the shared history what this node did not receive, up to `target`.
+    fn catch_up(&mut self, ctx: &mut Context<Self>, target: u64) {
+        let Some(cluster) = self.cluster.clone() else {
+            self.catching_up = false;
+            return;
+        };
+        self.catching_up = true;
+        let last = self.state.last_seq();
+        let epoch = self.state.epoch();
+        let limit = ((target - last) as usize).min(CATCH_UP_BATCH);
+        let fetch = cluster.backlog(self.state.id.clone(), epoch, last, limit);
+        ctx.wait(fetch.into_actor(self).map(
+            move |result: Result<Backlog, BrokerError>, act, ctx| {
+                act.catching_up = false;
+                match result {
+                    Ok(backlog) => {
+                        let fetched = backlog.messages.len();
+                        for envelope in backlog.messages {
+                            act.ingest(epoch, envelope, ctx);
+                        }
+                        if fetched == 0 && act.state.last_seq() < target {
+                            // The shared history no longer holds them: skip the gap. Members
+                            // count what they missed when they replay across it.
+                            tracing::warn!(topic = %act.state.id, from = act.state.last_seq(),
+                                to = target, "messages expired from the cluster history");
+                            act.state.restart(epoch, target);
+                        }
+                        act.drain_early();
+                        if !act.early.is_empty() {
+                            act.schedule_catch_up(ctx, Duration::ZERO);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(topic = %act.state.id, %error, "cannot fetch missing messages; retrying");
+                        act.schedule_catch_up(ctx, Duration::from_millis(500));
+                    }
+                }
+            },
+        ));
+    }
+
+    /// Compare with the cluster's position: catch up on messages whose relay was lost, and
+    /// attach a topic that opened while the cluster was unreachable.
+    fn check_position(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        if self.catching_up {
+            return;
+        }
+        let fetch = if self.detached {
+            cluster.open_topic(self.state.id.clone())
+        } else {
+            cluster.position(self.state.id.clone())
+        };
+        ctx.spawn(fetch.into_actor(self).map(
+            |result: Result<TopicPosition, BrokerError>, act, ctx| {
+                let Ok(position) = result else { return };
+                if act.detached || position.epoch > act.state.epoch() {
+                    act.detached = false;
+                    if position.epoch != act.state.epoch() {
+                        act.early.clear();
+                        act.state.restart(position.epoch, position.seq);
+                    }
+                } else if position.epoch == act.state.epoch()
+                    && position.seq > act.state.last_seq()
+                    && !act.catching_up
+                {
+                    act.catch_up(ctx, position.seq);
+                }
+            },
+        ));
+    }
+
     fn latest(&self) -> Option<Arc<Envelope>> {
         let history = self.state.history.read();
         history
@@ -130,8 +333,29 @@ impl Broadcaster {
     fn free_if_idle(&mut self, ctx: &mut Context<Self>) {
         if self.members.is_empty() && self.registry.remove_if_current(&self.state) {
             tracing::debug!(topic = %self.state.id, "freeing idle topic");
+            if let Some(cluster) = &self.cluster {
+                cluster.close_topic(self.state.id.clone());
+            }
             ctx.stop();
         }
+    }
+
+    /// Clustered: open the topic in the cluster before anything else is handled, so members
+    /// join at the cluster's position. An unreachable cluster leaves the topic detached (its
+    /// members are served, it attaches at the next position check).
+    fn open_in_cluster(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let open = cluster.open_topic(self.state.id.clone());
+        ctx.wait(open.into_actor(self).map(|result, act, _| match result {
+            Ok(position) => act.state.restart(position.epoch, position.seq),
+            Err(error) => {
+                tracing::warn!(topic = %act.state.id, %error, "cluster unreachable; topic opens detached");
+                act.detached = true;
+                act.state.restart(0, 0);
+            }
+        }));
     }
 }
 
@@ -140,7 +364,12 @@ impl Actor for Broadcaster {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
-        ctx.run_interval(MAINTENANCE_TICK, |act, _| {
+        self.open_in_cluster(ctx);
+        ctx.run_interval(MAINTENANCE_TICK, |act, ctx| {
+            act.ticks = act.ticks.wrapping_add(1);
+            if act.ticks % POSITION_CHECK_TICKS == 0 {
+                act.check_position(ctx);
+            }
             act.state.history.write().expire(Instant::now());
             let any_behind = act.members.values().any(|m| m.behind);
             if any_behind {
@@ -199,8 +428,14 @@ impl Handler<Publish> for Broadcaster {
             msg.audience,
             msg.message,
         ));
-        self.state.history.write().push(envelope.clone());
-        self.state.last_seq.store(seq, Ordering::Release);
-        self.fan_out(&envelope);
+        self.accept(envelope);
+    }
+}
+
+impl Handler<Sequenced> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, msg: Sequenced, ctx: &mut Context<Self>) {
+        self.ingest(msg.epoch, msg.envelope, ctx);
     }
 }

@@ -96,6 +96,17 @@ impl History {
         Replay { messages, missed }
     }
 
+    /// Forget everything (the topic's numbering restarted).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Sequence of the oldest retained message.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.seq)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

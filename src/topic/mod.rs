@@ -12,7 +12,7 @@ mod registry;
 
 use std::sync::Arc;
 
-pub use broadcaster::{Broadcaster, Deliver, Join, JoinAck, Leave, Publish};
+pub use broadcaster::{Broadcaster, Deliver, Join, JoinAck, Leave, Publish, Sequenced, TopicState};
 pub use envelope::{Audience, Envelope, Message, FRAME_SLOTS};
 pub use history::{History, HistoryLimits, Replay};
 pub use registry::{PublishError, TopicRegistry};

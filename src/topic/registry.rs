@@ -1,7 +1,7 @@
 //! The topics of this node by id: created on first use, freed when idle.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use actix::prelude::*;
 use parking_lot::Mutex;
@@ -9,13 +9,16 @@ use thiserror::Error;
 
 use super::broadcaster::TopicState;
 use super::{Audience, Broadcaster, Join, JoinAck, Message, Publish, SessionId, TopicId};
-use crate::topic::{Deliver, HistoryLimits};
+use crate::broker::Broker;
+use crate::topic::{Deliver, Envelope, HistoryLimits, Sequenced};
 
 /// Why a publish was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PublishError {
     #[error("topic {0} is overloaded; retry later")]
     Overloaded(TopicId),
+    #[error("the cluster is unreachable and this node's queue of messages for it is full; retry later")]
+    ClusterBacklogFull,
 }
 
 /// Shared handle to the node's topics.
@@ -28,6 +31,8 @@ struct Inner {
     topics: Mutex<HashMap<TopicId, Entry>>,
     limits: HistoryLimits,
     next_epoch: AtomicU64,
+    /// Set when the node runs with a cluster broker: topics then take numbered messages.
+    cluster: OnceLock<Arc<dyn Broker>>,
 }
 
 #[derive(Clone)]
@@ -49,8 +54,15 @@ impl TopicRegistry {
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(1),
                 ),
+                cluster: OnceLock::new(),
             }),
         }
+    }
+
+    /// Switch to clustered topics: `broker` numbers messages and holds the shared history.
+    /// Called once, before the first topic opens.
+    pub fn set_cluster(&self, broker: Arc<dyn Broker>) {
+        let _ = self.inner.cluster.set(broker);
     }
 
     fn get_or_create(&self, id: &str) -> Addr<Broadcaster> {
@@ -62,7 +74,9 @@ impl TopicRegistry {
         }
         let id: TopicId = id.into();
         let epoch = self.inner.next_epoch.fetch_add(1, Ordering::Relaxed);
-        let addr = Broadcaster::new(id.clone(), epoch, self.inner.limits, self.clone()).start();
+        let cluster = self.inner.cluster.get().cloned();
+        let addr = Broadcaster::new(id.clone(), epoch, self.inner.limits, self.clone(), cluster)
+            .start();
         topics.insert(
             id,
             Entry {
@@ -113,6 +127,21 @@ impl TopicRegistry {
         }
     }
 
+    /// Hand a message numbered by the cluster to the local topic, if this node has one. A full
+    /// topic mailbox drops it: the topic fetches it from the shared history when it notices
+    /// the gap.
+    pub fn ingest(&self, epoch: u64, envelope: Arc<Envelope>) {
+        let addr = self
+            .inner
+            .topics
+            .lock()
+            .get(&*envelope.topic)
+            .map(|e| e.addr.clone());
+        if let Some(addr) = addr {
+            let _ = addr.try_send(Sequenced { epoch, envelope });
+        }
+    }
+
     /// Number of live topics on this node.
     pub fn len(&self) -> usize {
         self.inner.topics.lock().len()
@@ -134,7 +163,7 @@ impl TopicRegistry {
         let mut topics = self.inner.topics.lock();
         if topics
             .get(&state.id)
-            .is_some_and(|e| e.epoch == state.epoch)
+            .is_some_and(|e| e.epoch == state.instance)
         {
             topics.remove(&state.id);
             true

@@ -4,6 +4,11 @@
 //! its client. A message arriving in order for a writable transport is written at once; anything
 //! else (a gap, a reconnect, a long-poll between polls, a socket that was full) is served from
 //! the topic history after the cursor. Nothing is copied per client while it is away.
+//!
+//! In a cluster the cursor may point before what this node's topic holds (the client was
+//! served by another node until now): the missing part is fetched from the cluster's shared
+//! history into a small backlog first.
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll as TaskPoll};
@@ -18,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::sink::{Sink, WriteOutcome};
+use crate::broker::SessionRecord;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{frame::PADDING, handshake, Framing};
 use crate::topic::{Audience, Deliver, Envelope, JoinAck, Leave, Message, SessionId, TopicId};
@@ -29,6 +35,11 @@ const MAILBOX: usize = 256;
 const MAX_POLL_BATCH: usize = 256;
 /// How long a long-poll is held when server heartbeats are off.
 const DEFAULT_POLL_HOLD: Duration = Duration::from_secs(30);
+/// Most messages fetched from the cluster's shared history at once.
+const BACKLOG_BATCH: usize = 1000;
+/// Clustered: how often a pushing transport's cursor is written to its session record (what a
+/// client replays twice at most if its node dies).
+const CURSOR_FLUSH: Duration = Duration::from_secs(2);
 
 /// How frames are written on the current transport.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +59,9 @@ pub struct Attach {
     pub mode: Mode,
     /// For response bodies: a sender whose `closed()` tells that the client went away.
     pub body_closed: Option<mpsc::Sender<Bytes>>,
+    /// Clustered: the session's record, telling where its client stands if another node
+    /// served it last.
+    pub resume: Option<SessionRecord>,
 }
 
 /// The transport of generation `0` went away (WebSocket closed, TCP closed).
@@ -78,6 +92,8 @@ pub struct Poll {
     pub reconnect: bool,
     /// `X-Atmosphere-Session-Token` echoed by the client: the cursor it has acknowledged.
     pub session_token: Option<String>,
+    /// Clustered: the session's record, for a client without a token.
+    pub resume: Option<SessionRecord>,
     pub reply: oneshot::Sender<PollReply>,
 }
 
@@ -86,6 +102,9 @@ pub struct Poll {
 pub struct PollReply {
     pub body: Bytes,
     pub session_token: String,
+    /// Where the client stands once it has this body (the token, unencoded).
+    pub epoch: u64,
+    pub cursor: u64,
 }
 
 /// Drop the current transport but keep the connection (and its cursor) for the reconnect
@@ -113,6 +132,15 @@ pub struct Connection {
     membership: Option<JoinAck>,
     /// Sequence of the last message handed to the client.
     cursor: u64,
+    /// The topic epoch `cursor` belongs to.
+    cursor_epoch: u64,
+    /// Clustered: messages after the cursor fetched from the shared history, oldest first.
+    backlog: VecDeque<Arc<Envelope>>,
+    backfilling: bool,
+    /// A transport was attached or a poll answered at least once.
+    served: bool,
+    /// Clustered: the cursor last written to the session record.
+    flushed_cursor: u64,
     mode: Mode,
     sink: Option<Sink>,
     /// Bumped at every attach and detach so stale wake-ups and detach notices are ignored.
@@ -138,6 +166,11 @@ impl Connection {
             node,
             membership: None,
             cursor: 0,
+            cursor_epoch: 0,
+            backlog: VecDeque::new(),
+            backfilling: false,
+            served: false,
+            flushed_cursor: 0,
             mode,
             sink: None,
             generation: 0,
@@ -196,6 +229,10 @@ impl Connection {
             if self.sink.is_none() || self.waiting_writable {
                 return;
             }
+            if self.needs_backfill() {
+                self.backfill(ctx, |act, ctx| act.pump(ctx));
+                return;
+            }
             let replay = self.replay(MAX_POLL_BATCH);
             if replay.is_empty() {
                 return;
@@ -208,8 +245,101 @@ impl Connection {
         }
     }
 
+    /// Follow the topic into a new epoch: the old cursor means nothing there.
+    fn sync_epoch(&mut self) {
+        let Some(membership) = &self.membership else {
+            return;
+        };
+        let epoch = membership.topic.epoch();
+        if epoch != self.cursor_epoch {
+            self.cursor = membership.topic.start_seq();
+            self.cursor_epoch = epoch;
+            self.backlog.clear();
+        }
+    }
+
+    /// Clustered: the cursor is older than this node's history of the topic, and the rest must
+    /// come from the cluster's shared history.
+    fn needs_backfill(&mut self) -> bool {
+        if self.backfilling || !self.node.broker.numbers_messages() {
+            return false;
+        }
+        self.sync_epoch();
+        while self.backlog.front().is_some_and(|e| e.seq <= self.cursor) {
+            self.backlog.pop_front();
+        }
+        let Some(membership) = &self.membership else {
+            return false;
+        };
+        if !self.backlog.is_empty() || membership.topic.last_seq() <= self.cursor {
+            return false;
+        }
+        let first = membership.topic.history.read().first_seq();
+        first.is_none_or(|first| first > self.cursor + 1)
+    }
+
+    /// Fetch the messages after the cursor from the shared history, then run `then`. While
+    /// the cluster is unreachable `then` is retried later: nothing is skipped.
+    fn backfill(
+        &mut self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
+        let Some(membership) = &self.membership else {
+            return;
+        };
+        let topic = membership.topic.clone();
+        let fetch = self.node.broker.backlog(
+            self.topic_id.clone(),
+            self.cursor_epoch,
+            self.cursor,
+            BACKLOG_BATCH,
+        );
+        self.backfilling = true;
+        ctx.wait(fetch.into_actor(self).map(move |result, act, ctx| {
+            act.backfilling = false;
+            match result {
+                Ok(backlog) if backlog.messages.is_empty() => {
+                    // Nothing left in the shared history: continue where this node's begins.
+                    let target = topic
+                        .history
+                        .read()
+                        .first_seq()
+                        .map_or(topic.last_seq(), |first| first - 1);
+                    act.count_missed(target.saturating_sub(act.cursor));
+                    act.cursor = act.cursor.max(target);
+                    then(act, ctx);
+                }
+                Ok(backlog) => {
+                    act.count_missed(backlog.missed);
+                    act.backlog.extend(backlog.messages);
+                    then(act, ctx);
+                }
+                Err(error) => {
+                    tracing::warn!(session = %act.id, %error, "cannot read the cluster history; retrying");
+                    ctx.run_later(Duration::from_secs(1), then);
+                }
+            }
+        }));
+    }
+
+    fn count_missed(&self, missed: u64) {
+        if missed > 0 {
+            Stats::add(&self.node.stats.missed, missed);
+            tracing::warn!(session = %self.id, topic = %self.topic_id, missed,
+                "client fell behind the topic history; messages lost for it");
+        }
+    }
+
     /// Messages after the cursor, oldest first; counts (and skips) what the history lost.
     fn replay(&mut self, limit: usize) -> Vec<Arc<Envelope>> {
+        self.sync_epoch();
+        while self.backlog.front().is_some_and(|e| e.seq <= self.cursor) {
+            self.backlog.pop_front();
+        }
+        if !self.backlog.is_empty() {
+            return self.backlog.iter().take(limit).cloned().collect();
+        }
         let Some(membership) = &self.membership else {
             return Vec::new();
         };
@@ -220,11 +350,7 @@ impl Connection {
             missed = topic.last_seq() - self.cursor;
             self.cursor = topic.last_seq();
         }
-        if missed > 0 {
-            Stats::add(&self.node.stats.missed, missed);
-            tracing::warn!(session = %self.id, topic = %self.topic_id, missed,
-                "client fell behind the topic history; messages lost for it");
-        }
+        self.count_missed(missed);
         replay.messages
     }
 
@@ -275,7 +401,51 @@ impl Connection {
         if let Some(sink) = self.sink.take() {
             sink.close(reason);
         }
+        self.flush_cursor();
         self.arm_expiry(ctx, self.node.config.reconnect_window());
+    }
+
+    /// Clustered: write where the client stands to its session record, if it moved.
+    fn flush_cursor(&mut self) {
+        if !self.node.broker.numbers_messages() || self.cursor == self.flushed_cursor {
+            return;
+        }
+        self.flushed_cursor = self.cursor;
+        let record = self.record(false);
+        let save = self.node.broker.save_session(self.id.clone(), record);
+        let id = self.id.clone();
+        actix::spawn(async move {
+            if let Err(error) = save.await {
+                tracing::debug!(session = %id, %error, "cannot save the session record");
+            }
+        });
+    }
+
+    /// The session record for where the client stands now.
+    pub fn record(&self, polling: bool) -> SessionRecord {
+        SessionRecord {
+            topic: Some(self.topic_id.to_string()),
+            epoch: self.cursor_epoch,
+            cursor: self.cursor,
+            polling,
+            node: Some(self.node.id.clone()),
+        }
+    }
+
+    /// Take over the cursor of a record written by another node (or by an earlier visit): a
+    /// connection that never served its client starts there; one that did moves forward only.
+    fn resume_from(&mut self, record: Option<&SessionRecord>) {
+        self.sync_epoch();
+        let Some(cursor) = record.and_then(|r| r.cursor_in(self.cursor_epoch)) else {
+            return;
+        };
+        let last = self.membership.as_ref().map_or(0, |m| m.topic.last_seq());
+        let cursor = cursor.min(last);
+        if !self.served {
+            self.cursor = cursor;
+        } else {
+            self.cursor = self.cursor.max(cursor);
+        }
     }
 
     fn arm_expiry(&mut self, ctx: &mut Context<Self>, after: Duration) {
@@ -302,27 +472,33 @@ impl Connection {
     }
 
     fn session_token(&self, cursor: u64) -> String {
-        let epoch = self.membership.as_ref().map_or(0, |m| m.topic.epoch);
-        format!("{epoch}-{cursor}")
+        format!("{}-{cursor}", self.cursor_epoch)
     }
 
-    /// Rewind the cursor to what the client acknowledged, if it is behind it (the last answer
-    /// was lost on the way); returns whether it rewound. Tokens from another topic epoch are
-    /// ignored.
+    /// Move the cursor to what the client acknowledged. Behind it: the last answer was lost on
+    /// the way (returns `true`: the client is reconnecting). Ahead of it: another node served
+    /// the client since (a cluster without sticky sessions). Tokens from another topic epoch
+    /// are ignored.
     fn apply_session_token(&mut self, token: Option<&str>) -> bool {
+        self.sync_epoch();
         let (Some(token), Some(membership)) = (token, &self.membership) else {
             return false;
         };
         let Some((epoch, seq)) = token.split_once('-') else {
             return false;
         };
-        if epoch.parse() == Ok(membership.topic.epoch) {
-            if let Ok(seq) = seq.parse::<u64>() {
-                if seq < self.cursor {
-                    self.cursor = seq;
-                    return true;
-                }
-            }
+        if epoch.parse() != Ok(self.cursor_epoch) {
+            return false;
+        }
+        let Ok(seq) = seq.parse::<u64>() else {
+            return false;
+        };
+        if seq < self.cursor {
+            self.cursor = seq;
+            return true;
+        }
+        if seq > self.cursor && seq <= membership.topic.last_seq() {
+            self.cursor = seq;
         }
         false
     }
@@ -374,9 +550,12 @@ impl Connection {
         count: u64,
     ) {
         let session_token = self.session_token(cursor);
+        self.served = true;
         match reply.send(PollReply {
             body: body.freeze(),
             session_token,
+            epoch: self.cursor_epoch,
+            cursor,
         }) {
             Ok(()) => {
                 self.cursor = cursor;
@@ -395,6 +574,11 @@ impl Connection {
             ctx.cancel_future(parked.timer);
             self.poll_aborted = true;
             self.arm_expiry(ctx, self.node.config.long_poll_expiry());
+            return;
+        }
+        if self.needs_backfill() {
+            self.parked = Some(parked);
+            self.backfill(ctx, |act, ctx| act.complete_parked(ctx));
             return;
         }
         let (body, cursor, count) = self.poll_body(false);
@@ -418,6 +602,8 @@ impl Connection {
         let _ = parked.reply.send(PollReply {
             body: Bytes::new(),
             session_token,
+            epoch: self.cursor_epoch,
+            cursor: self.cursor,
         });
         true
     }
@@ -468,8 +654,17 @@ impl Actor for Connection {
         // Nothing else is handled until the topic has answered: the cursor must be set first.
         ctx.wait(join.into_actor(self).map(|ack, act, _| {
             act.cursor = ack.cursor;
+            act.cursor_epoch = ack.topic.epoch();
+            act.flushed_cursor = ack.cursor;
             act.membership = Some(ack);
         }));
+        if self.node.broker.numbers_messages() {
+            ctx.run_interval(CURSOR_FLUSH, |act, _| {
+                if act.sink.is_some() {
+                    act.flush_cursor();
+                }
+            });
+        }
         let tick = self
             .node
             .config
@@ -502,6 +697,7 @@ impl Handler<Deliver> for Connection {
     type Result = ();
 
     fn handle(&mut self, Deliver(envelope): Deliver, ctx: &mut Context<Self>) {
+        self.sync_epoch();
         if envelope.seq <= self.cursor {
             return;
         }
@@ -536,6 +732,8 @@ impl Handler<Attach> for Connection {
         self.cancel_expiry(ctx);
         self.generation += 1;
         self.waiting_writable = false;
+        self.resume_from(msg.resume.as_ref());
+        self.served = true;
         self.mode = msg.mode;
         self.sink = Some(msg.sink);
         self.last_write = Instant::now();
@@ -614,10 +812,25 @@ impl Handler<Poll> for Connection {
         self.mode = msg.mode;
         // An older token means our last answer never reached the client: its request failed,
         // so atmosphere.js is reconnecting and takes the next body's first message as the
-        // handshake. Resend with one in front (as for an aborted poll above).
-        if self.apply_session_token(msg.session_token.as_deref()) {
+        // handshake. Resend with one in front (as for an aborted poll above). A connection that
+        // never answered this client (it was served elsewhere) has nothing to compare with.
+        let fresh = !self.served;
+        if msg.session_token.is_none() {
+            self.resume_from(msg.resume.as_ref());
+        }
+        if self.apply_session_token(msg.session_token.as_deref()) && !fresh {
             reconnect = true;
         }
+        if self.needs_backfill() {
+            self.backfill(ctx, move |act, ctx| act.answer_or_park(msg, reconnect, ctx));
+        } else {
+            self.answer_or_park(msg, reconnect, ctx);
+        }
+    }
+}
+
+impl Connection {
+    fn answer_or_park(&mut self, msg: Poll, reconnect: bool, ctx: &mut Context<Self>) {
         if msg.handshake_only {
             let body = BytesMut::from(self.handshake_frame().as_bytes().as_ref());
             let cursor = self.cursor;

@@ -5,45 +5,75 @@
 //! client that was still there, and the `X-Atmosphere-Session-Token` header (which
 //! atmosphere.js echoes on its next request) carries the cursor the client acknowledged, so an
 //! answer lost on the way is sent again.
+//!
+//! In a cluster every answer is recorded in the session's record before it is sent (where the
+//! client stands, and that no poll is outstanding), so the next poll may land on any node.
 use actix::Addr;
 use actix_web::HttpResponse;
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::{Connection, Mode, Poll, PollReply};
+use crate::broker::SessionRecord;
+use crate::node::Node;
+use crate::topic::SessionId;
 
-/// Run one poll against `connection`.
+/// What one poll asks of its connection.
+pub struct PollRequest {
+    pub mode: Mode,
+    /// The tracking-id `0` poll: answer with only the handshake.
+    pub handshake_only: bool,
+    /// The client is (re)connecting: start the body with a handshake.
+    pub reconnect: bool,
+    pub session_token: Option<String>,
+    /// Clustered: the session's record as this poll found it.
+    pub resume: Option<SessionRecord>,
+}
+
+/// Run one poll of session `id` against `connection`.
 pub async fn poll(
+    node: &Node,
+    id: &SessionId,
+    topic: &str,
     connection: Addr<Connection>,
-    mode: Mode,
-    handshake_only: bool,
-    reconnect: bool,
-    session_token: Option<String>,
+    request: PollRequest,
 ) -> HttpResponse {
     let (reply, answer) = oneshot::channel();
     let poll = Poll {
-        mode,
-        handshake_only,
-        reconnect,
-        session_token,
+        mode: request.mode,
+        handshake_only: request.handshake_only,
+        reconnect: request.reconnect,
+        session_token: request.session_token,
+        resume: request.resume,
         reply,
     };
     let answer = match connection.send(poll).await {
         Ok(()) => answer.await.ok(),
         Err(_) => None,
     };
-    // A connection that ended under us answers empty: the client simply polls again.
-    let PollReply {
-        body,
-        session_token,
-    } = answer.unwrap_or(PollReply {
-        body: Bytes::new(),
-        session_token: String::new(),
-    });
     let mut response = HttpResponse::Ok();
     response.content_type("text/plain; charset=utf-8");
-    if !session_token.is_empty() {
-        response.insert_header(("X-Atmosphere-Session-Token", session_token));
+    // A connection that ended under us answers empty: the client simply polls again.
+    let Some(PollReply {
+        body,
+        session_token,
+        epoch,
+        cursor,
+    }) = answer
+    else {
+        return response.finish();
+    };
+    if node.broker.numbers_messages() {
+        let record = SessionRecord {
+            topic: Some(topic.to_string()),
+            epoch,
+            cursor,
+            polling: false,
+            node: Some(node.id.clone()),
+        };
+        if let Err(error) = node.broker.save_session(id.clone(), record).await {
+            tracing::warn!(session = %id, %error, "cannot record the poll's answer");
+        }
     }
+    response.insert_header(("X-Atmosphere-Session-Token", session_token));
     response.body(body)
 }

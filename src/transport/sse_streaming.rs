@@ -13,19 +13,26 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::PollSender;
 
+use crate::broker::SessionRecord;
+
 use super::{Attach, Connection, Mode, Sink};
 
 /// Chunks queued for the body before the connection counts the client as slow.
 const BODY_CHANNEL: usize = 64;
 
 /// Attach a new streaming body to `connection`; the returned response carries it.
-pub async fn attach(connection: Addr<Connection>, mode: Mode) -> actix_web::Result<HttpResponse> {
+pub async fn attach(
+    connection: Addr<Connection>,
+    mode: Mode,
+    resume: Option<SessionRecord>,
+) -> actix_web::Result<HttpResponse> {
     let (tx, rx) = mpsc::channel::<Bytes>(BODY_CHANNEL);
     connection
         .send(Attach {
             sink: Sink::Body(PollSender::new(tx.clone())),
             mode,
             body_closed: Some(tx),
+            resume,
         })
         .await
         .map_err(actix_web::error::ErrorServiceUnavailable)?;

@@ -10,6 +10,8 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_util::StreamExt;
 
+use crate::broker::SessionRecord;
+
 use super::{Attach, Connection, Detach, Inbound, Sink};
 
 /// Upgrade `req` and attach the socket to `connection`; returns the `101` response.
@@ -19,6 +21,7 @@ pub async fn attach(
     connection: Addr<Connection>,
     mode: super::Mode,
     max_message_bytes: usize,
+    resume: Option<SessionRecord>,
 ) -> actix_web::Result<HttpResponse> {
     let (response, session, stream) = actix_ws::handle(req, body)?;
     let generation = connection
@@ -26,6 +29,7 @@ pub async fn attach(
             sink: Sink::WebSocket(session.clone()),
             mode,
             body_closed: None,
+            resume,
         })
         .await
         .map_err(actix_web::error::ErrorServiceUnavailable)?;

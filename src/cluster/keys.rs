@@ -1,0 +1,43 @@
+//! Redis key and channel names.
+//!
+//! Every key of a topic carries the topic id as its hash tag (`{...}`), so in a Redis Cluster
+//! a topic's counter, history and channel live in one slot and the publish script may touch
+//! them all at once.
+
+/// The topic's numbering: `epoch` and the last `seq` given out.
+pub fn meta(topic: &str) -> String {
+    format!("nimbus:m:{{{topic}}}")
+}
+
+/// The topic's shared history, a stream whose entry ids are `<seq>-0`.
+pub fn history(topic: &str) -> String {
+    format!("nimbus:h:{{{topic}}}")
+}
+
+/// The pub/sub channel that relays the topic's messages to the nodes with local members.
+pub fn channel(topic: &str) -> String {
+    format!("nimbus:b:{{{topic}}}")
+}
+
+/// The topic a relay channel belongs to.
+pub fn topic_of_channel(channel: &str) -> Option<&str> {
+    channel.strip_prefix("nimbus:b:{")?.strip_suffix('}')
+}
+
+/// A session's record (where its client stands).
+pub fn session(id: &str) -> String {
+    format!("nimbus:s:{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_round_trip_any_topic() {
+        for topic in ["/chat/lobby", "/a}b{c", "/", "/ü€😀"] {
+            assert_eq!(topic_of_channel(&channel(topic)), Some(topic));
+        }
+        assert_eq!(topic_of_channel("other"), None);
+    }
+}

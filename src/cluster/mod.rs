@@ -1,0 +1,507 @@
+//! The cluster bridge: the Redis broker that lets any node serve any client.
+//!
+//! - **Numbering and history.** A publish runs one script (`publish.lua`) that numbers the
+//!   message in its topic, appends it to the topic's history stream (trimmed by count, expired
+//!   by age) and relays it on the topic's channel: O(1) Redis writes per broadcast, whatever the
+//!   audience. A client's "cache" is its cursor in that history, so any node can serve it.
+//! - **Relay.** One multiplexed RESP3 connection per node (redis-rs `ConnectionManager`, which
+//!   reconnects and resubscribes by itself) subscribes to a topic's channel while the node has
+//!   local members of it. A node ignores its own relays: it hands its publishes to its local
+//!   topic as soon as the script has numbered them.
+//! - **Sessions.** A small record per client (topic, cursor, whether a long-poll is
+//!   outstanding, node) lets the next poll or reconnect land on any node.
+//! - **Outages.** Publishes wait in a bounded queue while Redis is unreachable and go out, in
+//!   order, when it is back; a full queue refuses new publishes (503). `/readyz` reports the
+//!   outage. Topics notice relays they missed by comparing positions and fetch them from the
+//!   history.
+mod keys;
+pub mod relay;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Script, Value};
+use std::collections::HashMap;
+use tokio::sync::mpsc;
+
+use crate::broker::{Backlog, Broker, BrokerError, SessionRecord, TopicPosition};
+use crate::topic::{Audience, Envelope, Message, PublishError, SessionId, TopicId, TopicRegistry};
+
+/// Publishes that may wait for Redis during an outage before new ones are refused.
+const PUBLISH_QUEUE: usize = 10_000;
+/// Relayed messages waiting for dispatch; beyond it they are dropped and fetched back from the
+/// history by the topics that notice the gap.
+const RELAY_QUEUE: usize = 16_384;
+/// How long a topic's numbering is remembered after its last publish or open.
+const META_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often Redis is pinged for `/readyz`.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Settings of the Redis broker, from the node's configuration.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    pub node_id: String,
+    /// Longest history per topic (approximate, `MAXLEN ~`).
+    pub history_messages: usize,
+    /// Oldest history entry served (older ones count as missed), and the history's TTL.
+    pub history_age: Duration,
+    /// How long a session record outlives its client's last visit.
+    pub session_ttl: Duration,
+}
+
+/// A publish waiting for the script.
+struct PublishJob {
+    topic: TopicId,
+    audience: Audience,
+    message: Message,
+}
+
+/// The Redis broker.
+pub struct RedisBroker {
+    settings: RedisSettings,
+    conn: ConnectionManager,
+    topics: TopicRegistry,
+    publisher: mpsc::Sender<PublishJob>,
+    /// Local topics per relay channel: subscribe on the first, unsubscribe after the last.
+    subscriptions: tokio::sync::Mutex<HashMap<TopicId, usize>>,
+    ready: AtomicBool,
+    /// Relayed messages dropped because the relay queue was full.
+    relays_dropped: Arc<AtomicU64>,
+    open_script: Script,
+    /// Itself, for futures that outlive a call.
+    me: Weak<RedisBroker>,
+}
+
+/// Counters of the bridge, for `/_nimbus/stats`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct BridgeStats {
+    pub relays_dropped: u64,
+}
+
+fn unreachable(error: redis::RedisError) -> BrokerError {
+    BrokerError::Unreachable(error.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RedisBroker {
+    /// Connect to Redis (failing if it cannot be reached now) and start the bridge's tasks on
+    /// the current runtime.
+    pub async fn connect(
+        settings: RedisSettings,
+        topics: TopicRegistry,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let info = redis::IntoConnectionInfo::into_connection_info(settings.url.as_str())
+            .map_err(unreachable)?;
+        let redis_settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(redis_settings);
+        let client = redis::Client::open(info).map_err(unreachable)?;
+        let (push_tx, push_rx) = mpsc::channel::<PushInfo>(RELAY_QUEUE);
+        let relays_dropped = Arc::new(AtomicU64::new(0));
+        let dropped_in_sender = relays_dropped.clone();
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_push_sender(move |info: PushInfo| {
+                if push_tx.try_send(info).is_err() {
+                    dropped_in_sender.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<(), ()>(())
+            })
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_max_delay(Duration::from_secs(1));
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(unreachable)?;
+        let (publisher, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let broker = Arc::new_cyclic(|me| RedisBroker {
+            settings,
+            conn,
+            topics,
+            publisher,
+            subscriptions: tokio::sync::Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(true),
+            relays_dropped,
+            open_script: Script::new(include_str!("open.lua")),
+            me: me.clone(),
+        });
+        tokio::spawn(publish_loop(Arc::downgrade(&broker), publish_rx));
+        tokio::spawn(relay_loop(Arc::downgrade(&broker), push_rx));
+        tokio::spawn(health_loop(Arc::downgrade(&broker)));
+        Ok(broker)
+    }
+
+    pub fn stats(&self) -> BridgeStats {
+        BridgeStats {
+            relays_dropped: self.relays_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn session_ttl_ms(&self) -> u64 {
+        self.settings.session_ttl.as_millis() as u64
+    }
+
+    /// Hand a relayed message to the local topic (own relays are skipped: the publisher
+    /// already handed them over).
+    fn dispatch(&self, push: PushInfo) {
+        if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
+            return;
+        }
+        let mut data = push.data.into_iter();
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+            (data.next(), data.next())
+        else {
+            return;
+        };
+        let Some(topic) = std::str::from_utf8(&channel)
+            .ok()
+            .and_then(keys::topic_of_channel)
+        else {
+            return;
+        };
+        match relay::decode(topic, &payload) {
+            Ok(relayed) if relayed.node == self.settings.node_id => {}
+            Ok(relayed) => self.topics.ingest(relayed.epoch, relayed.envelope),
+            Err(error) => tracing::warn!(%topic, %error, "ignoring a relay message"),
+        }
+    }
+}
+
+/// Run publishes through the script one at a time, in the order they were accepted; while
+/// Redis is unreachable, retry the head of the queue (the rest waits behind it, bounded).
+async fn publish_loop(broker: Weak<RedisBroker>, mut jobs: mpsc::Receiver<PublishJob>) {
+    let script = Script::new(include_str!("publish.lua"));
+    while let Some(job) = jobs.recv().await {
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let settings = &broker.settings;
+        let mut conn = broker.conn.clone();
+        let audience = relay::encode_audience(&job.audience);
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let result: redis::RedisResult<(u64, u64)> = script
+                .key(keys::meta(&job.topic))
+                .key(keys::history(&job.topic))
+                .key(keys::channel(&job.topic))
+                .arg(now_ms())
+                .arg(settings.history_messages)
+                .arg(settings.history_age.as_millis() as u64)
+                .arg(META_TTL.as_millis() as u64)
+                .arg(&settings.node_id)
+                .arg(&audience)
+                .arg(relay::encode_json_flag(job.message.json))
+                .arg(&*job.message.text)
+                .arg("PUBLISH")
+                .invoke_async(&mut conn)
+                .await;
+            match result {
+                Ok((epoch, seq)) => {
+                    let envelope = Envelope::new(
+                        job.topic.clone(),
+                        seq,
+                        job.audience.clone(),
+                        job.message.clone(),
+                    );
+                    broker.topics.ingest(epoch, Arc::new(envelope));
+                    break;
+                }
+                Err(error) => {
+                    broker.ready.store(false, Ordering::Relaxed);
+                    tracing::warn!(topic = %job.topic, %error, "publish waits for Redis");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+async fn relay_loop(broker: Weak<RedisBroker>, mut pushes: mpsc::Receiver<PushInfo>) {
+    while let Some(push) = pushes.recv().await {
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        if push.kind == PushKind::Disconnection {
+            broker.ready.store(false, Ordering::Relaxed);
+            tracing::warn!("lost the Redis connection; reconnecting");
+        }
+        broker.dispatch(push);
+    }
+}
+
+async fn health_loop(broker: Weak<RedisBroker>) {
+    loop {
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let mut conn = broker.conn.clone();
+        let ok = redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok();
+        let was = broker.ready.swap(ok, Ordering::Relaxed);
+        if ok != was {
+            if ok {
+                tracing::info!("Redis reachable again");
+            } else {
+                tracing::warn!("Redis unreachable");
+            }
+        }
+    }
+}
+
+fn record_from(map: HashMap<String, String>) -> Option<SessionRecord> {
+    if map.is_empty() {
+        return None;
+    }
+    let number = |k: &str| map.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Some(SessionRecord {
+        topic: map.get("topic").cloned(),
+        epoch: number("epoch"),
+        cursor: number("cursor"),
+        polling: map.get("polling").is_some_and(|v| v == "1"),
+        node: map.get("node").cloned(),
+    })
+}
+
+// === impl Broker for RedisBroker ===
+
+impl Broker for RedisBroker {
+    fn publish(
+        &self,
+        topic: &str,
+        audience: Audience,
+        message: Message,
+    ) -> Result<(), PublishError> {
+        self.publisher
+            .try_send(PublishJob {
+                topic: topic.into(),
+                audience,
+                message,
+            })
+            .map_err(|_| PublishError::ClusterBacklogFull)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn numbers_messages(&self) -> bool {
+        true
+    }
+
+    fn open_topic(&self, topic: TopicId) -> BoxFuture<'static, Result<TopicPosition, BrokerError>> {
+        let this = self.arc();
+        Box::pin(async move {
+            {
+                let mut subscriptions = this.subscriptions.lock().await;
+                let count = subscriptions.entry(topic.clone()).or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    let mut conn = this.conn.clone();
+                    if let Err(error) = conn.subscribe(keys::channel(&topic)).await {
+                        subscriptions.remove(&topic);
+                        return Err(unreachable(error));
+                    }
+                }
+            }
+            match this.position(topic.clone()).await {
+                Ok(position) => Ok(position),
+                Err(error) => {
+                    this.close_topic(topic);
+                    Err(error)
+                }
+            }
+        })
+    }
+
+    fn close_topic(&self, topic: TopicId) {
+        let this = self.arc();
+        tokio::spawn(async move {
+            let mut subscriptions = this.subscriptions.lock().await;
+            let Some(count) = subscriptions.get_mut(&topic) else {
+                return;
+            };
+            *count -= 1;
+            if *count == 0 {
+                subscriptions.remove(&topic);
+                let mut conn = this.conn.clone();
+                if let Err(error) = conn.unsubscribe(keys::channel(&topic)).await {
+                    tracing::debug!(%topic, %error, "unsubscribe failed");
+                }
+            }
+        });
+    }
+
+    fn position(&self, topic: TopicId) -> BoxFuture<'static, Result<TopicPosition, BrokerError>> {
+        let mut conn = self.conn.clone();
+        let script = self.open_script.clone();
+        Box::pin(async move {
+            let (epoch, seq): (u64, u64) = script
+                .key(keys::meta(&topic))
+                .key(keys::history(&topic))
+                .arg(now_ms())
+                .arg(META_TTL.as_millis() as u64)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unreachable)?;
+            Ok(TopicPosition { epoch, seq })
+        })
+    }
+
+    fn backlog(
+        &self,
+        topic: TopicId,
+        epoch: u64,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Backlog, BrokerError>> {
+        let mut conn = self.conn.clone();
+        let max_age_ms = self.settings.history_age.as_millis() as u64;
+        Box::pin(async move {
+            let (current_epoch, reply): (Option<u64>, redis::streams::StreamRangeReply) =
+                redis::pipe()
+                    .cmd("HGET")
+                    .arg(keys::meta(&topic))
+                    .arg("epoch")
+                    .cmd("XRANGE")
+                    .arg(keys::history(&topic))
+                    .arg(format!("{}-0", after + 1))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit.max(1))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unreachable)?;
+            if current_epoch != Some(epoch) {
+                return Ok(Backlog::default());
+            }
+            let oldest_ms = now_ms().saturating_sub(max_age_ms);
+            let mut backlog = Backlog::default();
+            let mut expected = after + 1;
+            for entry in reply.ids {
+                let seq = entry
+                    .id
+                    .split_once('-')
+                    .and_then(|(seq, _)| seq.parse::<u64>().ok())
+                    .ok_or_else(|| BrokerError::Protocol(format!("history id {}", entry.id)))?;
+                let published: u64 = entry.get("t").unwrap_or(0);
+                if seq < expected {
+                    continue;
+                }
+                backlog.missed += seq - expected;
+                expected = seq + 1;
+                if published < oldest_ms {
+                    backlog.missed += 1;
+                    continue;
+                }
+                let text: String = entry.get("m").unwrap_or_default();
+                let audience: String = entry.get("a").unwrap_or_else(|| "*".into());
+                let json: String = entry.get("j").unwrap_or_default();
+                let audience = relay::decode_audience(&audience)
+                    .map_err(|e| BrokerError::Protocol(e.to_string()))?;
+                let message = Message {
+                    text: text.into(),
+                    json: json == "1",
+                };
+                backlog.messages.push(Arc::new(Envelope::new(
+                    topic.clone(),
+                    seq,
+                    audience,
+                    message,
+                )));
+            }
+            Ok(backlog)
+        })
+    }
+
+    fn begin_poll(
+        &self,
+        session: SessionId,
+    ) -> BoxFuture<'static, Result<Option<SessionRecord>, BrokerError>> {
+        let mut conn = self.conn.clone();
+        let node = self.settings.node_id.clone();
+        let ttl = self.session_ttl_ms();
+        Box::pin(async move {
+            let key = keys::session(&session);
+            let (map,): (HashMap<String, String>,) = redis::pipe()
+                .atomic()
+                .hgetall(&key)
+                .hset_multiple(&key, &[("polling", "1"), ("node", node.as_str())])
+                .ignore()
+                .pexpire(&key, ttl as i64)
+                .ignore()
+                .query_async(&mut conn)
+                .await
+                .map_err(unreachable)?;
+            Ok(record_from(map))
+        })
+    }
+
+    fn load_session(
+        &self,
+        session: SessionId,
+    ) -> BoxFuture<'static, Result<Option<SessionRecord>, BrokerError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let map: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(keys::session(&session))
+                .query_async(&mut conn)
+                .await
+                .map_err(unreachable)?;
+            Ok(record_from(map))
+        })
+    }
+
+    fn save_session(
+        &self,
+        session: SessionId,
+        record: SessionRecord,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let mut conn = self.conn.clone();
+        let ttl = self.session_ttl_ms();
+        let node = self.settings.node_id.clone();
+        Box::pin(async move {
+            let key = keys::session(&session);
+            let fields = [
+                ("topic", record.topic.unwrap_or_default()),
+                ("epoch", record.epoch.to_string()),
+                ("cursor", record.cursor.to_string()),
+                ("polling", if record.polling { "1" } else { "0" }.to_string()),
+                ("node", record.node.unwrap_or(node)),
+            ];
+            redis::pipe()
+                .atomic()
+                .hset_multiple(&key, &fields)
+                .ignore()
+                .pexpire(&key, ttl as i64)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unreachable)
+        })
+    }
+}
+
+impl RedisBroker {
+    /// A strong handle for futures that outlive the call (the broker lives as long as its node).
+    fn arc(&self) -> Arc<Self> {
+        self.me
+            .upgrade()
+            .expect("the broker outlives the calls made on it")
+    }
+}
