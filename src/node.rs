@@ -1,6 +1,6 @@
 //! What one Nimbus node shares across its HTTP workers: configuration, topics, broker,
 //! connections and counters.
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -20,6 +20,8 @@ pub struct Node {
     pub broker: Arc<dyn Broker>,
     pub connections: ConnectionRegistry,
     pub stats: Stats,
+    /// Shutting down: not ready, handing clients to other nodes.
+    draining: AtomicBool,
 }
 
 impl Node {
@@ -48,6 +50,14 @@ impl Node {
         Ok(Self::assemble(config, id, topics, broker))
     }
 
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
     fn id_from(config: &Config) -> String {
         config.node_id.clone().unwrap_or_else(|| {
             format!("nimbus-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
@@ -67,6 +77,7 @@ impl Node {
             broker,
             connections: ConnectionRegistry::default(),
             stats: Stats::default(),
+            draining: AtomicBool::new(false),
         })
     }
 }

@@ -43,12 +43,40 @@ pub struct Backlog {
     pub missed: u64,
 }
 
+/// How far a publish got before its publisher was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Numbered and in the topic's history: it reaches every subscriber, on every node.
+    Numbered,
+    /// Queued on this node while the cluster is unreachable; it goes out, in order, when the
+    /// cluster is back (and is lost if this node dies first).
+    Queued,
+}
+
 /// Publishes messages to topics, on this node and (for cluster brokers) on every other node.
 pub trait Broker: Send + Sync + 'static {
     /// Publish `message` to `topic` for `audience`. Returns once the message is accepted for
     /// delivery; an error means it was refused (the caller tells its client).
-    fn publish(&self, topic: &str, audience: Audience, message: Message)
-        -> Result<(), PublishError>;
+    fn publish(
+        &self,
+        topic: &str,
+        audience: Audience,
+        message: Message,
+    ) -> Result<(), PublishError>;
+
+    /// Publish and wait (briefly) until the message is numbered, for publishers that can be
+    /// told (an HTTP POST): the answer says how far it got.
+    fn publish_confirmed(
+        &self,
+        topic: &str,
+        audience: Audience,
+        message: Message,
+    ) -> BoxFuture<'static, Result<Published, PublishError>> {
+        let result = self
+            .publish(topic, audience, message)
+            .map(|()| Published::Numbered);
+        Box::pin(async move { result })
+    }
 
     /// Whether the broker can currently reach every node (`/readyz`).
     fn is_ready(&self) -> bool {
@@ -63,7 +91,10 @@ pub trait Broker: Send + Sync + 'static {
 
     /// A topic got its first local member: start relaying its messages to this node and say
     /// where it stands.
-    fn open_topic(&self, _topic: TopicId) -> BoxFuture<'static, Result<TopicPosition, BrokerError>> {
+    fn open_topic(
+        &self,
+        _topic: TopicId,
+    ) -> BoxFuture<'static, Result<TopicPosition, BrokerError>> {
         Box::pin(async { Ok(TopicPosition::default()) })
     }
 

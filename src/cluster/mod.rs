@@ -25,9 +25,9 @@ use futures_util::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Script, Value};
 use std::collections::HashMap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::{Backlog, Broker, BrokerError, SessionRecord, TopicPosition};
+use crate::broker::{Backlog, Broker, BrokerError, Published, SessionRecord, TopicPosition};
 use crate::topic::{Audience, Envelope, Message, PublishError, SessionId, TopicId, TopicRegistry};
 
 /// Publishes that may wait for Redis during an outage before new ones are refused.
@@ -53,11 +53,16 @@ pub struct RedisSettings {
     pub session_ttl: Duration,
 }
 
+/// How long a confirmed publish waits for its numbering before it is answered "queued".
+const CONFIRM_WAIT: Duration = Duration::from_secs(2);
+
 /// A publish waiting for the script.
 struct PublishJob {
     topic: TopicId,
     audience: Audience,
     message: Message,
+    /// Told once the message is numbered.
+    numbered: Option<oneshot::Sender<()>>,
 }
 
 /// The Redis broker.
@@ -216,6 +221,9 @@ async fn publish_loop(broker: Weak<RedisBroker>, mut jobs: mpsc::Receiver<Publis
                         job.message.clone(),
                     );
                     broker.topics.ingest(epoch, Arc::new(envelope));
+                    if let Some(numbered) = job.numbered {
+                        let _ = numbered.send(());
+                    }
                     break;
                 }
                 Err(error) => {
@@ -292,8 +300,34 @@ impl Broker for RedisBroker {
                 topic: topic.into(),
                 audience,
                 message,
+                numbered: None,
             })
             .map_err(|_| PublishError::ClusterBacklogFull)
+    }
+
+    fn publish_confirmed(
+        &self,
+        topic: &str,
+        audience: Audience,
+        message: Message,
+    ) -> BoxFuture<'static, Result<Published, PublishError>> {
+        let (numbered, confirmation) = oneshot::channel();
+        let queued = self
+            .publisher
+            .try_send(PublishJob {
+                topic: topic.into(),
+                audience,
+                message,
+                numbered: Some(numbered),
+            })
+            .map_err(|_| PublishError::ClusterBacklogFull);
+        Box::pin(async move {
+            queued?;
+            match tokio::time::timeout(CONFIRM_WAIT, confirmation).await {
+                Ok(Ok(())) => Ok(Published::Numbered),
+                _ => Ok(Published::Queued),
+            }
+        })
     }
 
     fn is_ready(&self) -> bool {
@@ -481,7 +515,10 @@ impl Broker for RedisBroker {
                 ("topic", record.topic.unwrap_or_default()),
                 ("epoch", record.epoch.to_string()),
                 ("cursor", record.cursor.to_string()),
-                ("polling", if record.polling { "1" } else { "0" }.to_string()),
+                (
+                    "polling",
+                    if record.polling { "1" } else { "0" }.to_string(),
+                ),
                 ("node", record.node.unwrap_or(node)),
             ];
             redis::pipe()

@@ -94,7 +94,12 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Relayed, RelayError> {
         text: ByteString::from(&body[1..]),
         json,
     };
-    let envelope = Envelope::new(TopicId::from(topic), seq, decode_audience(audience)?, message);
+    let envelope = Envelope::new(
+        TopicId::from(topic),
+        seq,
+        decode_audience(audience)?,
+        message,
+    );
     Ok(Relayed {
         epoch,
         node,

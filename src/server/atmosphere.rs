@@ -12,13 +12,15 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_util::StreamExt;
 
-use crate::broker::{BrokerError, SessionRecord};
+use crate::broker::{BrokerError, Published, SessionRecord};
 use crate::error::HttpError;
 use crate::node::Node;
+use crate::node::Stats;
 use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
+use crate::topic::Audience;
 use crate::topic::SessionId;
 use crate::transport::{
-    long_polling, publish_from_client, sse_streaming, websocket, Close, Connection, Mode,
+    client_message, long_polling, sse_streaming, websocket, Close, Connection, Mode,
 };
 
 /// Longest topic path accepted.
@@ -242,11 +244,25 @@ async fn post_message(
         bytes.extend_from_slice(&chunk);
     }
     let text = ByteString::try_from(bytes.freeze()).map_err(|_| HttpError::InvalidUtf8)?;
-    if text.is_empty() {
+    let Some(message) = client_message(node, text) else {
         return Ok(HttpResponse::Ok().finish());
+    };
+    let published = node
+        .broker
+        .publish_confirmed(topic, Audience::All, message)
+        .await
+        .map_err(HttpError::Publish)?;
+    Stats::add(&node.stats.published, 1);
+    Ok(published_response(published))
+}
+
+/// `200` once the message is numbered (it reaches every subscriber); `202` while it waits on
+/// this node for an unreachable cluster.
+pub fn published_response(published: Published) -> HttpResponse {
+    match published {
+        Published::Numbered => HttpResponse::Ok().finish(),
+        Published::Queued => HttpResponse::Accepted()
+            .content_type("text/plain; charset=utf-8")
+            .body("queued: the cluster is unreachable; the message goes out when it is back\n"),
     }
-    publish_from_client(node, topic, text).map_err(|e| match e {
-        crate::transport::InboundError::Publish(p) => HttpError::Publish(p),
-    })?;
-    Ok(HttpResponse::Ok().finish())
 }

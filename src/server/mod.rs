@@ -3,9 +3,11 @@
 //!
 //! Reserved paths: `/` (chat page), `/healthz`, `/readyz`, `/cettia`, `/vibe` and everything
 //! under `/_nimbus/` (assets, stats). Every other path is an Atmosphere topic.
+mod admin;
 mod assets;
 mod atmosphere;
 mod headers;
+mod shutdown;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -39,7 +41,9 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     };
     tracing::info!(node = %node.id, addr = %listener.local_addr()?,
         clustered = node.broker.numbers_messages(), "nimbus serving");
-    serve(node, listener)?.await
+    let server = serve(node.clone(), listener)?;
+    actix_web::rt::spawn(shutdown::on_signal(node, server.handle()));
+    server.await
 }
 
 /// Build the server on an already bound listener (tests bind port 0 and read the address).
@@ -48,6 +52,7 @@ pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_we
         .config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let shutdown_timeout = node.config.drain_secs.max(1);
     let data = web::Data::from(node);
     let server = HttpServer::new(move || {
         App::new()
@@ -63,8 +68,9 @@ pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_we
             .route("/_nimbus/stats", web::get().to(stats))
             .route(
                 "/_nimbus/admin/drop-transports",
-                web::post().to(drop_transports),
+                web::post().to(admin::drop_transports),
             )
+            .route("/_nimbus/admin/publish", web::post().to(admin::publish))
             // The rest of the reserved prefix is not a topic: answer 404 rather than letting a
             // client subscribe to e.g. `/_nimbus/stats/x`.
             .route("/_nimbus", web::to(not_found))
@@ -74,6 +80,10 @@ pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_we
             .default_service(web::to(atmosphere::topic))
     })
     .workers(workers)
+    // Signals are handled by `shutdown::on_signal` (drain first, then stop); the timeout is
+    // what in-flight requests get once the server stops.
+    .disable_signals()
+    .shutdown_timeout(shutdown_timeout)
     // A client's EOF means it is gone (browsers never half-close a request they await). With
     // actix's default (half-closed connections allowed) a departed SSE, streaming or long-poll
     // client goes unnoticed until the next write fails, and whatever that write carried counts
@@ -95,9 +105,13 @@ async fn healthz() -> HttpResponse {
         .body("ok\n")
 }
 
-/// Readiness: the node can serve, its broker included.
+/// Readiness: the node can serve, its broker included, and is not draining for shutdown.
 async fn readyz(node: web::Data<Node>) -> HttpResponse {
-    if node.broker.is_ready() {
+    if node.is_draining() {
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain; charset=utf-8")
+            .body("draining for shutdown\n")
+    } else if node.broker.is_ready() {
         HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body("ready\n")
@@ -110,23 +124,6 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
 
 async fn stats(node: web::Data<Node>) -> HttpResponse {
     HttpResponse::Ok().json(node.snapshot())
-}
-
-/// Operator action: close every client transport; clients reconnect and resume from their
-/// cursor (nothing is lost within the reconnect window). Off unless `--admin`.
-async fn drop_transports(node: web::Data<Node>) -> HttpResponse {
-    if !node.config.admin {
-        return HttpResponse::NotFound()
-            .body("admin endpoints are disabled (start with --admin)\n");
-    }
-    let connections = node.connections.all();
-    for connection in &connections {
-        connection.do_send(crate::transport::DropTransport);
-    }
-    HttpResponse::Ok().body(format!(
-        "dropped the transports of {} connections\n",
-        connections.len()
-    ))
 }
 
 async fn not_found() -> HttpResponse {

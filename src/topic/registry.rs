@@ -17,7 +17,9 @@ use crate::topic::{Deliver, Envelope, HistoryLimits, Sequenced};
 pub enum PublishError {
     #[error("topic {0} is overloaded; retry later")]
     Overloaded(TopicId),
-    #[error("the cluster is unreachable and this node's queue of messages for it is full; retry later")]
+    #[error(
+        "the cluster is unreachable and this node's queue of messages for it is full; retry later"
+    )]
     ClusterBacklogFull,
 }
 
@@ -75,8 +77,8 @@ impl TopicRegistry {
         let id: TopicId = id.into();
         let epoch = self.inner.next_epoch.fetch_add(1, Ordering::Relaxed);
         let cluster = self.inner.cluster.get().cloned();
-        let addr = Broadcaster::new(id.clone(), epoch, self.inner.limits, self.clone(), cluster)
-            .start();
+        let addr =
+            Broadcaster::new(id.clone(), epoch, self.inner.limits, self.clone(), cluster).start();
         topics.insert(
             id,
             Entry {

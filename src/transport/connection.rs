@@ -784,18 +784,21 @@ impl Handler<Inbound> for Connection {
 
 /// A client message: swallow heartbeats, publish the rest to everyone in the topic.
 pub fn publish_from_client(node: &Node, topic: &str, text: ByteString) -> Result<(), InboundError> {
+    if let Some(message) = client_message(node, text) {
+        node.broker.publish(topic, Audience::All, message)?;
+        Stats::add(&node.stats.published, 1);
+    }
+    Ok(())
+}
+
+/// What a client's message publishes: nothing for heartbeats (swallowed and counted) and empty
+/// messages (they carry nothing for anyone; an empty POST is ignored the same way).
+pub fn client_message(node: &Node, text: ByteString) -> Option<Message> {
     if &*text == PADDING {
         Stats::add(&node.stats.client_heartbeats, 1);
-        return Ok(());
+        return None;
     }
-    // An empty message carries nothing for anyone (an empty POST is ignored the same way).
-    if text.is_empty() {
-        return Ok(());
-    }
-    node.broker
-        .publish(topic, Audience::All, Message { text, json: false })?;
-    Stats::add(&node.stats.published, 1);
-    Ok(())
+    (!text.is_empty()).then_some(Message { text, json: false })
 }
 
 impl Handler<Poll> for Connection {

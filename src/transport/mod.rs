@@ -13,8 +13,8 @@ pub mod sse_streaming;
 pub mod websocket;
 
 pub use connection::{
-    publish_from_client, Attach, Close, Connection, Detach, DropTransport, Inbound, InboundError,
-    Mode, Poll, PollReply,
+    client_message, publish_from_client, Attach, Close, Connection, Detach, DropTransport, Inbound,
+    InboundError, Mode, Poll, PollReply,
 };
 pub use registry::ConnectionRegistry;
 pub use sink::{Sink, WriteOutcome};

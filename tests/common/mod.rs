@@ -7,6 +7,8 @@ use std::sync::Arc;
 use nimbus::node::Node;
 use nimbus::Config;
 
+pub mod cluster;
+
 /// A node serving on loopback; stopped when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
