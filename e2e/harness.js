@@ -75,6 +75,39 @@ export async function startNode(flags = []) {
   };
 }
 
+/**
+ * Start the local cluster of scripts/cluster.sh (Redis, three nodes, HAProxy round-robin with
+ * deploy/haproxy.cfg); `base` is the balancer. Resolves once the balancer answers.
+ */
+export async function startCluster(flags = []) {
+  const port = 20000 + Math.floor(Math.random() * 4000) * 10;
+  const dir = join(root, 'target', `e2e-cluster-${port}`);
+  const script = join(root, 'scripts', 'cluster.sh');
+  const env = {
+    ...process.env,
+    NIMBUS_BIN: NIMBUS,
+    NIMBUS_ARGS: ['--web-dir', join(root, 'web'), ...flags].join(' '),
+    RUST_LOG: process.env.RUST_LOG || 'warn',
+  };
+  const run = (...args) => new Promise((resolve, reject) => {
+    const child = spawn(script, [...args, '--dir', dir], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`cluster.sh ${args[0]}: ${code}`))));
+  });
+  await run('up', '--port', String(port));
+  const base = `http://127.0.0.1:${port}`;
+  return {
+    base,
+    port,
+    node: (n) => `http://127.0.0.1:${port + n}`,
+    async publish(topic, text) {
+      const q = 'X-Atmosphere-tracking-id=e2e-publisher&X-Atmosphere-Framework=5.0.7&X-Atmosphere-Transport=long-polling';
+      const r = await fetch(`${base}${topic}?${q}`, { method: 'POST', body: text, headers: { 'Content-Type': 'text/plain' } });
+      if (r.status !== 200) throw new Error(`publish failed: ${r.status} ${await r.text()}`);
+    },
+    stop: () => run('down'),
+  };
+}
+
 export function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -126,6 +159,12 @@ const CLIENT_PAGE = `<!doctype html><meta charset="utf-8"><script src="/_nimbus/
 export async function openClient(browser, node, topic, options) {
   const context = await browser.newContext();
   const page = await context.newPage();
+  // Which node answered each request (`X-Nimbus-Node`), in order.
+  const nodes = [];
+  page.on('response', (response) => {
+    const node = response.headers()['x-nimbus-node'];
+    if (node && response.url().includes('X-Atmosphere-Transport')) nodes.push(node);
+  });
   await page.route(`${node.base}/__e2e__/client.html`, (route) =>
     route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: CLIENT_PAGE }));
   await page.goto(`${node.base}/__e2e__/client.html`);
@@ -140,6 +179,7 @@ export async function openClient(browser, node, topic, options) {
     messages: () => page.evaluate(() => window.client.messages.slice()),
     events: () => page.evaluate(() => window.client.events.slice()),
     push: (text) => page.evaluate((t) => window.client.sub.push(t), text),
+    nodes: () => nodes.slice(),
     close: () => context.close(),
   };
 }
