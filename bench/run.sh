@@ -17,8 +17,8 @@ scenario() {
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-echo "| scenario | subscribers | rate | delivered msg/s | lost | dups | p50 ms | p99 ms | server CPU µs/delivery | server CPU | loadgen CPU |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| scenario | subscribers | rate | delivered msg/s | lost | dups | p50 ms | p99 ms | server CPU µs/delivery | server CPU | loadgen CPU | loadgen timer lag p50 / p99 ms |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 scenario --scenario idle --subscribers 10000
 scenario --scenario ws --subscribers 2000 --rate 50
 scenario --scenario ws --subscribers 5000 --rate 20

@@ -28,6 +28,11 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// `--redis-url` names the seed nodes of a Redis Cluster (comma separated): keys spread over
+    /// the shards by topic, relays use sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`).
+    #[arg(long, env = "NIMBUS_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+
     /// On SIGTERM/SIGINT: seconds to wait, after closing client connections (so they reconnect
     /// to other nodes) and recording where each client stands, before exiting.
     #[arg(long, env = "NIMBUS_DRAIN_SECS", default_value_t = 10)]

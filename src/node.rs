@@ -39,7 +39,15 @@ impl Node {
         let topics = TopicRegistry::new(config.history_limits());
         let limits = config.history_limits();
         let settings = RedisSettings {
-            url: config.redis_url.clone().unwrap_or_default(),
+            urls: config
+                .redis_url
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(|url| url.trim().to_string())
+                .filter(|url| !url.is_empty())
+                .collect(),
+            cluster: config.redis_cluster,
             node_id: id.clone(),
             history_messages: limits.max_messages,
             history_age: limits.max_age,

@@ -17,12 +17,20 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser)]
 struct Args {
-    /// The node under test.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    addr: SocketAddr,
-    /// Its process id, for its CPU and RSS.
+    /// Where subscribers connect: a node, or several (repeat the flag; subscribers are spread
+    /// round-robin), or a load balancer.
+    #[arg(long = "addr", default_value = "127.0.0.1:8080")]
+    addrs: Vec<SocketAddr>,
+    /// Where the publisher connects (default: the first `--addr`).
     #[arg(long)]
-    server_pid: u32,
+    publish_addr: Option<SocketAddr>,
+    /// The server-side processes (nodes, and Redis in a cluster), for their CPU and RSS; repeat
+    /// the flag to sum several.
+    #[arg(long = "server-pid", required = true)]
+    server_pids: Vec<u32>,
+    /// Label of the row.
+    #[arg(long)]
+    label: Option<String>,
     #[arg(long, value_enum)]
     scenario: Scenario,
     #[arg(long, default_value_t = 1000)]
@@ -77,7 +85,22 @@ fn main() {
 async fn run(args: Args) {
     let epoch = Instant::now();
     let tally = Rc::new(RefCell::new(Tally::default()));
-    let rss_before = rss_kib(args.server_pid);
+    let rss_before = rss_kib(args.server_pids[0]);
+    // How late this process's own timers fire: the part of the latency figures that is the load
+    // generator's own queueing (one thread serves every subscriber).
+    let lag_us = Rc::new(RefCell::new(Vec::<u32>::new()));
+    {
+        let lag_us = lag_us.clone();
+        tokio::task::spawn_local(async move {
+            let tick = Duration::from_millis(5);
+            loop {
+                let due = Instant::now() + tick;
+                tokio::time::sleep_until(due.into()).await;
+                let late = Instant::now().saturating_duration_since(due).as_micros() as u32;
+                lag_us.borrow_mut().push(late);
+            }
+        });
+    }
 
     // Connect every subscriber (bounded concurrency) and wait for its handshake.
     let mut connected = 0;
@@ -85,10 +108,11 @@ async fn run(args: Args) {
     while connected < args.subscribers {
         let n = batch.min(args.subscribers - connected);
         let mut ready = Vec::new();
-        for _ in 0..n {
+        for i in 0..n {
             let (tx, rx) = tokio::sync::oneshot::channel();
             ready.push(rx);
-            let (addr, tally) = (args.addr, tally.clone());
+            let addr = args.addrs[(connected + i) % args.addrs.len()];
+            let tally = tally.clone();
             match args.scenario {
                 Scenario::Idle | Scenario::Ws => tokio::task::spawn_local(ws_subscriber(
                     addr,
@@ -113,7 +137,7 @@ async fn run(args: Args) {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     if args.scenario == Scenario::Idle {
-        let rss_after = rss_kib(args.server_pid);
+        let rss_after = rss_kib(args.server_pids[0]);
         let per_conn =
             (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / args.subscribers as f64;
         println!(
@@ -125,7 +149,7 @@ async fn run(args: Args) {
 
     let (mut publisher, _) = tokio_tungstenite::connect_async(format!(
         "ws://{}{}?{}",
-        args.addr,
+        args.publish_addr.unwrap_or(args.addrs[0]),
         TOPIC,
         query("websocket", "0")
     ))
@@ -135,7 +159,7 @@ async fn run(args: Args) {
     let (mut publish, mut publisher_rx) = publisher.split();
     tokio::task::spawn_local(async move { while publisher_rx.next().await.is_some() {} });
 
-    let server_cpu_start = cpu_ticks(args.server_pid);
+    let server_cpu_start: u64 = args.server_pids.iter().map(|&p| cpu_ticks(p)).sum();
     let own_cpu_start = own_cpu_us();
     let received_start = tally.borrow().received;
     let start = Instant::now();
@@ -158,8 +182,14 @@ async fn run(args: Args) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let window = start.elapsed().as_secs_f64();
-    let server_cpu_us =
-        (cpu_ticks(args.server_pid) - server_cpu_start) as f64 * 1e6 / clock_ticks() as f64;
+    let server_cpu_end: u64 = args.server_pids.iter().map(|&p| cpu_ticks(p)).sum();
+    let server_cpu_us = (server_cpu_end - server_cpu_start) as f64 * 1e6 / clock_ticks() as f64;
+    let mut lag = lag_us.borrow().clone();
+    lag.sort_unstable();
+    let lag_pct = |p: f64| {
+        lag.get(((lag.len() as f64 * p) as usize).min(lag.len().saturating_sub(1)))
+            .map_or(f64::NAN, |&us| us as f64 / 1000.0)
+    };
     let own_cpu_us = own_cpu_us() - own_cpu_start;
 
     let mut t = tally.borrow_mut();
@@ -173,12 +203,15 @@ async fn run(args: Args) {
             )
             .map_or(f64::NAN, |&us| us as f64 / 1000.0)
     };
-    let name = match args.scenario {
-        Scenario::Ws => "websocket fan-out",
-        _ => "long-polling fan-out",
-    };
+    let name = args.label.clone().unwrap_or_else(|| {
+        match args.scenario {
+            Scenario::Ws => "websocket fan-out",
+            _ => "long-polling fan-out",
+        }
+        .to_string()
+    });
     println!(
-        "| {name} | {} | {}/s | {:.0} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0}% | {:.0}% |",
+        "| {name} | {} | {}/s | {:.0} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0}% | {:.0}% | {:.1} / {:.1} |",
         args.subscribers,
         args.rate,
         delivered as f64 / window,
@@ -189,6 +222,8 @@ async fn run(args: Args) {
         server_cpu_us / delivered.max(1) as f64,
         server_cpu_us / window / 1e4,
         own_cpu_us as f64 / window / 1e4,
+        lag_pct(0.50),
+        lag_pct(0.99),
     );
 }
 

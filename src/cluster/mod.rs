@@ -15,6 +15,7 @@
 //!   outage. Topics notice relays they missed by comparing positions and fetch them from the
 //!   history.
 mod keys;
+mod link;
 pub mod relay;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,11 +23,11 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
-use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Script, Value};
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
+use self::link::Link;
 use crate::broker::{Backlog, Broker, BrokerError, Published, SessionRecord, TopicPosition};
 use crate::topic::{Audience, Envelope, Message, PublishError, SessionId, TopicId, TopicRegistry};
 
@@ -43,7 +44,10 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// Settings of the Redis broker, from the node's configuration.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    pub url: String,
+    /// One Redis URL, or the seed nodes of a Redis Cluster.
+    pub urls: Vec<String>,
+    /// The URLs are seed nodes of a Redis Cluster: relay with sharded pub/sub.
+    pub cluster: bool,
     pub node_id: String,
     /// Longest history per topic (approximate, `MAXLEN ~`).
     pub history_messages: usize,
@@ -68,7 +72,7 @@ struct PublishJob {
 /// The Redis broker.
 pub struct RedisBroker {
     settings: RedisSettings,
-    conn: ConnectionManager,
+    conn: Link,
     topics: TopicRegistry,
     publisher: mpsc::Sender<PublishJob>,
     /// Local topics per relay channel: subscribe on the first, unsubscribe after the last.
@@ -104,30 +108,16 @@ impl RedisBroker {
         settings: RedisSettings,
         topics: TopicRegistry,
     ) -> Result<Arc<Self>, BrokerError> {
-        let info = redis::IntoConnectionInfo::into_connection_info(settings.url.as_str())
-            .map_err(unreachable)?;
-        let redis_settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(redis_settings);
-        let client = redis::Client::open(info).map_err(unreachable)?;
         let (push_tx, push_rx) = mpsc::channel::<PushInfo>(RELAY_QUEUE);
         let relays_dropped = Arc::new(AtomicU64::new(0));
         let dropped_in_sender = relays_dropped.clone();
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_push_sender(move |info: PushInfo| {
-                if push_tx.try_send(info).is_err() {
-                    dropped_in_sender.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok::<(), ()>(())
-            })
-            .set_automatic_resubscription()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_max_delay(Duration::from_secs(1));
-        let conn = client
-            .get_connection_manager_with_config(config)
+        let push = move |info: PushInfo| {
+            if push_tx.try_send(info).is_err() {
+                dropped_in_sender.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        };
+        let conn = Link::connect(&settings.urls, settings.cluster, push)
             .await
             .map_err(unreachable)?;
         let (publisher, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
@@ -209,7 +199,7 @@ async fn publish_loop(broker: Weak<RedisBroker>, mut jobs: mpsc::Receiver<Publis
                 .arg(&audience)
                 .arg(relay::encode_json_flag(job.message.json))
                 .arg(&*job.message.text)
-                .arg("PUBLISH")
+                .arg(conn.publish_command())
                 .invoke_async(&mut conn)
                 .await;
             match result {
@@ -347,7 +337,7 @@ impl Broker for RedisBroker {
                 *count += 1;
                 if *count == 1 {
                     let mut conn = this.conn.clone();
-                    if let Err(error) = conn.subscribe(keys::channel(&topic)).await {
+                    if let Err(error) = conn.subscribe(&keys::channel(&topic)).await {
                         subscriptions.remove(&topic);
                         return Err(unreachable(error));
                     }
@@ -374,7 +364,7 @@ impl Broker for RedisBroker {
             if *count == 0 {
                 subscriptions.remove(&topic);
                 let mut conn = this.conn.clone();
-                if let Err(error) = conn.unsubscribe(keys::channel(&topic)).await {
+                if let Err(error) = conn.unsubscribe(&keys::channel(&topic)).await {
                     tracing::debug!(%topic, %error, "unsubscribe failed");
                 }
             }

@@ -106,3 +106,145 @@ impl Drop for Cluster {
             .status();
     }
 }
+
+/// A process started by a test, killed when dropped.
+pub struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A three-master Redis Cluster on loopback (no replicas), started by the test.
+pub struct RedisCluster {
+    pub ports: [u16; 3],
+    _servers: Vec<Process>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let base = free_base_port();
+        let ports = [base, base + 1, base + 2];
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("redis-cluster-{base}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let servers = ports
+            .iter()
+            .map(|port| {
+                let child = Command::new("redis-server")
+                    .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
+                    .arg("--cluster-config-file")
+                    .arg(dir.join(format!("nodes-{port}.conf")))
+                    .arg("--logfile")
+                    .arg(dir.join(format!("redis-{port}.log")))
+                    .spawn()
+                    .expect("redis-server runs");
+                Process(child)
+            })
+            .collect();
+        for port in ports {
+            wait_until("redis-server up", || {
+                redis_cli(port, &["ping"]).contains("PONG")
+            });
+        }
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("redis-cli --cluster create");
+        assert!(status.success(), "cluster create failed");
+        for port in ports {
+            wait_until("cluster_state:ok", || {
+                redis_cli(port, &["cluster", "info"]).contains("cluster_state:ok")
+            });
+        }
+        RedisCluster {
+            ports,
+            _servers: servers,
+            _turn: turn,
+        }
+    }
+
+    /// The `--redis-url` value naming every master.
+    pub fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The sharded channels each master serves.
+    pub fn shard_channels(&self) -> Vec<Vec<String>> {
+        self.ports
+            .iter()
+            .map(|&p| {
+                redis_cli(p, &["pubsub", "shardchannels"])
+                    .lines()
+                    .map(str::to_string)
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// A `nimbus` process on a free loopback port with `args`; waits until it is ready.
+pub fn start_nimbus(node_id: &str, args: &[&str]) -> (Process, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_nimbus"))
+        .args(["--bind", &format!("127.0.0.1:{port}"), "--node-id", node_id])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("nimbus runs");
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = format!("127.0.0.1:{port}");
+    wait_until("nimbus ready", || {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(&ready) else {
+            return false;
+        };
+        let _ = stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+    });
+    (Process(child), base)
+}
