@@ -14,7 +14,7 @@ PORT=${PORT:-18900}
 DURATION=${DURATION:-15}
 DIR=target/bench-cluster
 export NIMBUS_BIN=$PWD/target/release/nimbus RUST_LOG=warn
-export NIMBUS_ARGS="--workers 2"
+export NIMBUS_ARGS="${NIMBUS_ARGS:---workers 1}"
 
 up() { scripts/cluster.sh up --dir "$DIR" --port "$PORT" >/dev/null; }
 down() { scripts/cluster.sh down --dir "$DIR"; }

@@ -160,6 +160,7 @@ async fn run(args: Args) {
     tokio::task::spawn_local(async move { while publisher_rx.next().await.is_some() {} });
 
     let server_cpu_start: u64 = args.server_pids.iter().map(|&p| cpu_ticks(p)).sum();
+    lag_us.borrow_mut().clear(); // only the measured window counts
     let own_cpu_start = own_cpu_us();
     let received_start = tally.borrow().received;
     let start = Instant::now();

@@ -439,8 +439,8 @@ impl Connection {
         let Some(cursor) = record.and_then(|r| r.cursor_in(self.cursor_epoch)) else {
             return;
         };
-        let last = self.membership.as_ref().map_or(0, |m| m.topic.last_seq());
-        let cursor = cursor.min(last);
+        // The record may be ahead of this node's topic (relays still on their way): the client
+        // has those messages already.
         if !self.served {
             self.cursor = cursor;
         } else {
@@ -481,7 +481,7 @@ impl Connection {
     /// are ignored.
     fn apply_session_token(&mut self, token: Option<&str>) -> bool {
         self.sync_epoch();
-        let (Some(token), Some(membership)) = (token, &self.membership) else {
+        let (Some(token), Some(_)) = (token, &self.membership) else {
             return false;
         };
         let Some((epoch, seq)) = token.split_once('-') else {
@@ -497,7 +497,9 @@ impl Connection {
             self.cursor = seq;
             return true;
         }
-        if seq > self.cursor && seq <= membership.topic.last_seq() {
+        // Ahead even of this node's topic: the relays of the last messages have not reached
+        // this node yet. The client has them; they must not be sent again when they arrive.
+        if seq > self.cursor {
             self.cursor = seq;
         }
         false
