@@ -22,3 +22,4 @@ pub mod topic;
 pub mod transport;
 
 pub use config::Config;
+pub use transport::cettia;
