@@ -116,6 +116,14 @@ impl VibeRequest {
         })
     }
 
+    /// Every `topic` parameter (the default application joins them).
+    pub fn values_topic(&self) -> impl Iterator<Item = &str> + '_ {
+        self.params
+            .iter()
+            .filter(|(k, _)| k == "topic")
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The socket id, which the client chose.
     pub fn socket_id(&self) -> Result<&str, VibeError> {
         match self.id.as_deref() {

@@ -339,8 +339,15 @@ impl Cettia {
         self.inner.transports.lock().get(id).cloned()
     }
 
-    pub(crate) fn forget_transport(&self, id: &str) {
-        self.inner.transports.lock().remove(id);
+    /// Forget transport `id` if it still belongs to `addr` at `generation`.
+    pub(crate) fn forget_transport(&self, id: &str, addr: &Addr<SocketActor>, generation: u64) {
+        let mut transports = self.inner.transports.lock();
+        if transports
+            .get(id)
+            .is_some_and(|(a, g)| a == addr && *g == generation)
+        {
+            transports.remove(id);
+        }
     }
 
     /// Live sockets and HTTP transports on this node (for tests and stats).

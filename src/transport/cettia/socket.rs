@@ -412,7 +412,7 @@ impl SocketActor {
     fn attach(&mut self, transport: Transport, transport_id: Option<Arc<str>>, heartbeat_ms: Option<u64>, ctx: &mut Context<Self>) -> u64 {
         if self.transport.is_some() {
             tracing::debug!(socket = %self.shared.id, "replacing a transport the client abandoned");
-            self.close_transport(ctx);
+            self.drop_transport(ctx);
         }
         if let Some(handle) = self.delete_timer.take() {
             ctx.cancel_future(handle);
@@ -465,8 +465,27 @@ impl SocketActor {
     /// Close the current transport; the socket becomes closed (Cettia: deleted after the
     /// resume window unless the client comes back; Vibe: deleted now).
     fn close_transport(&mut self, ctx: &mut Context<Self>) {
-        let Some(transport) = self.transport.take() else {
+        if !self.drop_transport(ctx) {
             return;
+        }
+        match self.shared.dialect {
+            Dialect::Vibe => ctx.stop(),
+            Dialect::Cettia => {
+                let window = self.server.resume_window();
+                self.delete_timer = Some(ctx.run_later(window, |act, ctx| {
+                    if act.transport.is_none() {
+                        tracing::debug!(socket = %act.shared.id, "resume window over: deleting the socket");
+                        ctx.stop();
+                    }
+                }));
+            }
+        }
+    }
+
+    /// End the current transport (and fire `close`); returns whether there was one.
+    fn drop_transport(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(transport) = self.transport.take() else {
+            return false;
         };
         self.generation += 1;
         match transport {
@@ -494,7 +513,10 @@ impl SocketActor {
         }
         if let Some(tid) = self.transport_id.take() {
             let server = self.server.clone();
-            ctx.run_later(TRANSPORT_TOMBSTONE, move |_, _| server.forget_transport(&tid));
+            let generation = self.generation - 1;
+            ctx.run_later(TRANSPORT_TOMBSTONE, move |_, ctx| {
+                server.forget_transport(&tid, &ctx.address(), generation)
+            });
         }
         // The handshake of a transport that never carried it is not an event to keep.
         if matches!(self.pending.front(), Some(o) if o.vibe_id.is_none() && is_handshake(&o.message)) {
@@ -504,18 +526,7 @@ impl SocketActor {
         for handler in self.server.handlers().on_close.iter() {
             handler(&socket);
         }
-        match self.shared.dialect {
-            Dialect::Vibe => ctx.stop(),
-            Dialect::Cettia => {
-                let window = self.server.resume_window();
-                self.delete_timer = Some(ctx.run_later(window, |act, ctx| {
-                    if act.transport.is_none() {
-                        tracing::debug!(socket = %act.shared.id, "resume window over: deleting the socket");
-                        ctx.stop();
-                    }
-                }));
-            }
-        }
+        true
     }
 
     /// An event from the client.
