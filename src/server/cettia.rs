@@ -250,10 +250,13 @@ async fn stream(
         return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
     };
     cettia.register_transport(transport_id, socket, generation);
-    HttpResponse::Ok()
-        .content_type(content_type)
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
+    let mut response = HttpResponse::Ok();
+    response.content_type(content_type);
+    if framing == PushFraming::CettiaStream {
+        // Ask nginx-style proxies not to buffer the stream (Vibe keeps the seed's header set).
+        response.insert_header(("X-Accel-Buffering", "no"));
+    }
+    response.streaming(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
 }
 
 /// One long-poll: answered with the next message, or parked until there is one.
