@@ -346,7 +346,10 @@ async fn post(
     };
     match socket.send(TransportInbound { generation, message }).await {
         Ok(Ok(())) => HttpResponse::Ok().finish(),
-        Ok(Err(InboundError::Event(e))) => error(StatusCode::BAD_REQUEST, e),
+        Ok(Err(InboundError::Event(e))) => {
+            socket.do_send(TransportClosed(generation));
+            error(StatusCode::BAD_REQUEST, e)
+        }
         Ok(Err(InboundError::TransportClosed)) | Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "this transport is closed",

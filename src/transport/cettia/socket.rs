@@ -795,9 +795,9 @@ impl Handler<TransportInbound> for SocketActor {
                 self.on_event(event, ctx);
                 Ok(())
             }
+            // The transport closes itself (a WebSocket with 1007, a POST's stream or poll).
             Err(error) => {
-                tracing::debug!(socket = %self.shared.id, %error, "bad event: closing the transport");
-                self.close_transport(ctx);
+                tracing::debug!(socket = %self.shared.id, %error, "bad event: its transport closes");
                 Err(error.into())
             }
         }
