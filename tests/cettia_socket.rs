@@ -21,7 +21,10 @@ fn cettia_url(server: &common::TestServer, extra: &str) -> String {
 async fn open(server: &common::TestServer, extra: &str) -> (Ws, String) {
     let (mut ws, _) = ws_open_url(&cettia_url(server, extra)).await;
     let handshake = ws_text(&mut ws).await;
-    assert!(handshake.starts_with("?cettia-version=1.0&cettia-id="), "{handshake}");
+    assert!(
+        handshake.starts_with("?cettia-version=1.0&cettia-id="),
+        "{handshake}"
+    );
     let id = handshake["?cettia-version=1.0&cettia-id=".len()..]
         .split('&')
         .next()
@@ -41,24 +44,39 @@ async fn handshake_echo_and_ids_as_sent() {
     let server = common::TestServer::start(|_| {});
     let (mut ws, id) = open(&server, "").await;
     assert_eq!(id.len(), 36, "a UUID");
-    ws_send(&mut ws, r#"{"id":7,"type":"echo","data":{"a":[1,2.5,null]},"reply":false}"#).await;
+    ws_send(
+        &mut ws,
+        r#"{"id":7,"type":"echo","data":{"a":[1,2.5,null]},"reply":false}"#,
+    )
+    .await;
     assert_eq!(
         ws_text(&mut ws).await,
         r#"{"id":"0","type":"echo","data":{"a":[1,2.5,null]},"reply":false}"#
     );
     // Reply extension: the original id comes back unchanged (number or string).
-    ws_send(&mut ws, r#"{"id":8,"type":"message","data":"x","reply":true}"#).await;
+    ws_send(
+        &mut ws,
+        r#"{"id":8,"type":"message","data":"x","reply":true}"#,
+    )
+    .await;
     assert_eq!(
         ws_text(&mut ws).await,
         r#"{"id":"1","type":"reply","data":{"id":8,"data":null,"exception":false},"reply":false}"#
     );
-    ws_send(&mut ws, r#"{"id":"s9","type":"nobody-handles-this","reply":true}"#).await;
+    ws_send(
+        &mut ws,
+        r#"{"id":"s9","type":"nobody-handles-this","reply":true}"#,
+    )
+    .await;
     let rejected = ws_text(&mut ws).await;
     assert!(
         rejected.starts_with(r#"{"id":"2","type":"reply","data":{"id":"s9","data":"no handler"#),
         "{rejected}"
     );
-    assert!(rejected.ends_with(r#""exception":true},"reply":false}"#), "{rejected}");
+    assert!(
+        rejected.ends_with(r#""exception":true},"reply":false}"#),
+        "{rejected}"
+    );
     // An unknown cettia-id gets a fresh socket.
     let (_ws2, other) = open(&server, "&cettia-id=00000000-0000-0000-0000-000000000000").await;
     assert_ne!(other, "00000000-0000-0000-0000-000000000000");
@@ -70,7 +88,10 @@ async fn binary_events_travel_as_msgpack_frames() {
     let (mut ws, _) = open(&server, "").await;
     let event = nimbus::protocol::cettia::Event::new(1, "echo", Value::Binary(vec![9, 8, 7]));
     ws.send_binary(event.to_msgpack()).await;
-    let frame = within(5.0, "binary echo", ws.next()).await.unwrap().unwrap();
+    let frame = within(5.0, "binary echo", ws.next())
+        .await
+        .unwrap()
+        .unwrap();
     let WsMessage::Binary(bytes) = frame else {
         panic!("binary frame expected, got {frame:?}")
     };
@@ -101,10 +122,17 @@ async fn heartbeat_is_echoed_and_a_missing_one_closes_the_transport() {
     });
     let (mut ws, _) = ws_open_url(&cettia_url(&server, "")).await;
     let handshake = ws_text(&mut ws).await;
-    assert!(handshake.ends_with("&cettia-heartbeat=600&cettia-_heartbeat=200"), "{handshake}");
+    assert!(
+        handshake.ends_with("&cettia-heartbeat=600&cettia-_heartbeat=200"),
+        "{handshake}"
+    );
     for i in 0..3 {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        ws_send(&mut ws, &format!(r#"{{"id":{i},"type":"heartbeat","reply":false}}"#)).await;
+        ws_send(
+            &mut ws,
+            &format!(r#"{{"id":{i},"type":"heartbeat","reply":false}}"#),
+        )
+        .await;
         assert_eq!(
             ws_text(&mut ws).await,
             format!(r#"{{"id":"{i}","type":"heartbeat","data":null,"reply":false}}"#)
@@ -114,7 +142,11 @@ async fn heartbeat_is_echoed_and_a_missing_one_closes_the_transport() {
     let started = std::time::Instant::now();
     let (_, texts) = common::ws_until_close(&mut ws, 3.0).await;
     assert!(texts.is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -150,7 +182,10 @@ async fn resume_delivers_what_was_sent_while_away_in_order_once() {
     ws_silent(&mut ws, Duration::from_millis(300)).await;
     // The event counter continued across transports.
     ws_send(&mut ws, r#"{"id":1,"type":"echo","data":1,"reply":false}"#).await;
-    assert_eq!(ws_text(&mut ws).await, r#"{"id":"3","type":"echo","data":1,"reply":false}"#);
+    assert_eq!(
+        ws_text(&mut ws).await,
+        r#"{"id":"3","type":"echo","data":1,"reply":false}"#
+    );
 }
 
 #[tokio::test]
@@ -238,18 +273,58 @@ async fn application_api_sends_to_a_socket_a_tag_and_a_topic() {
         format!(r#"{{"id":"0","type":"welcome","data":"{id}","reply":false}}"#)
     );
     assert_eq!(cettia.send_to_tag("vip", "news", Value::from(1)), 1);
-    assert_eq!(ws_text(&mut ws).await, r#"{"id":"1","type":"news","data":1,"reply":false}"#);
-    cettia.socket(&id).unwrap().send("direct", Value::Nil).unwrap();
-    assert_eq!(ws_text(&mut ws).await, r#"{"id":"2","type":"direct","data":null,"reply":false}"#);
-    cettia.publish("/api/room", Value::Map(vec![(Value::from("k"), Value::from(true))])).unwrap();
-    assert_eq!(ws_text(&mut ws).await, r#"{"id":"3","type":"message","data":{"k":true},"reply":false}"#);
+    assert_eq!(
+        ws_text(&mut ws).await,
+        r#"{"id":"1","type":"news","data":1,"reply":false}"#
+    );
+    cettia
+        .socket(&id)
+        .unwrap()
+        .send("direct", Value::Nil)
+        .unwrap();
+    assert_eq!(
+        ws_text(&mut ws).await,
+        r#"{"id":"2","type":"direct","data":null,"reply":false}"#
+    );
+    cettia
+        .publish(
+            "/api/room",
+            Value::Map(vec![(Value::from("k"), Value::from(true))]),
+        )
+        .unwrap();
+    assert_eq!(
+        ws_text(&mut ws).await,
+        r#"{"id":"3","type":"message","data":{"k":true},"reply":false}"#
+    );
     // Outbound event with reply: the client resolves, then rejects another.
-    ws_send(&mut ws, r#"{"id":1,"type":"ask","data":"q1","reply":false}"#).await;
-    assert_eq!(ws_text(&mut ws).await, r#"{"id":"4","type":"question","data":"q1","reply":true}"#);
-    ws_send(&mut ws, r#"{"id":2,"type":"reply","data":{"id":"4","data":"yes","exception":false},"reply":false}"#).await;
-    ws_send(&mut ws, r#"{"id":3,"type":"ask","data":"q2","reply":false}"#).await;
-    assert_eq!(ws_text(&mut ws).await, r#"{"id":"5","type":"question","data":"q2","reply":true}"#);
-    ws_send(&mut ws, r#"{"id":4,"type":"reply","data":{"id":"5","data":"no","exception":true},"reply":false}"#).await;
+    ws_send(
+        &mut ws,
+        r#"{"id":1,"type":"ask","data":"q1","reply":false}"#,
+    )
+    .await;
+    assert_eq!(
+        ws_text(&mut ws).await,
+        r#"{"id":"4","type":"question","data":"q1","reply":true}"#
+    );
+    ws_send(
+        &mut ws,
+        r#"{"id":2,"type":"reply","data":{"id":"4","data":"yes","exception":false},"reply":false}"#,
+    )
+    .await;
+    ws_send(
+        &mut ws,
+        r#"{"id":3,"type":"ask","data":"q2","reply":false}"#,
+    )
+    .await;
+    assert_eq!(
+        ws_text(&mut ws).await,
+        r#"{"id":"5","type":"question","data":"q2","reply":true}"#
+    );
+    ws_send(
+        &mut ws,
+        r#"{"id":4,"type":"reply","data":{"id":"5","data":"no","exception":true},"reply":false}"#,
+    )
+    .await;
     // A second reply for the same event is ignored.
     ws_send(&mut ws, r#"{"id":5,"type":"reply","data":{"id":"5","data":"again","exception":false},"reply":false}"#).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -265,7 +340,9 @@ async fn application_api_sends_to_a_socket_a_tag_and_a_topic() {
 async fn atmosphere_and_cettia_clients_in_one_topic_see_each_other() {
     let server = common::TestServer::start(|_| {});
     let topic = "/chat/mixed";
-    let (mut atmo, _) = ws_open_url(&server.ws_url(&format!("{topic}?{}", atmo_query("websocket", "0", false)))).await;
+    let (mut atmo, _) =
+        ws_open_url(&server.ws_url(&format!("{topic}?{}", atmo_query("websocket", "0", false))))
+            .await;
     let _atmo_handshake = ws_text(&mut atmo).await;
     let (mut cettia, _) = open(&server, &format!("&topic={topic}")).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -278,24 +355,38 @@ async fn atmosphere_and_cettia_clients_in_one_topic_see_each_other() {
         r#"{"id":"0","type":"message","data":"hello from atmosphere","reply":false}"#
     );
     // Cettia → Atmosphere: a string as is, other JSON as JSON text.
-    ws_send(&mut cettia, r#"{"id":1,"type":"message","data":"hi \"atmo\"","reply":false}"#).await;
+    ws_send(
+        &mut cettia,
+        r#"{"id":1,"type":"message","data":"hi \"atmo\"","reply":false}"#,
+    )
+    .await;
     assert_eq!(ws_text(&mut atmo).await, "hi \"atmo\"");
     assert_eq!(
         ws_text(&mut cettia).await,
         r#"{"id":"1","type":"message","data":"hi \"atmo\"","reply":false}"#
     );
-    ws_send(&mut cettia, r#"{"id":2,"type":"message","data":{"n":[1,2]},"reply":false}"#).await;
+    ws_send(
+        &mut cettia,
+        r#"{"id":2,"type":"message","data":{"n":[1,2]},"reply":false}"#,
+    )
+    .await;
     assert_eq!(ws_text(&mut atmo).await, r#"{"n":[1,2]}"#);
     assert_eq!(
         ws_text(&mut cettia).await,
         r#"{"id":"2","type":"message","data":{"n":[1,2]},"reply":false}"#
     );
     // A socket in several topics publishes to each of them.
-    let (mut other, _) = ws_open_url(&server.ws_url(&format!("/other?{}", atmo_query("websocket", "0", false)))).await;
+    let (mut other, _) =
+        ws_open_url(&server.ws_url(&format!("/other?{}", atmo_query("websocket", "0", false))))
+            .await;
     let _ = ws_text(&mut other).await;
     let (mut multi, _) = open(&server, &format!("&topic={topic}&topic=/other")).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    ws_send(&mut multi, r#"{"id":1,"type":"message","data":"both","reply":false}"#).await;
+    ws_send(
+        &mut multi,
+        r#"{"id":1,"type":"message","data":"both","reply":false}"#,
+    )
+    .await;
     assert_eq!(ws_text(&mut other).await, "both");
     assert_eq!(ws_text(&mut atmo).await, "both");
     assert_eq!(

@@ -184,20 +184,64 @@ fn echo(id: u32, data: &str) -> String {
 async fn long_polling_resends_until_acknowledged_and_batches_as_an_array() {
     let server = TestServer::start(|_| {});
     let id = "lp-socket";
-    let (status, _, body) = get_text(&vibe_url(&server, id, "&when=open&transport=longpollajax&heartbeat=20000")).await;
+    let (status, _, body) = get_text(&vibe_url(
+        &server,
+        id,
+        "&when=open&transport=longpollajax&heartbeat=20000",
+    ))
+    .await;
     assert_eq!((status, body.as_str()), (200, ""));
-    let poll = |ack: &str| vibe_url(&server, id, &format!("&when=poll&transport=longpollajax&lastEventIds={ack}"));
+    let poll = |ack: &str| {
+        vibe_url(
+            &server,
+            id,
+            &format!("&when=poll&transport=longpollajax&lastEventIds={ack}"),
+        )
+    };
     let parked = tokio::spawn(reqwest::get(poll("")));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(vibe_post(&server, id, r#"{"id":"0","type":"echo","data":"a","reply":false}"#).await, 200);
-    let first = within(5.0, "the parked poll", parked).await.unwrap().unwrap().text().await.unwrap();
+    assert_eq!(
+        vibe_post(
+            &server,
+            id,
+            r#"{"id":"0","type":"echo","data":"a","reply":false}"#
+        )
+        .await,
+        200
+    );
+    let first = within(5.0, "the parked poll", parked)
+        .await
+        .unwrap()
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(first, echo(1, "a"));
-    assert_eq!(vibe_post(&server, id, r#"{"id":"1","type":"echo","data":"b","reply":false}"#).await, 200);
-    assert_eq!(vibe_post(&server, id, r#"{"id":"2","type":"echo","data":"c","reply":false}"#).await, 200);
+    assert_eq!(
+        vibe_post(
+            &server,
+            id,
+            r#"{"id":"1","type":"echo","data":"b","reply":false}"#
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        vibe_post(
+            &server,
+            id,
+            r#"{"id":"2","type":"echo","data":"c","reply":false}"#
+        )
+        .await,
+        200
+    );
     // Event 1 is not acknowledged: it comes again, with the two new ones, as an array.
     let (_, ct, batch) = get_text(&poll("")).await;
     assert_eq!(ct, "text/plain; charset=utf-8");
-    assert_eq!(batch, format!("[{},{},{}]", echo(1, "a"), echo(2, "b"), echo(3, "c")));
+    assert_eq!(
+        batch,
+        format!("[{},{},{}]", echo(1, "a"), echo(2, "b"), echo(3, "c"))
+    );
     let (_, _, rest) = get_text(&poll("1,2")).await;
     assert_eq!(rest, echo(3, "c"));
     // Everything acknowledged: the poll waits.
@@ -206,37 +250,107 @@ async fn long_polling_resends_until_acknowledged_and_batches_as_an_array() {
     assert!(!waiting.is_finished());
     // Abort deletes the socket: the parked poll ends empty, a POST finds nothing.
     let (status, ct, _) = get_text(&vibe_url(&server, id, "&when=abort")).await;
-    assert_eq!((status, ct.as_str()), (200, "text/javascript; charset=utf-8"));
-    let ended = within(5.0, "the parked poll", waiting).await.unwrap().unwrap().text().await.unwrap();
+    assert_eq!(
+        (status, ct.as_str()),
+        (200, "text/javascript; charset=utf-8")
+    );
+    let ended = within(5.0, "the parked poll", waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(ended, "");
-    assert_eq!(vibe_post(&server, id, r#"{"id":"3","type":"echo","data":"d","reply":false}"#).await, 500);
+    assert_eq!(
+        vibe_post(
+            &server,
+            id,
+            r#"{"id":"3","type":"echo","data":"d","reply":false}"#
+        )
+        .await,
+        500
+    );
 }
 
 #[tokio::test]
 async fn jsonp_long_polling_wraps_the_answer() {
     let server = TestServer::start(|_| {});
     let id = "jsonp-socket";
-    let (status, ct, _) = get_text(&vibe_url(&server, id, "&when=open&transport=longpolljsonp&callback=vibe_1&heartbeat=false")).await;
-    assert_eq!((status, ct.as_str()), (200, "text/javascript; charset=utf-8"));
-    assert_eq!(vibe_post(&server, id, r#"{"id":"0","type":"echo","data":"x","reply":false}"#).await, 200);
-    let (_, ct, body) = get_text(&vibe_url(&server, id, "&when=poll&transport=longpolljsonp&callback=vibe_1")).await;
+    let (status, ct, _) = get_text(&vibe_url(
+        &server,
+        id,
+        "&when=open&transport=longpolljsonp&callback=vibe_1&heartbeat=false",
+    ))
+    .await;
+    assert_eq!(
+        (status, ct.as_str()),
+        (200, "text/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        vibe_post(
+            &server,
+            id,
+            r#"{"id":"0","type":"echo","data":"x","reply":false}"#
+        )
+        .await,
+        200
+    );
+    let (_, ct, body) = get_text(&vibe_url(
+        &server,
+        id,
+        "&when=poll&transport=longpolljsonp&callback=vibe_1",
+    ))
+    .await;
     assert_eq!(ct, "text/javascript; charset=utf-8");
-    assert_eq!(body, format!("vibe_1({});", serde_json::to_string(&echo(1, "x")).unwrap()));
+    assert_eq!(
+        body,
+        format!("vibe_1({});", serde_json::to_string(&echo(1, "x")).unwrap())
+    );
 }
 
 #[tokio::test]
 async fn websocket_and_streamxhr_carry_plain_json_events() {
     let server = TestServer::start(|_| {});
-    let (mut ws, _) = ws_open_url(&server.ws_url("/vibe?id=ws-socket&when=open&transport=ws&heartbeat=20000")).await;
-    ws_send(&mut ws, r#"{"id":"0","type":"echo","data":"hey","reply":false}"#).await;
+    let (mut ws, _) =
+        ws_open_url(&server.ws_url("/vibe?id=ws-socket&when=open&transport=ws&heartbeat=20000"))
+            .await;
+    ws_send(
+        &mut ws,
+        r#"{"id":"0","type":"echo","data":"hey","reply":false}"#,
+    )
+    .await;
     assert_eq!(ws_text(&mut ws).await, echo(1, "hey"));
-    ws_send(&mut ws, r#"{"id":"1","type":"heartbeat","data":null,"reply":false}"#).await;
-    assert_eq!(ws_text(&mut ws).await, r#"{"id":"2","type":"heartbeat","data":null,"reply":false}"#);
+    ws_send(
+        &mut ws,
+        r#"{"id":"1","type":"heartbeat","data":null,"reply":false}"#,
+    )
+    .await;
+    assert_eq!(
+        ws_text(&mut ws).await,
+        r#"{"id":"2","type":"heartbeat","data":null,"reply":false}"#
+    );
 
-    let mut stream = common::BodyReader::open(&vibe_url(&server, "xhr-socket", "&when=open&transport=streamxhr&heartbeat=20000")).await;
-    assert_eq!(stream.response_headers["content-type"], "text/plain; charset=utf-8");
+    let mut stream = common::BodyReader::open(&vibe_url(
+        &server,
+        "xhr-socket",
+        "&when=open&transport=streamxhr&heartbeat=20000",
+    ))
+    .await;
+    assert_eq!(
+        stream.response_headers["content-type"],
+        "text/plain; charset=utf-8"
+    );
     stream.expect(&format!("{}\n", " ".repeat(2048))).await;
-    assert_eq!(vibe_post(&server, "xhr-socket", r#"{"id":"0","type":"echo","data":"s","reply":false}"#).await, 200);
+    assert_eq!(
+        vibe_post(
+            &server,
+            "xhr-socket",
+            r#"{"id":"0","type":"echo","data":"s","reply":false}"#
+        )
+        .await,
+        200
+    );
     stream.expect(&format!("data: {}\n\n", echo(1, "s"))).await;
 }
 
@@ -247,7 +361,10 @@ async fn bad_vibe_requests_get_a_status_and_a_sentence() {
         (vibe_url(&server, "x", "&when=open&transport=carrier"), 501),
         (vibe_url(&server, "x", "&when=later"), 501),
         (server.url("/vibe?when=open&transport=sse"), 400),
-        (vibe_url(&server, "x", "&when=open&transport=sse&heartbeat=soon"), 400),
+        (
+            vibe_url(&server, "x", "&when=open&transport=sse&heartbeat=soon"),
+            400,
+        ),
         (vibe_url(&server, "nobody", "&when=poll"), 500),
     ] {
         let (status, _, body) = get_text(&url).await;
@@ -255,6 +372,10 @@ async fn bad_vibe_requests_get_a_status_and_a_sentence() {
         assert!(body.trim().len() > 10, "{body:?}");
     }
     assert_eq!(vibe_post(&server, "nobody", "{}").await, 500);
-    let put = reqwest::Client::new().put(vibe_url(&server, "x", "")).send().await.unwrap();
+    let put = reqwest::Client::new()
+        .put(vibe_url(&server, "x", ""))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(put.status(), 405);
 }

@@ -42,7 +42,10 @@ impl VibeTransport {
     pub fn is_stream(self) -> bool {
         matches!(
             self,
-            VibeTransport::Sse | VibeTransport::StreamXhr | VibeTransport::StreamXdr | VibeTransport::StreamIframe
+            VibeTransport::Sse
+                | VibeTransport::StreamXhr
+                | VibeTransport::StreamXdr
+                | VibeTransport::StreamIframe
         )
     }
 
@@ -177,13 +180,21 @@ mod tests {
             "id=d009d9f3-088f-4977-8ec0-99576f84cb4c&_=32fb5d&when=open&transport=sse&heartbeat=20000",
         )
         .unwrap();
-        assert_eq!(r.socket_id().unwrap(), "d009d9f3-088f-4977-8ec0-99576f84cb4c");
+        assert_eq!(
+            r.socket_id().unwrap(),
+            "d009d9f3-088f-4977-8ec0-99576f84cb4c"
+        );
         assert_eq!(r.transport().unwrap(), VibeTransport::Sse);
         assert_eq!(r.heartbeat, Some(20000));
-        assert_eq!(VibeRequest::parse("heartbeat=false").unwrap().heartbeat, None);
+        assert_eq!(
+            VibeRequest::parse("heartbeat=false").unwrap().heartbeat,
+            None
+        );
         assert!(VibeRequest::parse("heartbeat=x").is_err());
         assert_eq!(
-            VibeRequest::parse("lastEventIds=1,2").unwrap().last_event_ids,
+            VibeRequest::parse("lastEventIds=1,2")
+                .unwrap()
+                .last_event_ids,
             vec!["1", "2"]
         );
     }

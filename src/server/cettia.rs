@@ -87,12 +87,12 @@ fn websocket_refused(node: &Node, req: &HttpRequest) -> Option<HttpResponse> {
     })
 }
 
-fn check_topics<'a>(mut topics: impl Iterator<Item = &'a str>) -> Result<(), HttpResponse> {
+fn check_topics<'a>(mut topics: impl Iterator<Item = &'a str>) -> Result<(), Box<HttpResponse>> {
     match topics.find(|t| !t.starts_with('/') || t.len() > MAX_TOPIC_LEN) {
-        Some(bad) => Err(error(
+        Some(bad) => Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             format!("topic {bad:?} must be a path like /chat/lobby, at most {MAX_TOPIC_LEN} bytes"),
-        )),
+        ))),
         None => Ok(()),
     }
 }
@@ -123,10 +123,13 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
                 return refused;
             }
             if let Err(bad) = check_topics(request.values("topic")) {
-                return bad;
+                return *bad;
             }
-            let socket =
-                cettia.socket_for(Dialect::Cettia, request.socket_id.as_deref(), &request.params);
+            let socket = cettia.socket_for(
+                Dialect::Cettia,
+                request.socket_id.as_deref(),
+                &request.params,
+            );
             websocket::attach(req, body, socket, node.config.max_message_bytes, None)
                 .await
                 .unwrap_or_else(|e| e.error_response())
@@ -181,9 +184,13 @@ async fn open(cettia: &Cettia, request: &CettiaRequest) -> HttpResponse {
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     if let Err(bad) = check_topics(request.values("topic")) {
-        return bad;
+        return *bad;
     }
-    let socket = cettia.socket_for(Dialect::Cettia, request.socket_id.as_deref(), &request.params);
+    let socket = cettia.socket_for(
+        Dialect::Cettia,
+        request.socket_id.as_deref(),
+        &request.params,
+    );
     let transport_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
     let handshake = framing::transport_handshake(&transport_id);
     match name {
@@ -260,7 +267,11 @@ async fn stream(
 }
 
 /// One long-poll: answered with the next message, or parked until there is one.
-async fn poll(socket: Addr<SocketActor>, generation: u64, last_event_ids: Vec<String>) -> HttpResponse {
+async fn poll(
+    socket: Addr<SocketActor>,
+    generation: u64,
+    last_event_ids: Vec<String>,
+) -> HttpResponse {
     let (reply, answer) = oneshot::channel();
     // Held until this handler ends: if the client leaves, the socket sees the guard go.
     let (guard, _held) = oneshot::channel::<()>();
@@ -340,11 +351,20 @@ async fn post(
             return error(StatusCode::BAD_REQUEST, "message body is not valid UTF-8");
         };
         let Some(event) = text.strip_prefix("data=") else {
-            return error(StatusCode::BAD_REQUEST, "a text message is posted as data=<event>");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "a text message is posted as data=<event>",
+            );
         };
         WireMessage::Text(event.into())
     };
-    match socket.send(TransportInbound { generation, message }).await {
+    match socket
+        .send(TransportInbound {
+            generation,
+            message,
+        })
+        .await
+    {
         Ok(Ok(())) => HttpResponse::Ok().finish(),
         Ok(Err(InboundError::Event(e))) => {
             socket.do_send(TransportClosed(generation));
@@ -392,7 +412,7 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
                 return refused;
             }
             if let Err(bad) = check_topics(request.values_topic()) {
-                return bad;
+                return *bad;
             }
             let socket = cettia.socket_for(Dialect::Vibe, Some(&id), &request.params);
             websocket::attach(req, body, socket, node.config.max_message_bytes, heartbeat)
@@ -406,7 +426,7 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
                     Err(e) => return error(StatusCode::NOT_IMPLEMENTED, e),
                 };
                 if let Err(bad) = check_topics(request.values_topic()) {
-                    return bad;
+                    return *bad;
                 }
                 let jsonp = if transport == VibeTransport::LongPollJsonp {
                     match request.callback.as_deref() {
@@ -422,7 +442,10 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
                     None
                 };
                 if transport == VibeTransport::Ws {
-                    return error(StatusCode::BAD_REQUEST, "transport=ws needs a WebSocket upgrade");
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "transport=ws needs a WebSocket upgrade",
+                    );
                 }
                 let socket = cettia.socket_for(Dialect::Vibe, Some(&id), &request.params);
                 if transport.is_stream() {
@@ -456,7 +479,9 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
                 }
             }
             Some("poll") => match cettia.transport(&key) {
-                Some((socket, generation)) => poll(socket, generation, request.last_event_ids).await,
+                Some((socket, generation)) => {
+                    poll(socket, generation, request.last_event_ids).await
+                }
                 None => error(StatusCode::INTERNAL_SERVER_ERROR, "no such socket (id)"),
             },
             Some("abort") => {
@@ -467,7 +492,10 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
             }
             other => error(
                 StatusCode::NOT_IMPLEMENTED,
-                format!("unsupported when {:?}: use open, poll or abort", other.unwrap_or_default()),
+                format!(
+                    "unsupported when {:?}: use open, poll or abort",
+                    other.unwrap_or_default()
+                ),
             ),
         },
         Method::POST => match cettia.transport(&key) {
@@ -481,4 +509,3 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
         ),
     }
 }
-

@@ -78,9 +78,7 @@ impl Event {
         let value = rmpv::decode::read_value_with_max_depth(&mut reader, 64)
             .map_err(|e| EventError::MsgPack(e.to_string()))?;
         if !reader.is_empty() {
-            return Err(EventError::MsgPack(
-                "trailing bytes after the event".into(),
-            ));
+            return Err(EventError::MsgPack("trailing bytes after the event".into()));
         }
         Event::from_value(typed_arrays_to_binary(value))
     }
@@ -188,7 +186,9 @@ fn typed_arrays_to_binary(value: Value) -> Value {
         Value::Ext(ty, bytes) if (0x11..=0x1D).contains(&ty) && ty != 0x1B && ty != 0x1C => {
             Value::Binary(bytes)
         }
-        Value::Array(items) => Value::Array(items.into_iter().map(typed_arrays_to_binary).collect()),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(typed_arrays_to_binary).collect())
+        }
         Value::Map(entries) => Value::Map(
             entries
                 .into_iter()
@@ -205,8 +205,10 @@ mod tests {
 
     #[test]
     fn json_round_trip_keeps_ids_and_key_order() {
-        let e = Event::decode_text(r#"{"id":3,"type":"echo","data":{"b":1,"a":[true,null,1.5]},"reply":true}"#)
-            .unwrap();
+        let e = Event::decode_text(
+            r#"{"id":3,"type":"echo","data":{"b":1,"a":[true,null,1.5]},"reply":true}"#,
+        )
+        .unwrap();
         assert_eq!(e.id, Value::from(3));
         assert!(e.reply);
         assert_eq!(
@@ -220,11 +222,23 @@ mod tests {
 
     #[test]
     fn bad_events_are_errors() {
-        assert!(matches!(Event::decode_text("nope"), Err(EventError::Json(_))));
+        assert!(matches!(
+            Event::decode_text("nope"),
+            Err(EventError::Json(_))
+        ));
         assert_eq!(Event::decode_text("[1]"), Err(EventError::Shape));
-        assert_eq!(Event::decode_text(r#"{"id":1,"reply":false}"#), Err(EventError::Shape));
-        assert_eq!(Event::decode_text(r#"{"id":{},"type":"a"}"#), Err(EventError::Shape));
-        assert!(matches!(Event::decode_binary(&[0xc1]), Err(EventError::MsgPack(_))));
+        assert_eq!(
+            Event::decode_text(r#"{"id":1,"reply":false}"#),
+            Err(EventError::Shape)
+        );
+        assert_eq!(
+            Event::decode_text(r#"{"id":{},"type":"a"}"#),
+            Err(EventError::Shape)
+        );
+        assert!(matches!(
+            Event::decode_binary(&[0xc1]),
+            Err(EventError::MsgPack(_))
+        ));
     }
 
     #[test]
@@ -237,9 +251,9 @@ mod tests {
         assert_eq!(
             &bytes[..],
             &[
-                0x84, 0xa2, 0x69, 0x64, 0xa1, 0x32, 0xa4, 0x74, 0x79, 0x70, 0x65, 0xa4, 0x65,
-                0x63, 0x68, 0x6f, 0xa4, 0x64, 0x61, 0x74, 0x61, 0xc4, 0x04, 0x64, 0x61, 0x74,
-                0x61, 0xa5, 0x72, 0x65, 0x70, 0x6c, 0x79, 0xc2
+                0x84, 0xa2, 0x69, 0x64, 0xa1, 0x32, 0xa4, 0x74, 0x79, 0x70, 0x65, 0xa4, 0x65, 0x63,
+                0x68, 0x6f, 0xa4, 0x64, 0x61, 0x74, 0x61, 0xc4, 0x04, 0x64, 0x61, 0x74, 0x61, 0xa5,
+                0x72, 0x65, 0x70, 0x6c, 0x79, 0xc2
             ]
         );
         assert_eq!(Event::decode_binary(&bytes).unwrap(), e);

@@ -123,9 +123,14 @@ mod tests {
         assert_eq!(r.values("topic").collect::<Vec<_>>(), vec!["/a", "/b"]);
         assert_eq!(r.socket_id, None);
         assert!(matches!(
-            CettiaRequest::parse("cettia-transport-name=sse").unwrap().transport(),
+            CettiaRequest::parse("cettia-transport-name=sse")
+                .unwrap()
+                .transport(),
             Err(RequestError::UnsupportedTransport(_))
         ));
-        assert!(CettiaRequest::parse("cettia-transport-when=x").unwrap().when().is_err());
+        assert!(CettiaRequest::parse("cettia-transport-when=x")
+            .unwrap()
+            .when()
+            .is_err());
     }
 }

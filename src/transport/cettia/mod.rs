@@ -34,8 +34,8 @@ use actix::prelude::*;
 use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 
-pub use crate::protocol::cettia::Value;
 use crate::node::{Node, Stats};
+pub use crate::protocol::cettia::Value;
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
 use socket::{CloseSocket, Emit, JoinTopic, LeaveTopic, SendReply, SocketActor};
 
@@ -73,12 +73,17 @@ pub struct Cettia {
 struct Inner {
     node: Arc<Node>,
     handlers: RwLock<Arc<Handlers>>,
-    sockets: Mutex<HashMap<SessionId, (Arc<SocketShared>, Addr<SocketActor>)>>,
+    sockets: Mutex<HashMap<SessionId, SocketEntry>>,
     /// HTTP transport id → its socket and the generation the socket gave it.
-    transports: Mutex<HashMap<Arc<str>, (Addr<SocketActor>, u64)>>,
+    transports: Mutex<HashMap<Arc<str>, TransportEntry>>,
     heartbeat_ms: AtomicU64,
     fast_heartbeat_ms: AtomicU64,
 }
+
+/// A live socket: what it shares with handles, and its actor.
+type SocketEntry = (Arc<SocketShared>, Addr<SocketActor>);
+/// An HTTP transport: its socket and the generation the socket gave it.
+type TransportEntry = (Addr<SocketActor>, u64);
 
 /// What a socket shares with the handles the application holds.
 pub(crate) struct SocketShared {
@@ -203,7 +208,9 @@ impl Cettia {
     /// Set the heartbeat announced to sockets created from now on (`cettia-heartbeat` and
     /// `cettia-_heartbeat`, in milliseconds).
     pub fn set_heartbeat(&self, heartbeat_ms: u64, fast_heartbeat_ms: u64) {
-        self.inner.heartbeat_ms.store(heartbeat_ms, Ordering::Relaxed);
+        self.inner
+            .heartbeat_ms
+            .store(heartbeat_ms, Ordering::Relaxed);
         self.inner
             .fast_heartbeat_ms
             .store(fast_heartbeat_ms, Ordering::Relaxed);
@@ -283,7 +290,10 @@ impl Cettia {
                 }
             }
         };
-        self.inner.node.broker.publish(topic, Audience::All, message)?;
+        self.inner
+            .node
+            .broker
+            .publish(topic, Audience::All, message)?;
         Stats::add(&self.inner.node.stats.published, 1);
         Ok(())
     }
@@ -331,7 +341,12 @@ impl Cettia {
         }
     }
 
-    pub(crate) fn register_transport(&self, id: Arc<str>, addr: Addr<SocketActor>, generation: u64) {
+    pub(crate) fn register_transport(
+        &self,
+        id: Arc<str>,
+        addr: Addr<SocketActor>,
+        generation: u64,
+    ) {
         self.inner.transports.lock().insert(id, (addr, generation));
     }
 
@@ -402,7 +417,12 @@ impl Socket {
         self.emit(kind, data, Some(Box::new(callback)))
     }
 
-    fn emit(&self, kind: &str, data: Value, on_reply: Option<ReplyCallback>) -> Result<(), SendError> {
+    fn emit(
+        &self,
+        kind: &str,
+        data: Value,
+        on_reply: Option<ReplyCallback>,
+    ) -> Result<(), SendError> {
         if self.shared.deleted.load(Ordering::Relaxed) {
             return Err(SendError::Deleted);
         }

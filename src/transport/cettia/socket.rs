@@ -255,28 +255,36 @@ impl SocketActor {
     }
 
     /// Write a message now if the transport can take it, queue it otherwise.
-    fn send_message(&mut self, message: WireMessage, vibe_id: Option<String>, ctx: &mut Context<Self>) {
+    fn send_message(
+        &mut self,
+        message: WireMessage,
+        vibe_id: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
         let outgoing = Outgoing { message, vibe_id };
         if self.pending.is_empty() {
             match &mut self.transport {
-                Some(Transport::Push { sink, framing, waiting: false, .. }) => {
-                    match write_push(sink, *framing, &outgoing.message) {
-                        WriteOutcome::Written => {
-                            Stats::add(&self.server.node().stats.delivered, 1);
-                            return;
-                        }
-                        WriteOutcome::Full => {
-                            self.pending.push_back(outgoing);
-                            self.wait_writable(ctx);
-                            return;
-                        }
-                        WriteOutcome::Closed => {
-                            self.pending.push_back(outgoing);
-                            self.close_transport(ctx);
-                            return;
-                        }
+                Some(Transport::Push {
+                    sink,
+                    framing,
+                    waiting: false,
+                    ..
+                }) => match write_push(sink, *framing, &outgoing.message) {
+                    WriteOutcome::Written => {
+                        Stats::add(&self.server.node().stats.delivered, 1);
+                        return;
                     }
-                }
+                    WriteOutcome::Full => {
+                        self.pending.push_back(outgoing);
+                        self.wait_writable(ctx);
+                        return;
+                    }
+                    WriteOutcome::Closed => {
+                        self.pending.push_back(outgoing);
+                        self.close_transport(ctx);
+                        return;
+                    }
+                },
                 Some(Transport::LongPoll { parked, .. })
                     if parked.is_some() && self.shared.dialect == Dialect::Cettia =>
                 {
@@ -326,7 +334,13 @@ impl SocketActor {
     /// Write queued messages into a pushing transport until it is full.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let delivered = &self.server.node().stats.delivered;
-        let Some(Transport::Push { sink, framing, waiting, .. }) = &mut self.transport else {
+        let Some(Transport::Push {
+            sink,
+            framing,
+            waiting,
+            ..
+        }) = &mut self.transport
+        else {
             return;
         };
         if *waiting {
@@ -380,7 +394,12 @@ impl SocketActor {
         if self.pending.is_empty() {
             return;
         }
-        let Some(Transport::LongPoll { jsonp, parked, repoll }) = &mut self.transport else {
+        let Some(Transport::LongPoll {
+            jsonp,
+            parked,
+            repoll,
+        }) = &mut self.transport
+        else {
             return;
         };
         let Some(reply) = parked.take() else {
@@ -409,7 +428,13 @@ impl SocketActor {
     }
 
     /// A new transport: replace the old one, handshake, deliver the queue.
-    fn attach(&mut self, transport: Transport, transport_id: Option<Arc<str>>, heartbeat_ms: Option<u64>, ctx: &mut Context<Self>) -> u64 {
+    fn attach(
+        &mut self,
+        transport: Transport,
+        transport_id: Option<Arc<str>>,
+        heartbeat_ms: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) -> u64 {
         if self.transport.is_some() {
             tracing::debug!(socket = %self.shared.id, "replacing a transport the client abandoned");
             self.drop_transport(ctx);
@@ -431,7 +456,11 @@ impl SocketActor {
             }
         }
         if self.shared.dialect == Dialect::Cettia {
-            let handshake = framing::socket_handshake(&self.shared.id, self.heartbeat_ms, self.fast_heartbeat_ms);
+            let handshake = framing::socket_handshake(
+                &self.shared.id,
+                self.heartbeat_ms,
+                self.fast_heartbeat_ms,
+            );
             self.pending.push_front(Outgoing {
                 message: WireMessage::Text(handshake.into()),
                 vibe_id: None,
@@ -489,7 +518,9 @@ impl SocketActor {
         };
         self.generation += 1;
         match transport {
-            Transport::Push { sink, body_watch, .. } => {
+            Transport::Push {
+                sink, body_watch, ..
+            } => {
                 if let Some(handle) = body_watch {
                     ctx.cancel_future(handle);
                 }
@@ -519,7 +550,8 @@ impl SocketActor {
             });
         }
         // The handshake of a transport that never carried it is not an event to keep.
-        if matches!(self.pending.front(), Some(o) if o.vibe_id.is_none() && is_handshake(&o.message)) {
+        if matches!(self.pending.front(), Some(o) if o.vibe_id.is_none() && is_handshake(&o.message))
+        {
             self.pending.pop_front();
         }
         let socket = self.socket_handle(ctx);
@@ -561,7 +593,9 @@ impl SocketActor {
             }
             kind => {
                 let handlers = self.server.handlers().on_event.get(kind).cloned();
-                let reply = event.reply.then(|| Reply::new(ctx.address(), event.id.clone()));
+                let reply = event
+                    .reply
+                    .then(|| Reply::new(ctx.address(), event.id.clone()));
                 let Some(handlers) = handlers else {
                     if let Some(reply) = reply {
                         reply.reject(Value::from(format!("no handler for event {kind}")));
@@ -605,8 +639,12 @@ fn write_push(sink: &mut Sink, framing: PushFraming, message: &WireMessage) -> W
     match (framing, message) {
         (PushFraming::WebSocket, WireMessage::Text(text)) => sink.try_write(text),
         (PushFraming::WebSocket, WireMessage::Binary(bytes)) => sink.try_write_bytes(bytes.clone()),
-        (PushFraming::CettiaStream, message) => sink.try_write_bytes(framing::stream_message(message)),
-        (PushFraming::VibeStream, WireMessage::Text(text)) => sink.try_write_bytes(vibe::stream_event(text)),
+        (PushFraming::CettiaStream, message) => {
+            sink.try_write_bytes(framing::stream_message(message))
+        }
+        (PushFraming::VibeStream, WireMessage::Text(text)) => {
+            sink.try_write_bytes(vibe::stream_event(text))
+        }
         // Vibe carries text only; a binary event cannot be written (it was logged when made).
         (PushFraming::VibeStream, WireMessage::Binary(_)) => WriteOutcome::Written,
     }
@@ -757,7 +795,11 @@ impl Handler<LongPoll> for SocketActor {
                     if act.generation != generation {
                         return;
                     }
-                    if let Some(Transport::LongPoll { parked: Some(reply), .. }) = &act.transport {
+                    if let Some(Transport::LongPoll {
+                        parked: Some(reply),
+                        ..
+                    }) = &act.transport
+                    {
                         if reply.is_closed() {
                             act.close_transport(ctx);
                         }
@@ -825,7 +867,10 @@ impl Handler<Emit> for SocketActor {
                 if let Some(oldest) = self.reply_order.pop_front() {
                     if let Some(cb) = self.replies.remove(&oldest) {
                         let socket = self.socket_handle(ctx);
-                        cb(&socket, Err(Value::from("too many events awaiting a reply")));
+                        cb(
+                            &socket,
+                            Err(Value::from("too many events awaiting a reply")),
+                        );
                     }
                 }
             }
@@ -913,21 +958,21 @@ impl Handler<Deliver> for SocketActor {
         if envelope.seq <= membership.cursor {
             return;
         }
-        let batch = if envelope.seq == membership.cursor + 1 {
-            vec![envelope]
-        } else {
-            // A gap (our mailbox was full): catch up from the topic history.
-            let replay = membership
-                .ack
-                .topic
-                .history
-                .read()
-                .after(membership.cursor, MAX_REPLAY, |_| true);
-            if replay.missed > 0 {
-                Stats::add(&self.server.node().stats.missed, replay.missed);
-            }
-            replay.messages
-        };
+        let batch =
+            if envelope.seq == membership.cursor + 1 {
+                vec![envelope]
+            } else {
+                // A gap (our mailbox was full): catch up from the topic history.
+                let replay = membership.ack.topic.history.read().after(
+                    membership.cursor,
+                    MAX_REPLAY,
+                    |_| true,
+                );
+                if replay.missed > 0 {
+                    Stats::add(&self.server.node().stats.missed, replay.missed);
+                }
+                replay.messages
+            };
         for envelope in batch {
             if let Some(membership) = self.topics.get_mut(&envelope.topic) {
                 membership.cursor = envelope.seq;

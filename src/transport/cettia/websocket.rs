@@ -4,7 +4,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 use futures_util::StreamExt;
 
-use super::socket::{AttachPush, InboundError, PushFraming, SocketActor, TransportClosed, TransportInbound};
+use super::socket::{
+    AttachPush, InboundError, PushFraming, SocketActor, TransportClosed, TransportInbound,
+};
 use crate::protocol::cettia::WireMessage;
 use crate::transport::Sink;
 
@@ -52,11 +54,19 @@ pub async fn attach(
                 Ok(AggregatedMessage::Close(_)) => break,
                 Err(error) => {
                     tracing::debug!(%error, "closing a Cettia websocket after a protocol error");
-                    let _ = session.close(close(CloseCode::Protocol, "protocol error")).await;
+                    let _ = session
+                        .close(close(CloseCode::Protocol, "protocol error"))
+                        .await;
                     break;
                 }
             };
-            match socket.send(TransportInbound { generation, message }).await {
+            match socket
+                .send(TransportInbound {
+                    generation,
+                    message,
+                })
+                .await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(InboundError::Event(error))) => {
                     let _ = session
