@@ -23,7 +23,11 @@ fn field<'a>(data: &'a Value, name: &str) -> Option<&'a Value> {
 
 fn app(cettia: &Cettia) {
     cettia.on_open(|socket| {
-        let user = socket.query("user").next().unwrap_or("anonymous").to_string();
+        let user = socket
+            .query("user")
+            .next()
+            .unwrap_or("anonymous")
+            .to_string();
         socket.tag(&user);
         let _ = socket.send("welcome", Value::from(format!("hello, {user}")));
     });

@@ -125,11 +125,13 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
             if let Err(bad) = check_topics(request.values("topic")) {
                 return *bad;
             }
-            let socket = cettia.socket_for(
+            let Ok(socket) = cettia.socket_for(
                 Dialect::Cettia,
                 request.socket_id.as_deref(),
                 &request.params,
-            );
+            ) else {
+                return error(StatusCode::CONFLICT, "socket id in use");
+            };
             websocket::attach(req, body, socket, node.config.max_message_bytes, None)
                 .await
                 .unwrap_or_else(|e| e.error_response())
@@ -186,11 +188,14 @@ async fn open(cettia: &Cettia, request: &CettiaRequest) -> HttpResponse {
     if let Err(bad) = check_topics(request.values("topic")) {
         return *bad;
     }
-    let socket = cettia.socket_for(
+    // A Cettia id is never taken by another dialect's socket: it gets a fresh one instead.
+    let Ok(socket) = cettia.socket_for(
         Dialect::Cettia,
         request.socket_id.as_deref(),
         &request.params,
-    );
+    ) else {
+        return error(StatusCode::CONFLICT, "socket id in use");
+    };
     let transport_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
     let handshake = framing::transport_handshake(&transport_id);
     match name {
@@ -414,7 +419,10 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
             if let Err(bad) = check_topics(request.values_topic()) {
                 return *bad;
             }
-            let socket = cettia.socket_for(Dialect::Vibe, Some(&id), &request.params);
+            let socket = match cettia.socket_for(Dialect::Vibe, Some(&id), &request.params) {
+                Ok(socket) => socket,
+                Err(e) => return error(StatusCode::CONFLICT, e),
+            };
             websocket::attach(req, body, socket, node.config.max_message_bytes, heartbeat)
                 .await
                 .unwrap_or_else(|e| e.error_response())
@@ -447,7 +455,10 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
                         "transport=ws needs a WebSocket upgrade",
                     );
                 }
-                let socket = cettia.socket_for(Dialect::Vibe, Some(&id), &request.params);
+                let socket = match cettia.socket_for(Dialect::Vibe, Some(&id), &request.params) {
+                    Ok(socket) => socket,
+                    Err(e) => return error(StatusCode::CONFLICT, e),
+                };
                 if transport.is_stream() {
                     let content_type = if transport == VibeTransport::Sse {
                         "text/event-stream; charset=utf-8"

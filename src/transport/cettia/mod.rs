@@ -96,6 +96,11 @@ pub(crate) struct SocketShared {
     deleted: AtomicBool,
 }
 
+/// A Vibe client chose the id of a live socket of another dialect.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("this socket id is in use by another socket; choose another")]
+pub struct IdInUse;
+
 /// Why a send did not happen.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SendError {
@@ -305,12 +310,18 @@ impl Cettia {
         dialect: Dialect,
         id: Option<&str>,
         params: &[(String, String)],
-    ) -> Addr<SocketActor> {
+    ) -> Result<Addr<SocketActor>, IdInUse> {
         let mut sockets = self.inner.sockets.lock();
         if let Some(id) = id {
             if let Some((shared, addr)) = sockets.get(id) {
-                if shared.dialect == dialect && addr.connected() {
-                    return addr.clone();
+                if addr.connected() {
+                    if shared.dialect == dialect {
+                        return Ok(addr.clone());
+                    }
+                    if dialect == Dialect::Vibe {
+                        // A client-chosen id must not take over another protocol's socket.
+                        return Err(IdInUse);
+                    }
                 }
             }
         }
@@ -328,7 +339,7 @@ impl Cettia {
         });
         let addr = SocketActor::new(shared.clone(), self.clone()).start();
         sockets.insert(id, (shared, addr.clone()));
-        addr
+        Ok(addr)
     }
 
     pub(crate) fn forget_socket(&self, id: &str, addr: &Addr<SocketActor>) {
