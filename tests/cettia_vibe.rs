@@ -375,8 +375,19 @@ async fn bad_vibe_requests_get_a_status_and_a_sentence() {
     // A Vibe client cannot take over a Cettia socket by choosing its id.
     let (mut ws, _) = ws_open_url(&server.ws_url("/cettia?cettia-version=1.0")).await;
     let handshake = ws_text(&mut ws).await;
-    let cettia_id = handshake.split("cettia-id=").nth(1).unwrap().split('&').next().unwrap();
-    let (status, _, body) = get_text(&vibe_url(&server, cettia_id, "&when=open&transport=longpollajax")).await;
+    let cettia_id = handshake
+        .split("cettia-id=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let (status, _, body) = get_text(&vibe_url(
+        &server,
+        cettia_id,
+        "&when=open&transport=longpollajax",
+    ))
+    .await;
     assert_eq!(status, 409, "{body}");
     let put = reqwest::Client::new()
         .put(vibe_url(&server, "x", ""))
