@@ -258,6 +258,13 @@ async fn application_api_sends_to_a_socket_a_tag_and_a_topic() {
                 socket.tag("vip");
                 let _ = socket.send("welcome", Value::from(socket.id()));
             });
+            // The first answer wins; later ones are ignored.
+            app.on("twice", |_, data, reply| {
+                if let Some(reply) = reply {
+                    reply.resolve(data.clone());
+                    reply.reject(data);
+                }
+            });
             let r = r.clone();
             app.on("ask", move |socket, data, _| {
                 let r = r.clone();
@@ -332,6 +339,16 @@ async fn application_api_sends_to_a_socket_a_tag_and_a_topic() {
         *replies.lock(),
         vec![Ok(Value::from("yes")), Err(Value::from("no"))]
     );
+    ws_send(
+        &mut ws,
+        r#"{"id":6,"type":"twice","data":"first","reply":true}"#,
+    )
+    .await;
+    assert_eq!(
+        ws_text(&mut ws).await,
+        r#"{"id":"6","type":"reply","data":{"id":6,"data":"first","exception":false},"reply":false}"#
+    );
+    ws_silent(&mut ws, Duration::from_millis(200)).await;
     cettia.socket(&id).unwrap().untag("vip");
     assert_eq!(cettia.send_to_tag("vip", "news", Value::from(2)), 0);
 }

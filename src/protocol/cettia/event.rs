@@ -236,7 +236,7 @@ mod tests {
             Err(EventError::Shape)
         );
         assert!(matches!(
-            Event::decode_binary(&[0xc1]),
+            Event::decode_binary(&[0x92, 0x01]),
             Err(EventError::MsgPack(_))
         ));
     }
