@@ -450,3 +450,49 @@ async fn bad_requests_get_the_reference_status_and_a_sentence() {
     check(status, body, 500);
     assert_eq!(stream.read_to_end(5.0).await, "", "the transport is closed");
 }
+
+#[tokio::test]
+async fn a_long_poller_resumes_its_socket_with_the_events_sent_while_away() {
+    let (server, cettia) = common::TestServer::start_with_cettia(|_| {}, |_| {});
+    let open = |extra: String| {
+        let url = open_url(&server, "longpoll", &extra);
+        async move { transport_id(&reqwest::get(url).await.unwrap().text().await.unwrap()) }
+    };
+    let poll = |tid: String| {
+        let url = tid_url(
+            &server,
+            &tid,
+            "&cettia-transport-name=longpoll&cettia-transport-when=poll",
+        );
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let tid = open(String::new()).await;
+    let handshake = poll(tid.clone()).await;
+    let id = handshake
+        .split("cettia-id=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    reqwest::get(tid_url(&server, &tid, "&cettia-transport-when=abort"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let socket = cettia.socket(&id).expect("kept for the resume window");
+    socket.send("note", Value::from("while away")).unwrap();
+    socket.send("note", Value::from("still away")).unwrap();
+
+    let tid = open(format!("&cettia-id={id}")).await;
+    let again = poll(tid.clone()).await;
+    assert!(again.contains(&format!("cettia-id={id}&")), "{again}");
+    assert_eq!(
+        poll(tid.clone()).await,
+        r#"{"id":"0","type":"note","data":"while away","reply":false}"#
+    );
+    assert_eq!(
+        poll(tid.clone()).await,
+        r#"{"id":"1","type":"note","data":"still away","reply":false}"#
+    );
+}
