@@ -412,3 +412,71 @@ async fn atmosphere_and_cettia_clients_in_one_topic_see_each_other() {
     );
     ws_silent(&mut atmo, Duration::from_millis(200)).await;
 }
+
+/// The buffering policy under a burst: a Cettia socket that stops reading does not hold up the
+/// topic; once its queue passes `--max-lag-messages` its transport is closed (1013), the
+/// queue is kept (oldest dropped beyond the bound, counted as missed), and on resume the client
+/// gets the rest in order: what it received on both transports plus what was missed is the
+/// burst, each message at most once.
+#[tokio::test]
+async fn a_slow_socket_is_dropped_and_resumes_with_its_bounded_queue() {
+    const MESSAGES: usize = 1000;
+    let server = common::TestServer::start(|c| c.max_lag_messages = 100);
+    let topic = "/slow/cettia";
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let url = cettia_url(&server, &format!("&topic={topic}"));
+    let (mut slow, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrade");
+    let handshake = ws_text(&mut slow).await;
+    let id = handshake
+        .split("cettia-id=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let messages: Vec<String> = (0..MESSAGES)
+        .map(|i| format!("burst-{i:05}|{}", "ü€😀".repeat(400)))
+        .collect();
+    within(
+        30.0,
+        "the burst",
+        common::publish_all(&server, topic, &messages),
+    )
+    .await;
+    common::wait_stat(&server, "slow_consumers_dropped", 5.0, |n| n >= 1).await;
+
+    let (close, before) = common::ws_until_close(&mut slow, 10.0).await;
+    assert_eq!(u16::from(close.expect("a close frame").code), 1013);
+    let (mut again, resumed) = open(&server, &format!("&cettia-id={id}")).await;
+    assert_eq!(resumed, id);
+    let missed = stat(&server, "missed").await as usize;
+    let mut after = Vec::new();
+    while before.len() + after.len() + missed < MESSAGES {
+        after.push(common::ws_text_within(&mut again, 10.0).await);
+    }
+    ws_silent(&mut again, Duration::from_millis(300)).await;
+    let data: Vec<String> = before
+        .iter()
+        .chain(&after)
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_str(e).unwrap();
+            assert_eq!(v["type"], "message");
+            v["data"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // In order, each once: a subsequence of the burst, ending with its last message.
+    let mut it = messages.iter();
+    assert!(
+        data.iter().all(|d| it.any(|m| m == d)),
+        "order or duplicates"
+    );
+    assert_eq!(data.last(), messages.last());
+    assert!(after.len() <= 100, "the queue is bounded: {}", after.len());
+}

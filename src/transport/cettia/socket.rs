@@ -196,6 +196,8 @@ pub struct SocketActor {
     topics: HashMap<TopicId, Membership>,
     /// The socket was handshaken at least once (the client knows its id).
     created_fired: bool,
+    /// Close reason for the WebSocket being closed (slow consumer).
+    close_reason: Option<actix_ws::CloseReason>,
 }
 
 impl SocketActor {
@@ -222,6 +224,7 @@ impl SocketActor {
             delete_timer: None,
             topics: HashMap::new(),
             created_fired: false,
+            close_reason: None,
         }
     }
 
@@ -312,7 +315,11 @@ impl SocketActor {
         if self.transport.is_some() {
             Stats::add(&self.server.node().stats.slow_consumers_dropped, 1);
             tracing::warn!(socket = %self.shared.id, "slow consumer: closing its transport; it resumes with its queue");
-            self.close_transport(ctx);
+            let reason = actix_ws::CloseReason {
+                code: actix_ws::CloseCode::Again,
+                description: Some("slow consumer".into()),
+            };
+            self.close_transport_because(ctx, Some(reason));
         }
         while self.pending.len() > self.max_pending() {
             self.pending.pop_front();
@@ -494,6 +501,16 @@ impl SocketActor {
     /// Close the current transport; the socket becomes closed (Cettia: deleted after the
     /// resume window unless the client comes back; Vibe: deleted now).
     fn close_transport(&mut self, ctx: &mut Context<Self>) {
+        self.close_transport_because(ctx, None);
+    }
+
+    /// [`Self::close_transport`] with a WebSocket close reason.
+    fn close_transport_because(
+        &mut self,
+        ctx: &mut Context<Self>,
+        reason: Option<actix_ws::CloseReason>,
+    ) {
+        self.close_reason = reason;
         if !self.drop_transport(ctx) {
             return;
         }
@@ -524,7 +541,7 @@ impl SocketActor {
                 if let Some(handle) = body_watch {
                     ctx.cancel_future(handle);
                 }
-                sink.close(None);
+                sink.close(self.close_reason.take());
             }
             Transport::LongPoll { parked, repoll, .. } => {
                 if let Some(handle) = repoll {
