@@ -97,6 +97,18 @@ async fn binary_events_travel_as_msgpack_frames() {
     };
     let echoed = nimbus::protocol::cettia::Event::decode_binary(&bytes).unwrap();
     assert_eq!(echoed.data, Value::Binary(vec![9, 8, 7]));
+    // A message over --max-message-bytes closes the transport with 1009.
+    let (mut big, _) = open(&server, "").await;
+    ws_send(
+        &mut big,
+        &format!(
+            r#"{{"id":1,"type":"echo","data":"{}","reply":false}}"#,
+            "x".repeat(70_000)
+        ),
+    )
+    .await;
+    let (close, _) = common::ws_until_close(&mut big, 5.0).await;
+    assert_eq!(u16::from(close.unwrap().code), 1009);
     // A malformed event closes the transport with 1007.
     ws_send(&mut ws, "not json").await;
     let (close, _) = common::ws_until_close(&mut ws, 5.0).await;

@@ -54,9 +54,13 @@ pub async fn attach(
                 Ok(AggregatedMessage::Close(_)) => break,
                 Err(error) => {
                     tracing::debug!(%error, "closing a Cettia websocket after a protocol error");
-                    let _ = session
-                        .close(close(CloseCode::Protocol, "protocol error"))
-                        .await;
+                    let reason = match error {
+                        actix_ws::ProtocolError::Overflow => {
+                            close(CloseCode::Size, "message too large")
+                        }
+                        _ => close(CloseCode::Protocol, "protocol error"),
+                    };
+                    let _ = session.close(reason).await;
                     break;
                 }
             };
