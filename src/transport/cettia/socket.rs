@@ -511,7 +511,9 @@ impl SocketActor {
         reason: Option<actix_ws::CloseReason>,
     ) {
         self.close_reason = reason;
-        if !self.drop_transport(ctx) {
+        let dropped = self.drop_transport(ctx);
+        self.close_reason = None;
+        if !dropped {
             return;
         }
         match self.shared.dialect {
