@@ -9,6 +9,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build --release --all-targets
 cargo test --release
+scripts/cettia-conformance.sh
 if [ -x e2e/run.sh ]; then
   e2e/run.sh
 fi

@@ -92,6 +92,21 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_ADMIN")]
     pub admin: bool,
 
+    /// Cettia: how long a socket without transport waits for its client to resume with its
+    /// `cettia-id` before it is deleted.
+    #[arg(long, env = "NIMBUS_CETTIA_RESUME_WINDOW_SECS", default_value_t = 60)]
+    pub cettia_resume_window_secs: u64,
+
+    /// Cettia/Vibe: heartbeat interval announced to sockets (`cettia-heartbeat`, ms); a socket
+    /// whose client sends no heartbeat within it loses its transport. 0 = off.
+    #[arg(long, env = "NIMBUS_CETTIA_HEARTBEAT_MS", default_value_t = 20_000)]
+    pub cettia_heartbeat_ms: u64,
+
+    /// Cettia: `cettia-_heartbeat` announced to sockets (ms): how long the client waits for the
+    /// server's heartbeat echo.
+    #[arg(long, env = "NIMBUS_CETTIA_FAST_HEARTBEAT_MS", default_value_t = 5_000)]
+    pub cettia_fast_heartbeat_ms: u64,
+
     /// HTTP worker threads (default: one per CPU).
     #[arg(long, env = "NIMBUS_WORKERS")]
     pub workers: Option<usize>,

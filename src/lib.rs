@@ -1,7 +1,7 @@
 //! Nimbus: a real-time broadcast server.
 //!
-//! Nimbus speaks the Atmosphere protocol (and, later, Cettia/Vibe) over WebSocket, Server-Sent
-//! Events, HTTP streaming and long-polling. The crate is laid out the way a message travels:
+//! Nimbus speaks the Atmosphere protocol and Cettia 1.0 (with its Vibe 3.0.0-Alpha1 dialect) over
+//! WebSocket, Server-Sent Events, HTTP streaming and long-polling. The crate is laid out the way a message travels:
 //!
 //! - [`server`]: the HTTP edge (routes, CORS and cache headers, health checks, the chat page).
 //! - [`protocol`]: pure codecs that turn requests into intents and messages into wire frames.
@@ -11,6 +11,7 @@
 //! - [`broker`]: the seam between topics and the outside world (in-process by default).
 //! - [`cluster`]: the Redis broker that spreads topics, histories and sessions over nodes.
 //! - [`config`]: command-line flags and their environment twins.
+//! - [`cettia`]: the Cettia/Vibe socket API for applications embedding Nimbus.
 #![forbid(unsafe_code)]
 
 pub mod broker;
@@ -24,3 +25,4 @@ pub mod topic;
 pub mod transport;
 
 pub use config::Config;
+pub use transport::cettia;

@@ -4,3 +4,5 @@
 //! how to frame) and encodes outgoing messages into the exact bytes its clients expect. The
 //! connection actors in [`crate::transport`] stay blind to the protocol beyond these calls.
 pub mod atmosphere;
+pub mod cettia;
+pub mod vibe;

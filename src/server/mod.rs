@@ -6,6 +6,7 @@
 mod admin;
 mod assets;
 mod atmosphere;
+mod cettia;
 mod headers;
 mod shutdown;
 
@@ -46,17 +47,34 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     server.await
 }
 
-/// Build the server on an already bound listener (tests bind port 0 and read the address).
+/// Build the server on an already bound listener (tests bind port 0 and read the address),
+/// with the default Cettia application ([`crate::cettia::Cettia::with_defaults`]).
 pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
+    let cettia = crate::cettia::Cettia::with_defaults(node.clone());
+    serve_with(node, listener, cettia, |_| {})
+}
+
+/// Build the server with an application's own [`crate::cettia::Cettia`] handlers, and its own
+/// routes added by `routes` (they take precedence over topics; handlers can extract
+/// `web::Data<Cettia>` and `web::Data<Node>`).
+pub fn serve_with(
+    node: Arc<Node>,
+    listener: TcpListener,
+    cettia: crate::cettia::Cettia,
+    routes: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+) -> std::io::Result<actix_web::dev::Server> {
     let workers = node
         .config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let shutdown_timeout = node.config.drain_secs.max(1);
     let data = web::Data::from(node);
+    let cettia_data = web::Data::new(cettia);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(cettia_data.clone())
+            .configure(routes.clone())
             .wrap(from_fn(headers::nimbus_headers))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
@@ -75,8 +93,8 @@ pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_we
             // client subscribe to e.g. `/_nimbus/stats/x`.
             .route("/_nimbus", web::to(not_found))
             .route("/_nimbus/{tail:.*}", web::to(not_found))
-            .route("/cettia", web::to(not_yet))
-            .route("/vibe", web::to(not_yet))
+            .route("/cettia", web::to(cettia::cettia))
+            .route("/vibe", web::to(cettia::vibe))
             .default_service(web::to(atmosphere::topic))
     })
     .workers(workers)
@@ -130,10 +148,4 @@ async fn not_found() -> HttpResponse {
     HttpResponse::NotFound()
         .content_type("text/plain; charset=utf-8")
         .body("no such path: /_nimbus/ is reserved for the node's own endpoints\n")
-}
-
-async fn not_yet() -> HttpResponse {
-    HttpResponse::NotImplemented()
-        .content_type("text/plain; charset=utf-8")
-        .body("the Cettia/Vibe protocol is not available on this node yet\n")
 }

@@ -18,3 +18,4 @@ pub use connection::{
 };
 pub use registry::ConnectionRegistry;
 pub use sink::{Sink, WriteOutcome};
+pub mod cettia;

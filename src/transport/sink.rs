@@ -52,6 +52,28 @@ impl Sink {
         }
     }
 
+    /// Write raw bytes if the sink can take them now: a binary WebSocket frame, or a chunk of
+    /// the response body as is (used by the Cettia transports, whose frames may be binary).
+    pub fn try_write_bytes(&mut self, bytes: Bytes) -> WriteOutcome {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_writable(&mut cx) {
+            Poll::Pending => return WriteOutcome::Full,
+            Poll::Ready(Err(())) => return WriteOutcome::Closed,
+            Poll::Ready(Ok(())) => {}
+        }
+        let sent = match self {
+            Sink::WebSocket(session) => Pin::new(session)
+                .start_send(actix_ws::Message::Binary(bytes))
+                .is_ok(),
+            Sink::Body(body) => Pin::new(body).start_send(bytes).is_ok(),
+        };
+        if sent {
+            WriteOutcome::Written
+        } else {
+            WriteOutcome::Closed
+        }
+    }
+
     /// Ready when a frame can be written; registers `cx` to be woken otherwise.
     pub fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
         match self {

@@ -19,6 +19,15 @@ pub struct TestServer {
 impl TestServer {
     /// Start a node with the defaults, adjusted by `configure`.
     pub fn start(configure: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_with_cettia(configure, |_| {}).0
+    }
+
+    /// Start a node whose Cettia application is the default one plus what `app` registers;
+    /// returns the application's handle too.
+    pub fn start_with_cettia(
+        configure: impl FnOnce(&mut Config),
+        app: impl FnOnce(&nimbus::cettia::Cettia),
+    ) -> (TestServer, nimbus::cettia::Cettia) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().unwrap();
         let mut config = Config::for_bind(addr);
@@ -27,17 +36,21 @@ impl TestServer {
         config.web_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/web").into();
         configure(&mut config);
         let node = Node::new(config);
+        let cettia = nimbus::cettia::Cettia::with_defaults(node.clone());
+        app(&cettia);
         let (tx, rx) = std::sync::mpsc::channel();
         let served = node.clone();
+        let served_cettia = cettia.clone();
         std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let server = nimbus::server::serve(served, listener).expect("serve");
+                let server = nimbus::server::serve_with(served, listener, served_cettia, |_| {})
+                    .expect("serve");
                 tx.send(server.handle()).unwrap();
                 let _ = server.await;
             })
         });
         let handle = rx.recv().expect("server started");
-        TestServer { addr, node, handle }
+        (TestServer { addr, node, handle }, cettia)
     }
 
     pub fn url(&self, path_and_query: &str) -> String {

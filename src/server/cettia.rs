@@ -1,0 +1,522 @@
+//! `/cettia` (Cettia 1.0) and `/vibe` (Vibe 3.0.0-Alpha1): HTTP transports and WebSocket
+//! upgrades handed to the socket actors of [`crate::cettia`].
+//!
+//! Status codes follow the reference server: an unknown transport or `when` → 501, an unknown
+//! transport id or an unsupported POST content type → 500, other methods → 405; plus 400 for a
+//! malformed request (query string, JSONP callback, topic) and 413 for a message over
+//! `--max-message-bytes`. Every error has a plain-text body saying what is wrong.
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::PollSender;
+
+use crate::cettia::socket::{
+    AttachLongPoll, AttachPush, InboundError, LongPoll, PollAnswer, PushFraming, SocketActor,
+    TransportClosed, TransportInbound,
+};
+use crate::cettia::{websocket, Cettia, Dialect};
+use crate::node::Node;
+use crate::protocol::cettia::{framing, CettiaRequest, TransportName, When, WireMessage};
+use crate::protocol::vibe::{self, VibeRequest, VibeTransport};
+use crate::transport::Sink;
+
+/// Chunks queued for a streaming body before the socket counts its client as slow.
+const BODY_CHANNEL: usize = 64;
+/// Longest topic id a socket may name.
+const MAX_TOPIC_LEN: usize = 512;
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
+fn error(status: StatusCode, why: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(TEXT)
+        .body(format!("{why}\n"))
+}
+
+/// The Cettia CORS headers: the middleware echoes an allowed `Origin`; without one, any.
+fn cors(req: &HttpRequest, response: &mut HttpResponse, allow_headers: bool) {
+    let headers = response.headers_mut();
+    if !req.headers().contains_key(header::ORIGIN) {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            header::HeaderValue::from_static("*"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    if allow_headers {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            header::HeaderValue::from_static("content-type"),
+        );
+    }
+}
+
+fn is_upgrade(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// WebSocket upgrades are not subject to CORS in browsers: enforce the allow-list here.
+fn websocket_refused(node: &Node, req: &HttpRequest) -> Option<HttpResponse> {
+    if node.config.disable_websocket {
+        return Some(error(
+            StatusCode::NOT_IMPLEMENTED,
+            "WebSocket is disabled on this node; use stream or longpoll",
+        ));
+    }
+    let origin = req.headers().get(header::ORIGIN)?;
+    (!super::headers::origin_allowed(node, origin)).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "this origin is not in the node's CORS allow-list",
+        )
+    })
+}
+
+fn check_topics<'a>(mut topics: impl Iterator<Item = &'a str>) -> Result<(), Box<HttpResponse>> {
+    match topics.find(|t| !t.starts_with('/') || t.len() > MAX_TOPIC_LEN) {
+        Some(bad) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("topic {bad:?} must be a path like /chat/lobby, at most {MAX_TOPIC_LEN} bytes"),
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `/cettia`.
+pub async fn cettia(
+    req: HttpRequest,
+    body: web::Payload,
+    cettia: web::Data<Cettia>,
+) -> HttpResponse {
+    let cettia = cettia.get_ref().clone();
+    let mut response = handle_cettia(&req, body, &cettia).await;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        cors(&req, &mut response, true);
+    }
+    response
+}
+
+async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> HttpResponse {
+    let node = cettia.node().clone();
+    let request = match CettiaRequest::parse(req.query_string()) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match *req.method() {
+        Method::GET if is_upgrade(req) => {
+            if let Some(refused) = websocket_refused(&node, req) {
+                return refused;
+            }
+            if let Err(bad) = check_topics(request.values("topic")) {
+                return *bad;
+            }
+            let Ok(socket) = cettia.socket_for(
+                Dialect::Cettia,
+                request.socket_id.as_deref(),
+                &request.params,
+            ) else {
+                return error(StatusCode::CONFLICT, "socket id in use");
+            };
+            websocket::attach(req, body, socket, node.config.max_message_bytes, None)
+                .await
+                .unwrap_or_else(|e| e.error_response())
+        }
+        Method::GET => match request.when() {
+            Ok(When::Open) => open(cettia, &request).await,
+            Ok(When::Poll) => {
+                let Some((socket, generation)) = transport_of(cettia, &request) else {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "no such long-poll transport (cettia-transport-id)",
+                    );
+                };
+                poll(socket, generation, Vec::new()).await
+            }
+            Ok(When::Abort) => {
+                if let Some((socket, generation)) = transport_of(cettia, &request) {
+                    socket.do_send(TransportClosed(generation));
+                }
+                HttpResponse::Ok().content_type(JAVASCRIPT).finish()
+            }
+            Err(e) => error(StatusCode::NOT_IMPLEMENTED, e),
+        },
+        Method::POST => {
+            let Some((socket, generation)) = transport_of(cettia, &request) else {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no such transport (cettia-transport-id)",
+                );
+            };
+            post(req, body, &node, socket, generation, true).await
+        }
+        Method::OPTIONS => HttpResponse::Ok().finish(),
+        ref other => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {other} is not allowed here: use GET, POST or OPTIONS"),
+        ),
+    }
+}
+
+fn transport_of(cettia: &Cettia, request: &CettiaRequest) -> Option<(Addr<SocketActor>, u64)> {
+    cettia.transport(request.transport_id.as_deref()?)
+}
+
+async fn open(cettia: &Cettia, request: &CettiaRequest) -> HttpResponse {
+    let name = match request.transport() {
+        Ok(name) => name,
+        Err(e) => return error(StatusCode::NOT_IMPLEMENTED, e),
+    };
+    let jsonp = match request.jsonp_callback() {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if let Err(bad) = check_topics(request.values("topic")) {
+        return *bad;
+    }
+    // A Cettia id is never taken by another dialect's socket: it gets a fresh one instead.
+    let Ok(socket) = cettia.socket_for(
+        Dialect::Cettia,
+        request.socket_id.as_deref(),
+        &request.params,
+    ) else {
+        return error(StatusCode::CONFLICT, "socket id in use");
+    };
+    let transport_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    let handshake = framing::transport_handshake(&transport_id);
+    match name {
+        TransportName::Stream => {
+            let mut first = BytesMut::from(&framing::stream_padding()[..]);
+            first.extend_from_slice(&framing::sse_event(&handshake));
+            let content_type = if request.sse {
+                "text/event-stream; charset=utf-8"
+            } else {
+                TEXT
+            };
+            stream(
+                cettia,
+                socket,
+                transport_id,
+                first.freeze(),
+                PushFraming::CettiaStream,
+                content_type,
+                None,
+            )
+            .await
+        }
+        TransportName::LongPoll => {
+            let attach = AttachLongPoll {
+                transport_id: transport_id.clone(),
+                jsonp: jsonp.clone(),
+                heartbeat_ms: None,
+            };
+            let Ok(generation) = socket.send(attach).await else {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
+            };
+            cettia.register_transport(transport_id, socket, generation);
+            match jsonp {
+                Some(callback) => HttpResponse::Ok()
+                    .content_type(JAVASCRIPT)
+                    .body(framing::jsonp(&callback, &handshake)),
+                None => HttpResponse::Ok().content_type(TEXT).body(handshake),
+            }
+        }
+    }
+}
+
+/// Open a streaming response whose first chunk is `first`, attached to `socket`.
+async fn stream(
+    cettia: &Cettia,
+    socket: Addr<SocketActor>,
+    transport_id: Arc<str>,
+    first: Bytes,
+    framing: PushFraming,
+    content_type: &'static str,
+    heartbeat_ms: Option<u64>,
+) -> HttpResponse {
+    let (tx, rx) = mpsc::channel::<Bytes>(BODY_CHANNEL);
+    // The channel is new and empty: the first chunk always fits.
+    let _ = tx.try_send(first);
+    let attach = AttachPush {
+        sink: Sink::Body(PollSender::new(tx.clone())),
+        framing,
+        body_closed: Some(tx),
+        transport_id: Some(transport_id.clone()),
+        heartbeat_ms,
+    };
+    let Ok(generation) = socket.send(attach).await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
+    };
+    cettia.register_transport(transport_id, socket, generation);
+    let mut response = HttpResponse::Ok();
+    response.content_type(content_type);
+    if framing == PushFraming::CettiaStream {
+        // Ask nginx-style proxies not to buffer the stream (Vibe keeps the seed's header set).
+        response.insert_header(("X-Accel-Buffering", "no"));
+    }
+    response.streaming(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
+}
+
+/// One long-poll: answered with the next message, or parked until there is one.
+async fn poll(
+    socket: Addr<SocketActor>,
+    generation: u64,
+    last_event_ids: Vec<String>,
+) -> HttpResponse {
+    let (reply, answer) = oneshot::channel();
+    // Held until this handler ends: if the client leaves, the socket sees the guard go.
+    let (guard, _held) = oneshot::channel::<()>();
+    let request = LongPoll {
+        generation,
+        reply,
+        guard,
+        last_event_ids,
+    };
+    let answer = match socket.send(request).await {
+        Ok(()) => answer.await.ok(),
+        Err(_) => None,
+    };
+    let PollAnswer { body, content_type } = answer.unwrap_or(PollAnswer {
+        body: Bytes::new(),
+        content_type: TEXT,
+    });
+    HttpResponse::Ok().content_type(content_type).body(body)
+}
+
+/// A client message: `data=<text>` as text/plain, or a binary (MessagePack) body.
+async fn post(
+    req: &HttpRequest,
+    mut body: web::Payload,
+    node: &Node,
+    socket: Addr<SocketActor>,
+    generation: u64,
+    binary_allowed: bool,
+) -> HttpResponse {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let charset_ok = content_type
+        .split(';')
+        .skip(1)
+        .all(|p| matches!(p.trim(), "charset=utf-8" | "charset=utf8"));
+    let binary = match essence.as_str() {
+        "text/plain" if charset_ok => false,
+        "application/octet-stream" if binary_allowed => true,
+        _ => {
+            socket.do_send(TransportClosed(generation));
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "unsupported content-type {content_type:?}: use text/plain; charset=utf-8 (data=<event>) or application/octet-stream"
+                ),
+            );
+        }
+    };
+    let limit = node.config.max_message_bytes;
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else {
+            return error(StatusCode::BAD_REQUEST, "could not read the request body");
+        };
+        if bytes.len() + chunk.len() > limit + 5 {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("message exceeds the limit of {limit} bytes"),
+            );
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let message = if binary {
+        WireMessage::Binary(bytes.freeze())
+    } else {
+        let Ok(text) = ByteString::try_from(bytes.freeze()) else {
+            return error(StatusCode::BAD_REQUEST, "message body is not valid UTF-8");
+        };
+        let Some(event) = text.strip_prefix("data=") else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "a text message is posted as data=<event>",
+            );
+        };
+        WireMessage::Text(event.into())
+    };
+    match socket
+        .send(TransportInbound {
+            generation,
+            message,
+        })
+        .await
+    {
+        Ok(Ok(())) => HttpResponse::Ok().finish(),
+        Ok(Err(InboundError::Event(e))) => {
+            socket.do_send(TransportClosed(generation));
+            error(StatusCode::BAD_REQUEST, e)
+        }
+        Ok(Err(InboundError::TransportClosed)) | Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this transport is closed",
+        ),
+    }
+}
+
+/// `/vibe`: the Vibe 3.0.0-Alpha1 dialect.
+pub async fn vibe(req: HttpRequest, body: web::Payload, cettia: web::Data<Cettia>) -> HttpResponse {
+    let cettia = cettia.get_ref().clone();
+    let mut response = handle_vibe(&req, body, &cettia).await;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        cors(&req, &mut response, false);
+    }
+    response
+}
+
+fn vibe_transport_key(id: &str) -> String {
+    format!("vibe:{id}")
+}
+
+async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> HttpResponse {
+    let node = cettia.node().clone();
+    let request = match VibeRequest::parse(req.query_string()) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let id = match request.socket_id() {
+        Ok(id) => id.to_string(),
+        Err(e) if *req.method() == Method::GET || *req.method() == Method::POST => {
+            return error(StatusCode::BAD_REQUEST, e)
+        }
+        Err(_) => String::new(),
+    };
+    let key = vibe_transport_key(&id);
+    let heartbeat = Some(request.heartbeat.unwrap_or(0));
+    match *req.method() {
+        Method::GET if is_upgrade(req) => {
+            if let Some(refused) = websocket_refused(&node, req) {
+                return refused;
+            }
+            if let Err(bad) = check_topics(request.values_topic()) {
+                return *bad;
+            }
+            let socket = match cettia.socket_for(Dialect::Vibe, Some(&id), &request.params) {
+                Ok(socket) => socket,
+                Err(e) => return error(StatusCode::CONFLICT, e),
+            };
+            websocket::attach(req, body, socket, node.config.max_message_bytes, heartbeat)
+                .await
+                .unwrap_or_else(|e| e.error_response())
+        }
+        Method::GET => match request.when.as_deref() {
+            Some("open") => {
+                let transport = match request.transport() {
+                    Ok(t) => t,
+                    Err(e) => return error(StatusCode::NOT_IMPLEMENTED, e),
+                };
+                if let Err(bad) = check_topics(request.values_topic()) {
+                    return *bad;
+                }
+                let jsonp = if transport == VibeTransport::LongPollJsonp {
+                    match request.callback.as_deref() {
+                        Some(c) if framing::valid_callback(c) => Some(c.to_string()),
+                        _ => {
+                            return error(
+                                StatusCode::BAD_REQUEST,
+                                "longpolljsonp needs callback=<JavaScript identifier>",
+                            )
+                        }
+                    }
+                } else {
+                    None
+                };
+                if transport == VibeTransport::Ws {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "transport=ws needs a WebSocket upgrade",
+                    );
+                }
+                let socket = match cettia.socket_for(Dialect::Vibe, Some(&id), &request.params) {
+                    Ok(socket) => socket,
+                    Err(e) => return error(StatusCode::CONFLICT, e),
+                };
+                if transport.is_stream() {
+                    let content_type = if transport == VibeTransport::Sse {
+                        "text/event-stream; charset=utf-8"
+                    } else {
+                        TEXT
+                    };
+                    stream(
+                        cettia,
+                        socket,
+                        key.into(),
+                        vibe::stream_padding(),
+                        PushFraming::VibeStream,
+                        content_type,
+                        heartbeat,
+                    )
+                    .await
+                } else {
+                    let attach = AttachLongPoll {
+                        transport_id: key.clone().into(),
+                        jsonp: jsonp.clone(),
+                        heartbeat_ms: heartbeat,
+                    };
+                    let Ok(generation) = socket.send(attach).await else {
+                        return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
+                    };
+                    cettia.register_transport(key.into(), socket, generation);
+                    let content_type = if jsonp.is_some() { JAVASCRIPT } else { TEXT };
+                    HttpResponse::Ok().content_type(content_type).finish()
+                }
+            }
+            Some("poll") => match cettia.transport(&key) {
+                Some((socket, generation)) => {
+                    poll(socket, generation, request.last_event_ids).await
+                }
+                None => error(StatusCode::INTERNAL_SERVER_ERROR, "no such socket (id)"),
+            },
+            Some("abort") => {
+                if let Some(socket) = cettia.socket(&id).filter(|s| s.dialect() == Dialect::Vibe) {
+                    socket.close();
+                }
+                HttpResponse::Ok().content_type(JAVASCRIPT).finish()
+            }
+            other => error(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "unsupported when {:?}: use open, poll or abort",
+                    other.unwrap_or_default()
+                ),
+            ),
+        },
+        Method::POST => match cettia.transport(&key) {
+            Some((socket, generation)) => post(req, body, &node, socket, generation, false).await,
+            None => error(StatusCode::INTERNAL_SERVER_ERROR, "no such socket (id)"),
+        },
+        Method::OPTIONS => HttpResponse::Ok().finish(),
+        ref other => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {other} is not allowed here: use GET or POST"),
+        ),
+    }
+}
