@@ -489,3 +489,52 @@ async fn a_graceful_shutdown_hands_clients_over_without_loss_or_duplicates() {
         "duplicates after a graceful shutdown: {duplicates:?}"
     );
 }
+
+fn redis_cli(cluster: &Cluster, args: &[&str]) -> String {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", &(cluster.port + 9).to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Each node talks to Redis over one connection, whatever its number of topics; it subscribes to
+/// a topic's channel while it has local members and unsubscribes after the last one left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_redis_connection_per_node_and_channels_follow_local_interest() {
+    let cluster = Cluster::up("--admin --reconnect-window-secs 1");
+    let mut sockets = Vec::new();
+    for i in 0..5 {
+        let path = format!("/cluster/interest-{i}");
+        let url = cluster.node(1, &format!("{path}?{}", atmo_query("websocket", "0", true)));
+        let mut ws = ws_connect(&url).await;
+        ws_next(&mut ws).await; // handshake
+        sockets.push(ws);
+    }
+    let channels = redis_cli(&cluster, &["pubsub", "channels", "nimbus:b:*"]);
+    for i in 0..5 {
+        assert!(
+            channels.contains(&format!("nimbus:b:{{/cluster/interest-{i}}}")),
+            "{channels}"
+        );
+    }
+    let clients = redis_cli(&cluster, &["client", "list"]);
+    let from_nodes = clients
+        .lines()
+        .filter(|l| !l.contains("cmd=client"))
+        .count();
+    assert_eq!(from_nodes, 3, "one connection per node:\n{clients}");
+
+    for mut ws in sockets {
+        ws.close(None).await.unwrap();
+    }
+    // The connections leave after the reconnect window (1 s); the topics free themselves after
+    // their grace period (5 s) and unsubscribe.
+    within(15.0, "the channels to be unsubscribed", async {
+        while !redis_cli(&cluster, &["pubsub", "channels", "nimbus:b:*"]).is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
