@@ -398,27 +398,42 @@ impl Connection {
         if let Some(handle) = self.body_watch.take() {
             ctx.cancel_future(handle);
         }
-        if let Some(sink) = self.sink.take() {
-            sink.close(reason);
-        }
-        self.flush_cursor();
+        // The record is written before the transport closes: a client told to go (a drain, the
+        // slow-consumer policy) reconnects at once, maybe to another node, which must find
+        // where it stands.
+        let sink = self.sink.take();
+        let save = self.save_cursor();
+        actix::spawn(async move {
+            if let Some(save) = save {
+                save.await;
+            }
+            if let Some(sink) = sink {
+                sink.close(reason);
+            }
+        });
         self.arm_expiry(ctx, self.node.config.reconnect_window());
     }
 
     /// Clustered: write where the client stands to its session record, if it moved.
     fn flush_cursor(&mut self) {
+        if let Some(save) = self.save_cursor() {
+            actix::spawn(save);
+        }
+    }
+
+    fn save_cursor(&mut self) -> Option<impl std::future::Future<Output = ()> + 'static> {
         if !self.node.broker.numbers_messages() || self.cursor == self.flushed_cursor {
-            return;
+            return None;
         }
         self.flushed_cursor = self.cursor;
         let record = self.record(false);
         let save = self.node.broker.save_session(self.id.clone(), record);
         let id = self.id.clone();
-        actix::spawn(async move {
+        Some(async move {
             if let Err(error) = save.await {
                 tracing::debug!(session = %id, %error, "cannot save the session record");
             }
-        });
+        })
     }
 
     /// The session record for where the client stands now.
