@@ -676,10 +676,15 @@ impl Actor for Connection {
             act.membership = Some(ack);
         }));
         if self.node.broker.numbers_messages() {
-            ctx.run_interval(CURSOR_FLUSH, |act, _| {
-                if act.sink.is_some() {
-                    act.flush_cursor();
-                }
+            // Spread the connections' flushes over the interval: thousands of connections
+            // flushing in the same tick would be a burst of Redis writes that delays deliveries.
+            let offset = CURSOR_FLUSH.mul_f64(spread(&self.id));
+            ctx.run_later(offset, |_, ctx| {
+                ctx.run_interval(CURSOR_FLUSH, |act, _| {
+                    if act.sink.is_some() {
+                        act.flush_cursor();
+                    }
+                });
             });
         }
         let tick = self
@@ -904,6 +909,12 @@ impl Handler<Close> for Connection {
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
         ctx.stop();
     }
+}
+
+/// A fraction in `[0, 1)` derived from `id`, to spread periodic work over an interval.
+fn spread(id: &str) -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(id) % 10_000) as f64 / 10_000.0
 }
 
 // === impl WaitWritable ===
