@@ -174,7 +174,7 @@ impl Cettia {
     }
 
     /// What `nimbus` does out of the box: a socket joins the topics named by its `topic` query
-    /// parameters; `echo` is sent back to its sender; `message` is published to the socket's
+    /// parameters and carries the tags named by its `tag` parameters; `echo` is sent back to its sender; `message` is published to the socket's
     /// topics, where Atmosphere and Cettia clients alike receive it.
     pub fn with_defaults(node: Arc<Node>) -> Self {
         let cettia = Cettia::new(node);
@@ -182,6 +182,10 @@ impl Cettia {
             let topics: Vec<String> = socket.query("topic").map(str::to_string).collect();
             for topic in topics {
                 socket.join(&topic);
+            }
+            let tags: Vec<String> = socket.query("tag").map(str::to_string).collect();
+            for tag in tags {
+                socket.tag(&tag);
             }
         });
         cettia.on("echo", |socket, data, _| {
