@@ -326,12 +326,9 @@ impl SocketActor {
             next_event_id: self.next_event_id,
             heartbeat_ms: self.heartbeat_ms,
             fast_heartbeat_ms: self.fast_heartbeat_ms,
-            pending: self
-                .pending
-                .iter()
-                .filter(|o| !is_handshake(&o.message))
-                .map(|o| o.message.clone())
-                .collect(),
+            // A handshake not yet written travels too: a long-poll transport continued on
+            // another node still owes it to its client (a new transport replaces it).
+            pending: self.pending.iter().map(|o| o.message.clone()).collect(),
         }
     }
 
@@ -616,6 +613,10 @@ impl SocketActor {
             }
         }
         if self.shared.dialect == Dialect::Cettia && !continued {
+            // A handshake owed to a transport that never took it (it came in the record).
+            if matches!(self.pending.front(), Some(o) if is_handshake(&o.message)) {
+                self.pending.pop_front();
+            }
             let handshake = framing::socket_handshake(
                 &self.shared.id,
                 self.heartbeat_ms,
@@ -1325,13 +1326,14 @@ impl Handler<HandOver> for SocketActor {
         if let Some(tid) = &self.transport_id {
             self.server.forget_transport_of(tid, &ctx.address());
         }
+        // Taken before the transport ends: a handshake it still owes travels with the socket.
+        let record = self.snapshot(&to);
         // Set first: the transport ends without `close`, the record writes stop.
         self.moved = true;
         self.drop_transport(ctx);
         if let Some(handle) = self.delete_timer.take() {
             ctx.cancel_future(handle);
         }
-        let record = self.snapshot(&to);
         if let Some(control) = self.server.control() {
             let save = control.save_record(
                 RecordKind::CettiaSocket,
