@@ -77,7 +77,11 @@ async fn a_socket_resumes_on_another_node_with_what_was_sent_while_away() {
     let topic = "/cettia-cluster/room";
     let query = format!("/cettia?cettia-version=1.0&topic={topic}&tag=reader");
     let (mut ws, id) = open(&ws_base(&cluster.node(1, &query))).await;
-    ws_send(&mut ws, r#"{"id":1,"type":"echo","data":"hi","reply":false}"#).await;
+    ws_send(
+        &mut ws,
+        r#"{"id":1,"type":"echo","data":"hi","reply":false}"#,
+    )
+    .await;
     assert_eq!(ws_text(&mut ws).await, event(0, "echo", "\"hi\""));
     drop(ws);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -114,7 +118,11 @@ async fn a_socket_resumes_on_another_node_with_what_was_sent_while_away() {
     let query = format!("/cettia?cettia-version=1.0&topic={topic}");
     let (mut other, _) = open(&ws_base(&cluster.node(3, &query))).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    ws_send(&mut ws, r#"{"id":2,"type":"message","data":"from the socket","reply":false}"#).await;
+    ws_send(
+        &mut ws,
+        r#"{"id":2,"type":"message","data":"from the socket","reply":false}"#,
+    )
+    .await;
     assert_eq!(
         ws_text(&mut ws).await,
         event(7, "message", "\"from the socket\"")
@@ -130,7 +138,11 @@ async fn a_socket_resumes_on_another_node_with_what_was_sent_while_away() {
     let (mut ws, again) = open(&ws_base(&cluster.node(3, &resume))).await;
     assert_eq!(again, id);
     ws_silent(&mut ws, Duration::from_millis(500)).await;
-    ws_send(&mut ws, r#"{"id":3,"type":"echo","data":"back","reply":false}"#).await;
+    ws_send(
+        &mut ws,
+        r#"{"id":3,"type":"echo","data":"back","reply":false}"#,
+    )
+    .await;
     assert_eq!(ws_text(&mut ws).await, event(8, "echo", "\"back\""));
     assert!(log_says(&cluster, "nimbus2", "socket handed over").await);
 }
@@ -154,7 +166,8 @@ async fn sends_by_id_and_by_tag_reach_sockets_on_other_nodes() {
     ws_silent(&mut two, Duration::from_millis(300)).await;
 
     app.send_to(&two_id, "hello", Value::from("two")).unwrap();
-    app.send_to(&three_id, "hello", Value::from("three")).unwrap();
+    app.send_to(&three_id, "hello", Value::from("three"))
+        .unwrap();
     assert_eq!(ws_text(&mut two).await, event(0, "hello", "\"two\""));
     assert_eq!(ws_text(&mut three).await, event(1, "hello", "\"three\""));
     ws_silent(&mut one, Duration::from_millis(300)).await;
@@ -203,8 +216,16 @@ async fn delete_fires_once_on_the_node_holding_the_socket() {
     drop(ws);
     // A's window (3 s from its close) and B's pass.
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    assert_eq!(a_deleted.load(Ordering::SeqCst), 0, "no delete where it left");
-    assert_eq!(b_deleted.load(Ordering::SeqCst), 1, "one delete where it was");
+    assert_eq!(
+        a_deleted.load(Ordering::SeqCst),
+        0,
+        "no delete where it left"
+    );
+    assert_eq!(
+        b_deleted.load(Ordering::SeqCst),
+        1,
+        "one delete where it was"
+    );
     assert_eq!(b_app.counts().0, 0);
     // Gone from the cluster: its id now gets a fresh socket, on any node.
     let (_ws, fresh) = open(&a.ws_url(&resume)).await;
@@ -253,7 +274,10 @@ async fn a_long_polling_client_works_through_the_balancer() {
             while received.len() < 21 && Instant::now() < deadline {
                 let response = http.get(&poll_url).send().await.expect("poll answered");
                 assert_eq!(response.status(), 200, "poll");
-                let node = response.headers()["x-nimbus-node"].to_str().unwrap().to_string();
+                let node = response.headers()["x-nimbus-node"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
                 nodes.insert(node.clone());
                 let body = response.text().await.unwrap();
                 if body.is_empty() {

@@ -60,6 +60,9 @@ pub trait ControlPlane: Send + Sync + 'static {
         id: &str,
     ) -> BoxFuture<'static, Result<Option<Vec<u8>>, BrokerError>>;
 
-    fn delete_record(&self, kind: RecordKind, id: &str)
-        -> BoxFuture<'static, Result<(), BrokerError>>;
+    fn delete_record(
+        &self,
+        kind: RecordKind,
+        id: &str,
+    ) -> BoxFuture<'static, Result<(), BrokerError>>;
 }

@@ -378,9 +378,7 @@ async fn post(
         "application/octet-stream" if binary_allowed => true,
         _ => {
             match to {
-                PostTo::Socket(socket, generation) => {
-                    socket.do_send(TransportClosed(generation))
-                }
+                PostTo::Socket(socket, generation) => socket.do_send(TransportClosed(generation)),
                 PostTo::Forward(cettia, tid) => cettia.forward_abort(tid),
             }
             return error(

@@ -192,17 +192,17 @@ impl Fields {
 fn strings(values: &[Value], name: &'static str) -> Result<Vec<String>, CodecError> {
     values
         .iter()
-        .map(|v| v.as_str().map(str::to_string).ok_or(CodecError::Field(name)))
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or(CodecError::Field(name))
+        })
         .collect()
 }
 
 impl SocketRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let params = self
-            .params
-            .iter()
-            .flat_map(|(k, v)| [s(k), s(v)])
-            .collect();
+        let params = self.params.iter().flat_map(|(k, v)| [s(k), s(v)]).collect();
         let topics = self
             .topics
             .iter()

@@ -644,7 +644,10 @@ impl ResumingGuard<'_> {
 impl Drop for ResumingGuard<'_> {
     fn drop(&mut self) {
         let mut resuming = self.server.inner.resuming.lock();
-        if resuming.get(&self.id).is_some_and(|r| r.nonce == self.nonce) {
+        if resuming
+            .get(&self.id)
+            .is_some_and(|r| r.nonce == self.nonce)
+        {
             resuming.remove(&self.id);
         }
     }

@@ -286,7 +286,11 @@ impl SocketActor {
     }
 
     /// A Cettia socket continued from its record (written by another node).
-    pub(super) fn restored(shared: Arc<SocketShared>, server: Cettia, record: SocketRecord) -> Self {
+    pub(super) fn restored(
+        shared: Arc<SocketShared>,
+        server: Cettia,
+        record: SocketRecord,
+    ) -> Self {
         let mut actor = SocketActor::new(shared, server);
         actor.next_event_id = record.next_event_id;
         actor.heartbeat_ms = record.heartbeat_ms;
@@ -1194,8 +1198,7 @@ impl Handler<Deliver> for SocketActor {
         if membership.fetching {
             return; // read from the history by the fetch under way
         }
-        if membership.epoch == membership.ack.topic.epoch()
-            && envelope.seq == membership.cursor + 1
+        if membership.epoch == membership.ack.topic.epoch() && envelope.seq == membership.cursor + 1
         {
             membership.cursor = envelope.seq;
             self.record_dirty = true;
