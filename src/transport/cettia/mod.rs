@@ -336,7 +336,7 @@ impl Cettia {
     /// or queues it while the socket is away). Alone, an unknown id is
     /// [`SendError::NoSuchSocket`]; in a cluster a socket nobody holds never gets it.
     pub fn send_to(&self, id: &str, kind: &str, data: Value) -> Result<(), SendError> {
-        if let Some(socket) = self.socket(id) {
+        if let Some(socket) = self.socket(id).filter(|s| s.addr.connected()) {
             return socket.send(kind, data);
         }
         let Some(control) = &self.inner.control else {
@@ -527,9 +527,15 @@ impl Socket {
                 data,
                 on_reply,
             })
-            .map_err(|e| match e {
-                actix::prelude::SendError::Full(_) => SendError::Full,
-                actix::prelude::SendError::Closed(_) => SendError::Deleted,
+            .or_else(|e| match e {
+                actix::prelude::SendError::Full(_) => Err(SendError::Full),
+                // Moved to another node (clustered): the send follows it there.
+                actix::prelude::SendError::Closed(emit)
+                    if emit.on_reply.is_none() && self.server.control().is_some() =>
+                {
+                    self.server.send_to(self.id(), &emit.kind, emit.data)
+                }
+                actix::prelude::SendError::Closed(_) => Err(SendError::Deleted),
             })
     }
 
