@@ -147,6 +147,39 @@ async fn a_socket_resumes_on_another_node_with_what_was_sent_while_away() {
     assert!(log_says(&cluster, "nimbus2", "socket handed over").await);
 }
 
+/// The node holding an away socket is killed (`kill -9`): nobody answers the handover, and the
+/// node the client comes back to continues from the socket's last record after a short wait:
+/// same id, what was queued for it a second before the kill, the topic messages published
+/// after the kill (from the shared history), event ids continuing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_of_a_killed_node_resumes_from_its_last_record() {
+    let cluster = Cluster::up(NODE_ARGS);
+    let (_app, app) = TestServer::start_clustered(&cluster.redis_url(), "app", |_| {}, |_| {});
+    let http = reqwest::Client::new();
+    let topic = "/cettia-cluster/killed";
+    let query = format!("/cettia?cettia-version=1.0&topic={topic}");
+    let (ws, id) = open(&ws_base(&cluster.node(1, &query))).await;
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.send_to(&id, "direct", Value::from("d1")).unwrap();
+    publish(&http, &cluster.node(2, topic), "m1").await;
+    // The record is rewritten within a second of a change while the socket is away.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.kill_node(1);
+    publish(&http, &cluster.node(3, topic), "m2").await;
+    let resume = format!("/cettia?cettia-version=1.0&cettia-id={id}");
+    let started = Instant::now();
+    let (mut ws, again) = open(&ws_base(&cluster.node(2, &resume))).await;
+    assert_eq!(again, id, "the same socket");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert_eq!(ws_text(&mut ws).await, event(0, "direct", "\"d1\""));
+    assert_eq!(ws_text(&mut ws).await, event(1, "message", "\"m1\""));
+    assert_eq!(ws_text(&mut ws).await, event(2, "message", "\"m2\""));
+    ws_silent(&mut ws, Duration::from_millis(500)).await;
+    publish(&http, &cluster.node(3, topic), "m3").await;
+    assert_eq!(ws_text(&mut ws).await, event(3, "message", "\"m3\""));
+}
+
 /// Sends by socket id and by tag issued on one node reach sockets on the other nodes (and
 /// only the tagged ones).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
