@@ -171,13 +171,64 @@ async fn a_socket_of_a_killed_node_resumes_from_its_last_record() {
     let started = Instant::now();
     let (mut ws, again) = open(&ws_base(&cluster.node(2, &resume))).await;
     assert_eq!(again, id, "the same socket");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(ws_text(&mut ws).await, event(0, "direct", "\"d1\""));
     assert_eq!(ws_text(&mut ws).await, event(1, "message", "\"m1\""));
     assert_eq!(ws_text(&mut ws).await, event(2, "message", "\"m2\""));
     ws_silent(&mut ws, Duration::from_millis(500)).await;
     publish(&http, &cluster.node(3, topic), "m3").await;
     assert_eq!(ws_text(&mut ws).await, event(3, "message", "\"m3\""));
+}
+
+/// Sends by id keep flowing (from a node that does not hold the socket) while the socket
+/// moves from node 1 to node 2: its client receives every one, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_during_a_move_arrive_once_in_order() {
+    let cluster = Cluster::up(NODE_ARGS);
+    let (_app, app) = TestServer::start_clustered(&cluster.redis_url(), "app", |_| {}, |_| {});
+    let (mut ws, id) = open(&ws_base(&cluster.node(1, "/cettia?cettia-version=1.0"))).await;
+    let mut received = Vec::new();
+    for i in 0..20 {
+        app.send_to(&id, "n", Value::from(i)).unwrap();
+    }
+    for _ in 0..20 {
+        received.push(ws_text(&mut ws).await);
+    }
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sender = {
+        let (app, id) = (app.clone(), id.clone());
+        tokio::spawn(async move {
+            for i in 20..300 {
+                app.send_to(&id, "n", Value::from(i)).unwrap();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let resume = format!("/cettia?cettia-version=1.0&cettia-id={id}");
+    let (mut ws, again) = open(&ws_base(&cluster.node(2, &resume))).await;
+    assert_eq!(again, id);
+    while received.len() < 300 {
+        received.push(common::ws_text_within(&mut ws, 10.0).await);
+    }
+    sender.await.unwrap();
+    ws_silent(&mut ws, Duration::from_millis(500)).await;
+    let expected: Vec<String> = (0..300).map(|i| event(i, "n", &i.to_string())).collect();
+    let wrong: Vec<(usize, &String)> = received
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| **r != expected[*i])
+        .take(10)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "first differences (position, event): {wrong:?}"
+    );
 }
 
 /// Sends by socket id and by tag issued on one node reach sockets on the other nodes (and

@@ -42,8 +42,7 @@ use crate::protocol::cettia::WireMessage;
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
 use cluster::{Control, SocketRecord, Target, HANDOVER_WAIT, MAX_BUFFERED};
 use socket::{
-    ClientEvent, CloseSocket, Emit, HandOver, JoinTopic, LeaveTopic, SendReply, SocketActor,
-    TransportClosed, TransportInbound,
+    CloseSocket, Emit, ForwardedInbound, HandOver, JoinTopic, LeaveTopic, SendReply, SocketActor,
 };
 
 /// Which wire dialect a socket speaks.
@@ -634,19 +633,6 @@ struct ResumingGuard<'a> {
     nonce: String,
 }
 
-impl ResumingGuard<'_> {
-    fn take(self) -> Vec<Control> {
-        let mut resuming = self.server.inner.resuming.lock();
-        match resuming.get(&self.id) {
-            Some(r) if r.nonce == self.nonce => resuming
-                .remove(&self.id)
-                .map(|r| r.buffered)
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        }
-    }
-}
-
 impl Drop for ResumingGuard<'_> {
     fn drop(&mut self) {
         let mut resuming = self.server.inner.resuming.lock();
@@ -788,34 +774,65 @@ impl Cettia {
             }
         };
         let tags = record.tags.clone();
-        let addr = self.restore(id, record);
-        for message in guard.take() {
-            match message {
-                Control::Send {
-                    target, kind, data, ..
-                } => {
-                    let ours = match &target {
-                        Target::Socket(_) => true,
-                        Target::Tag(tag) => tags.contains(tag),
-                    };
-                    if ours {
-                        let _ = addr.try_send(Emit {
-                            kind,
-                            data,
-                            on_reply: None,
-                        });
-                    }
+        // Under the lock of the resumptions: a control message for the socket is either
+        // buffered (and applied here, before anything else reaches it) or, once the socket is
+        // registered, delivered to it; never both (see `on_control`).
+        let addr = {
+            let mut resuming = self.inner.resuming.lock();
+            let buffered = match resuming.get(id) {
+                Some(r) if r.nonce == guard.nonce => {
+                    resuming.remove(id).map(|r| r.buffered).unwrap_or_default()
                 }
-                Control::Inbound { message, .. } => addr.do_send(ClientEvent(message)),
-                _ => {}
+                _ => Vec::new(),
+            };
+            let continuing: Option<Arc<str>> = transport.map(Arc::from);
+            let addr = self.restore(id, record, continuing.clone());
+            if let Some(tid) = continuing {
+                // Until the poll attaches it (with its real generation), client events for the
+                // transport find the socket; a poll with this placeholder gets an empty answer.
+                self.register_transport(tid, addr.clone(), u64::MAX);
             }
-        }
+            for message in buffered {
+                match message {
+                    Control::Send {
+                        target, kind, data, ..
+                    } => {
+                        let ours = match &target {
+                            Target::Socket(_) => true,
+                            Target::Tag(tag) => tags.contains(tag),
+                        };
+                        if ours {
+                            // At most MAX_BUFFERED of them.
+                            addr.do_send(Emit {
+                                kind,
+                                data,
+                                on_reply: None,
+                            });
+                        }
+                    }
+                    Control::Inbound {
+                        transport, message, ..
+                    } => addr.do_send(ForwardedInbound {
+                        transport: transport.into(),
+                        message,
+                    }),
+                    _ => {}
+                }
+            }
+            addr
+        };
+        drop(guard);
         tracing::debug!(socket = %id, "socket moved to this node");
         Some(addr)
     }
 
-    /// Recreate a socket from its record.
-    fn restore(&self, id: &str, record: SocketRecord) -> Addr<SocketActor> {
+    /// Recreate a socket from its record (continuing HTTP transport `continuing`, if any).
+    fn restore(
+        &self,
+        id: &str,
+        record: SocketRecord,
+        continuing: Option<Arc<str>>,
+    ) -> Addr<SocketActor> {
         let mut sockets = self.inner.sockets.lock();
         if let Some((_, addr)) = sockets.get(id).filter(|(_, a)| a.connected()) {
             return addr.clone();
@@ -834,7 +851,7 @@ impl Cettia {
             ),
             deleted: AtomicBool::new(false),
         });
-        let addr = SocketActor::restored(shared.clone(), self.clone(), record).start();
+        let addr = SocketActor::restored(shared.clone(), self.clone(), record, continuing).start();
         sockets.insert(id.into(), (shared, addr.clone()));
         addr
     }
@@ -975,30 +992,40 @@ impl Cettia {
                 data,
                 origin,
             } => {
-                match &target {
-                    Target::Socket(id) => {
-                        if let Some(socket) = self.socket(id) {
-                            let _ = socket.send(&kind, data.clone());
-                        }
-                    }
-                    Target::Tag(tag) => {
-                        for socket in self.tagged(tag) {
-                            let _ = socket.send(&kind, data.clone());
+                // Held while delivering: a socket being moved here is registered under it too.
+                let mut resuming = self.inner.resuming.lock();
+                let mut moving_here = false;
+                for (socket, r) in resuming.iter_mut() {
+                    let for_it = match &target {
+                        Target::Socket(id) => id == &**socket,
+                        Target::Tag(_) => true,
+                    };
+                    if r.seen_request && for_it {
+                        moving_here |= matches!(target, Target::Socket(_));
+                        if r.buffered.len() < MAX_BUFFERED {
+                            r.buffered.push(Control::Send {
+                                target: target.clone(),
+                                kind: kind.clone(),
+                                data: data.clone(),
+                                origin: origin.clone(),
+                            });
+                        } else {
+                            tracing::warn!(socket = %socket, "too many sends while the socket moves; dropped");
                         }
                     }
                 }
-                self.buffer_for_resuming(
-                    match &target {
-                        Target::Socket(id) => Some(id.as_str()),
-                        Target::Tag(_) => None,
-                    },
-                    Control::Send {
-                        target: target.clone(),
-                        kind,
-                        data,
-                        origin,
-                    },
-                );
+                if moving_here {
+                    return;
+                }
+                let reached = match &target {
+                    Target::Socket(id) => self.socket(id).into_iter().collect(),
+                    Target::Tag(tag) => self.tagged(tag),
+                };
+                for socket in reached {
+                    if let Err(error) = socket.send(&kind, data.clone()) {
+                        tracing::warn!(socket = %socket.id(), %error, "send from another node dropped");
+                    }
+                }
             }
             Control::Inbound {
                 transport,
@@ -1006,52 +1033,28 @@ impl Cettia {
                 origin,
             } => {
                 // Also when this node posted it: the transport may have moved here since.
-                let Some((addr, generation)) =
-                    self.transport(&transport).filter(|(a, _)| a.connected())
-                else {
-                    let mut resuming = self.inner.resuming.lock();
-                    let moving = resuming.values_mut().find(|r| {
-                        r.seen_request && r.transport.as_deref() == Some(transport.as_str())
+                let mut resuming = self.inner.resuming.lock();
+                if let Some((addr, _)) = self.transport(&transport).filter(|(a, _)| a.connected()) {
+                    addr.do_send(ForwardedInbound {
+                        transport: transport.into(),
+                        message,
                     });
-                    if let Some(r) = moving.filter(|r| r.buffered.len() < MAX_BUFFERED) {
-                        r.buffered.push(Control::Inbound {
-                            transport,
-                            message,
-                            origin,
-                        });
-                    }
                     return;
-                };
-                tokio::spawn(async move {
-                    let outcome = addr
-                        .send(TransportInbound {
-                            generation,
-                            message,
-                        })
-                        .await;
-                    if let Ok(Err(socket::InboundError::Event(_))) = outcome {
-                        addr.do_send(TransportClosed(generation));
-                    }
-                });
+                }
+                let moving = resuming
+                    .values_mut()
+                    .find(|r| r.seen_request && r.transport.as_deref() == Some(transport.as_str()));
+                if let Some(r) = moving.filter(|r| r.buffered.len() < MAX_BUFFERED) {
+                    r.buffered.push(Control::Inbound {
+                        transport,
+                        message,
+                        origin,
+                    });
+                }
             }
             Control::Abort { transport, .. } => {
                 if let Some((addr, generation)) = self.transport(&transport) {
-                    addr.do_send(TransportClosed(generation));
-                }
-            }
-        }
-    }
-
-    /// Keep a send for sockets moving here whose handover request already went by (`id`:
-    /// only that socket; `None`: every one, filtered by tag on arrival).
-    fn buffer_for_resuming(&self, id: Option<&str>, message: Control) {
-        let mut resuming = self.inner.resuming.lock();
-        for (socket, r) in resuming.iter_mut() {
-            if r.seen_request && id.is_none_or(|id| id == &**socket) {
-                if r.buffered.len() < MAX_BUFFERED {
-                    r.buffered.push(message.clone());
-                } else {
-                    tracing::warn!(socket = %socket, "too many sends while the socket moves; dropped");
+                    addr.do_send(socket::TransportClosed(generation));
                 }
             }
         }

@@ -174,10 +174,13 @@ pub struct HandOver {
     pub nonce: String,
 }
 
-/// Clustered: a client event that reached the socket while it was moving to this node.
+/// Clustered: a client event for HTTP transport `transport`, POSTed to another node.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ClientEvent(pub WireMessage);
+pub struct ForwardedInbound {
+    pub transport: Arc<str>,
+    pub message: WireMessage,
+}
 
 enum Transport {
     Push {
@@ -244,6 +247,8 @@ pub struct SocketActor {
     close_reason: Option<actix_ws::CloseReason>,
     /// Clustered, recreated from a record: the topics to rejoin at their cursors.
     restore_topics: Vec<TopicCursor>,
+    /// Clustered: the HTTP transport this socket was moved here to continue.
+    continuing: Option<Arc<str>>,
     /// Handed over to another node: stops without `close` or `delete`.
     moved: bool,
     /// Clustered: the state changed since the record was last written.
@@ -278,6 +283,7 @@ impl SocketActor {
             created_fired: false,
             close_reason: None,
             restore_topics: Vec::new(),
+            continuing: None,
             moved: false,
             record_dirty: false,
             last_saved: None,
@@ -290,8 +296,10 @@ impl SocketActor {
         shared: Arc<SocketShared>,
         server: Cettia,
         record: SocketRecord,
+        continuing: Option<Arc<str>>,
     ) -> Self {
         let mut actor = SocketActor::new(shared, server);
+        actor.continuing = continuing;
         actor.next_event_id = record.next_event_id;
         actor.heartbeat_ms = record.heartbeat_ms;
         actor.fast_heartbeat_ms = record.fast_heartbeat_ms;
@@ -1366,17 +1374,26 @@ impl Handler<HandOver> for SocketActor {
     }
 }
 
-impl Handler<ClientEvent> for SocketActor {
+impl Handler<ForwardedInbound> for SocketActor {
     type Result = ();
 
-    fn handle(&mut self, ClientEvent(message): ClientEvent, ctx: &mut Context<Self>) {
-        let event = match &message {
+    fn handle(&mut self, msg: ForwardedInbound, ctx: &mut Context<Self>) {
+        let current = self.transport_id.as_deref() == Some(&*msg.transport);
+        if !current && self.continuing.as_deref() != Some(&*msg.transport) {
+            return; // a transport the socket no longer has
+        }
+        let event = match &msg.message {
             WireMessage::Text(text) => Event::decode_text(text),
             WireMessage::Binary(bytes) => Event::decode_binary(bytes),
         };
         match event {
             Ok(event) => self.on_event(event, ctx),
-            Err(error) => tracing::debug!(socket = %self.shared.id, %error, "bad event dropped"),
+            Err(error) => {
+                tracing::debug!(socket = %self.shared.id, %error, "bad event: its transport closes");
+                if current {
+                    self.close_transport(ctx);
+                }
+            }
         }
     }
 }
