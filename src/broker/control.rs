@@ -31,7 +31,8 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// This node's id in the cluster.
     fn node_id(&self) -> &str;
 
-    /// Publish a message on the control channel (one Redis write).
+    /// Publish a message on the control channel (one Redis write). Messages are queued at the
+    /// call, so what one node publishes goes out in call order; the future tells when it did.
     fn publish_control(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<(), BrokerError>>;
 
     /// Where control messages go; replaces the previous handler.

@@ -90,6 +90,8 @@ pub struct RedisBroker {
     open_script: Script,
     /// Where control-channel messages go (the node's Cettia server).
     control_handler: parking_lot::RwLock<Option<ControlHandler>>,
+    /// Control messages waiting for their PUBLISH, in order.
+    control_jobs: mpsc::Sender<control::ControlJob>,
     /// Itself, for futures that outlive a call.
     me: Weak<RedisBroker>,
 }
@@ -130,6 +132,7 @@ impl RedisBroker {
             .await
             .map_err(unreachable)?;
         let (publisher, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (control_jobs, control_rx) = mpsc::channel(control::CONTROL_QUEUE);
         let broker = Arc::new_cyclic(|me| RedisBroker {
             settings,
             conn,
@@ -140,6 +143,7 @@ impl RedisBroker {
             relays_dropped,
             open_script: Script::new(include_str!("open.lua")),
             control_handler: parking_lot::RwLock::new(None),
+            control_jobs,
             me: me.clone(),
         });
         broker
@@ -149,6 +153,7 @@ impl RedisBroker {
             .await
             .map_err(unreachable)?;
         tokio::spawn(publish_loop(Arc::downgrade(&broker), publish_rx));
+        tokio::spawn(control::control_loop(Arc::downgrade(&broker), control_rx));
         tokio::spawn(relay_loop(Arc::downgrade(&broker), push_rx));
         tokio::spawn(health_loop(Arc::downgrade(&broker)));
         Ok(broker)

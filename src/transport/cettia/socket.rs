@@ -1352,21 +1352,21 @@ impl Handler<HandOver> for SocketActor {
                 record.encode(),
                 self.server.resume_window(),
             );
-            let handed = control.publish_control(
-                Control::Handed {
-                    id: self.shared.id.to_string(),
-                    to: to.clone(),
-                    nonce,
-                    held: true,
-                }
-                .encode(),
-            );
+            let handed = Control::Handed {
+                id: self.shared.id.to_string(),
+                to: to.clone(),
+                nonce,
+                held: true,
+            }
+            .encode();
+            let control = control.clone();
             let id = self.shared.id.clone();
             actix::spawn(async move {
                 if let Err(error) = save.await {
                     tracing::warn!(socket = %id, %error, "final socket record not saved");
                 }
-                let _ = handed.await;
+                // Only now: the new node reads the record when it hears this.
+                let _ = control.publish_control(handed).await;
             });
         }
         tracing::debug!(socket = %self.shared.id, node = %to, "socket handed over");
