@@ -5,9 +5,11 @@
 //! topic, which numbers it. A cluster broker (`crate::cluster`) numbers messages itself, keeps
 //! each topic's history where every node can read it, relays messages to the nodes that have
 //! local members, and keeps the session records that let a client continue on any node.
+mod control;
 mod local;
 mod session;
 
+pub use control::{ControlHandler, ControlPlane, RecordKind};
 pub use local::LocalBroker;
 pub use session::SessionRecord;
 
@@ -143,5 +145,10 @@ pub trait Broker: Send + Sync + 'static {
         _record: SessionRecord,
     ) -> BoxFuture<'static, Result<(), BrokerError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// The cluster's control plane (records and a control channel), if the broker has one.
+    fn control(&self) -> Option<Arc<dyn ControlPlane>> {
+        None
     }
 }

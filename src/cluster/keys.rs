@@ -24,6 +24,17 @@ pub fn topic_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("nimbus:b:{")?.strip_suffix('}')
 }
 
+/// The control channel every node subscribes to (Cettia handovers and targeted sends).
+pub const CONTROL: &str = "nimbus:ctl";
+
+/// A control-plane record.
+pub fn record(kind: crate::broker::RecordKind, id: &str) -> String {
+    match kind {
+        crate::broker::RecordKind::CettiaSocket => format!("nimbus:c:{id}"),
+        crate::broker::RecordKind::CettiaTransport => format!("nimbus:t:{id}"),
+    }
+}
+
 /// A session's record (where its client stands).
 pub fn session(id: &str) -> String {
     format!("nimbus:s:{id}")

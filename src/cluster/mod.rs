@@ -10,10 +10,14 @@
 //!   topic as soon as the script has numbered them.
 //! - **Sessions.** A small record per client (topic, cursor, whether a long-poll is
 //!   outstanding, node) lets the next poll or reconnect land on any node.
+//! - **Control plane** (`control.rs`). Records with a TTL (Cettia sockets and their HTTP
+//!   transports) and one control channel, `nimbus:ctl`, on the same connection: Cettia socket
+//!   handovers and sends addressed to a socket id or a tag, one PUBLISH each.
 //! - **Outages.** Publishes wait in a bounded queue while Redis is unreachable and go out, in
 //!   order, when it is back; a full queue refuses new publishes (503). `/readyz` reports the
 //!   outage. Topics notice relays they missed by comparing positions and fetch them from the
 //!   history.
+mod control;
 mod keys;
 mod link;
 pub mod relay;
@@ -28,7 +32,10 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use self::link::Link;
-use crate::broker::{Backlog, Broker, BrokerError, Published, SessionRecord, TopicPosition};
+use crate::broker::{
+    Backlog, Broker, BrokerError, ControlHandler, ControlPlane, Published, SessionRecord,
+    TopicPosition,
+};
 use crate::topic::{Audience, Envelope, Message, PublishError, SessionId, TopicId, TopicRegistry};
 
 /// Publishes that may wait for Redis during an outage before new ones are refused.
@@ -81,6 +88,10 @@ pub struct RedisBroker {
     /// Relayed messages dropped because the relay queue was full.
     relays_dropped: Arc<AtomicU64>,
     open_script: Script,
+    /// Where control-channel messages go (the node's Cettia server).
+    control_handler: parking_lot::RwLock<Option<ControlHandler>>,
+    /// Control messages waiting for their PUBLISH, in order.
+    control_jobs: mpsc::Sender<control::ControlJob>,
     /// Itself, for futures that outlive a call.
     me: Weak<RedisBroker>,
 }
@@ -121,6 +132,7 @@ impl RedisBroker {
             .await
             .map_err(unreachable)?;
         let (publisher, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (control_jobs, control_rx) = mpsc::channel(control::CONTROL_QUEUE);
         let broker = Arc::new_cyclic(|me| RedisBroker {
             settings,
             conn,
@@ -130,9 +142,18 @@ impl RedisBroker {
             ready: AtomicBool::new(true),
             relays_dropped,
             open_script: Script::new(include_str!("open.lua")),
+            control_handler: parking_lot::RwLock::new(None),
+            control_jobs,
             me: me.clone(),
         });
+        broker
+            .conn
+            .clone()
+            .subscribe(keys::CONTROL)
+            .await
+            .map_err(unreachable)?;
         tokio::spawn(publish_loop(Arc::downgrade(&broker), publish_rx));
+        tokio::spawn(control::control_loop(Arc::downgrade(&broker), control_rx));
         tokio::spawn(relay_loop(Arc::downgrade(&broker), push_rx));
         tokio::spawn(health_loop(Arc::downgrade(&broker)));
         Ok(broker)
@@ -160,6 +181,13 @@ impl RedisBroker {
         else {
             return;
         };
+        if channel == keys::CONTROL.as_bytes() {
+            let handler = self.control_handler.read().clone();
+            if let Some(handler) = handler {
+                handler(&payload);
+            }
+            return;
+        }
         let Some(topic) = std::str::from_utf8(&channel)
             .ok()
             .and_then(keys::topic_of_channel)
@@ -521,6 +549,10 @@ impl Broker for RedisBroker {
                 .await
                 .map_err(unreachable)
         })
+    }
+
+    fn control(&self) -> Option<Arc<dyn ControlPlane>> {
+        Some(self.arc())
     }
 }
 

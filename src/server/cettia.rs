@@ -125,11 +125,14 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
             if let Err(bad) = check_topics(request.values("topic")) {
                 return *bad;
             }
-            let Ok(socket) = cettia.socket_for(
-                Dialect::Cettia,
-                request.socket_id.as_deref(),
-                &request.params,
-            ) else {
+            let Ok(socket) = cettia
+                .socket_for_request(
+                    Dialect::Cettia,
+                    request.socket_id.as_deref(),
+                    &request.params,
+                )
+                .await
+            else {
                 return error(StatusCode::CONFLICT, "socket id in use");
             };
             websocket::attach(req, body, socket, node.config.max_message_bytes, None)
@@ -139,7 +142,11 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
         Method::GET => match request.when() {
             Ok(When::Open) => open(cettia, &request).await,
             Ok(When::Poll) => {
-                let Some((socket, generation)) = transport_of(cettia, &request) else {
+                let found = match transport_of(cettia, &request) {
+                    Some(found) => Some(found),
+                    None => continue_transport(cettia, &request).await,
+                };
+                let Some((socket, generation)) = found else {
                     return error(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "no such long-poll transport (cettia-transport-id)",
@@ -148,22 +155,33 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
                 poll(socket, generation, Vec::new()).await
             }
             Ok(When::Abort) => {
-                if let Some((socket, generation)) = transport_of(cettia, &request) {
-                    socket.do_send(TransportClosed(generation));
+                match transport_of(cettia, &request) {
+                    Some((socket, generation)) => socket.do_send(TransportClosed(generation)),
+                    None => {
+                        if let Some(tid) = request.transport_id.as_deref() {
+                            cettia.forward_abort(tid);
+                        }
+                    }
                 }
                 HttpResponse::Ok().content_type(JAVASCRIPT).finish()
             }
             Err(e) => error(StatusCode::NOT_IMPLEMENTED, e),
         },
-        Method::POST => {
-            let Some((socket, generation)) = transport_of(cettia, &request) else {
-                return error(
+        Method::POST => match transport_of(cettia, &request) {
+            Some((socket, generation)) => {
+                post(req, body, &node, PostTo::Socket(socket, generation), true).await
+            }
+            // Clustered: the transport may be on another node; the event is forwarded there.
+            None => match request.transport_id.as_deref() {
+                Some(tid) if cettia.control().is_some() => {
+                    post(req, body, &node, PostTo::Forward(cettia, tid), true).await
+                }
+                _ => error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "no such transport (cettia-transport-id)",
-                );
-            };
-            post(req, body, &node, socket, generation, true).await
-        }
+                ),
+            },
+        },
         Method::OPTIONS => HttpResponse::Ok().finish(),
         ref other => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -173,7 +191,29 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
 }
 
 fn transport_of(cettia: &Cettia, request: &CettiaRequest) -> Option<(Addr<SocketActor>, u64)> {
-    cettia.transport(request.transport_id.as_deref()?)
+    cettia
+        .transport(request.transport_id.as_deref()?)
+        .filter(|(socket, _)| socket.connected())
+}
+
+/// Clustered: a poll of a long-poll transport opened on another node. Its socket moves here
+/// and the same transport continues (no new handshake).
+async fn continue_transport(
+    cettia: &Cettia,
+    request: &CettiaRequest,
+) -> Option<(Addr<SocketActor>, u64)> {
+    let tid = request.transport_id.as_deref()?;
+    let socket = cettia.socket_of_remote_transport(tid).await?;
+    let tid: Arc<str> = tid.into();
+    let attach = AttachLongPoll {
+        transport_id: tid.clone(),
+        jsonp: request.jsonp_callback().ok().flatten(),
+        heartbeat_ms: None,
+        continued: true,
+    };
+    let generation = socket.send(attach).await.ok()?;
+    cettia.register_transport(tid, socket.clone(), generation);
+    Some((socket, generation))
 }
 
 async fn open(cettia: &Cettia, request: &CettiaRequest) -> HttpResponse {
@@ -189,11 +229,14 @@ async fn open(cettia: &Cettia, request: &CettiaRequest) -> HttpResponse {
         return *bad;
     }
     // A Cettia id is never taken by another dialect's socket: it gets a fresh one instead.
-    let Ok(socket) = cettia.socket_for(
-        Dialect::Cettia,
-        request.socket_id.as_deref(),
-        &request.params,
-    ) else {
+    let Ok(socket) = cettia
+        .socket_for_request(
+            Dialect::Cettia,
+            request.socket_id.as_deref(),
+            &request.params,
+        )
+        .await
+    else {
         return error(StatusCode::CONFLICT, "socket id in use");
     };
     let transport_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
@@ -223,6 +266,7 @@ async fn open(cettia: &Cettia, request: &CettiaRequest) -> HttpResponse {
                 transport_id: transport_id.clone(),
                 jsonp: jsonp.clone(),
                 heartbeat_ms: None,
+                continued: false,
             };
             let Ok(generation) = socket.send(attach).await else {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
@@ -297,13 +341,20 @@ async fn poll(
     HttpResponse::Ok().content_type(content_type).body(body)
 }
 
+/// Where a POSTed client message goes.
+enum PostTo<'a> {
+    /// The transport's socket on this node.
+    Socket(Addr<SocketActor>, u64),
+    /// Clustered: a transport this node does not have; forwarded on the control channel.
+    Forward(&'a Cettia, &'a str),
+}
+
 /// A client message: `data=<text>` as text/plain, or a binary (MessagePack) body.
 async fn post(
     req: &HttpRequest,
     mut body: web::Payload,
     node: &Node,
-    socket: Addr<SocketActor>,
-    generation: u64,
+    to: PostTo<'_>,
     binary_allowed: bool,
 ) -> HttpResponse {
     let content_type = req
@@ -326,7 +377,10 @@ async fn post(
         "text/plain" if charset_ok => false,
         "application/octet-stream" if binary_allowed => true,
         _ => {
-            socket.do_send(TransportClosed(generation));
+            match to {
+                PostTo::Socket(socket, generation) => socket.do_send(TransportClosed(generation)),
+                PostTo::Forward(cettia, tid) => cettia.forward_abort(tid),
+            }
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(
@@ -362,6 +416,14 @@ async fn post(
             );
         };
         WireMessage::Text(event.into())
+    };
+    let (socket, generation) = match to {
+        PostTo::Socket(socket, generation) => (socket, generation),
+        PostTo::Forward(cettia, tid) => {
+            // Whether the event is well-formed is judged where the transport is.
+            cettia.forward_inbound(tid, message);
+            return HttpResponse::Ok().finish();
+        }
     };
     match socket
         .send(TransportInbound {
@@ -480,6 +542,7 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
                         transport_id: key.clone().into(),
                         jsonp: jsonp.clone(),
                         heartbeat_ms: heartbeat,
+                        continued: false,
                     };
                     let Ok(generation) = socket.send(attach).await else {
                         return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
@@ -510,7 +573,9 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
             ),
         },
         Method::POST => match cettia.transport(&key) {
-            Some((socket, generation)) => post(req, body, &node, socket, generation, false).await,
+            Some((socket, generation)) => {
+                post(req, body, &node, PostTo::Socket(socket, generation), false).await
+            }
             None => error(StatusCode::INTERNAL_SERVER_ERROR, "no such socket (id)"),
         },
         Method::OPTIONS => HttpResponse::Ok().finish(),

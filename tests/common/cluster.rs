@@ -68,6 +68,11 @@ impl Cluster {
         format!("http://127.0.0.1:{}{path_and_query}", self.port)
     }
 
+    /// The cluster's Redis, for nodes a test starts itself.
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port + 9)
+    }
+
     /// A URL on node `n` (1..=3), bypassing the balancer.
     pub fn node(&self, n: u16, path_and_query: &str) -> String {
         format!("http://127.0.0.1:{}{path_and_query}", self.port + n)

@@ -53,6 +53,39 @@ impl TestServer {
         (TestServer { addr, node, handle }, cettia)
     }
 
+    /// Start a node of the cluster whose Redis is `redis_url` (the node's Cettia application
+    /// is the default one plus what `app` registers); returns the application's handle too.
+    pub fn start_clustered(
+        redis_url: &str,
+        node_id: &str,
+        configure: impl FnOnce(&mut Config) + Send + 'static,
+        app: impl FnOnce(&nimbus::cettia::Cettia) + Send + 'static,
+    ) -> (TestServer, nimbus::cettia::Cettia) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let mut config = Config::for_bind(addr);
+        config.workers = Some(2);
+        config.node_id = Some(node_id.into());
+        config.redis_url = Some(redis_url.into());
+        config.web_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/web").into();
+        configure(&mut config);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let node = Node::clustered(config).await.expect("Redis reachable");
+                let cettia = nimbus::cettia::Cettia::with_defaults(node.clone());
+                app(&cettia);
+                let server =
+                    nimbus::server::serve_with(node.clone(), listener, cettia.clone(), |_| {})
+                        .expect("serve");
+                tx.send((server.handle(), node, cettia)).unwrap();
+                let _ = server.await;
+            })
+        });
+        let (handle, node, cettia) = rx.recv().expect("server started");
+        (TestServer { addr, node, handle }, cettia)
+    }
+
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{}", self.addr, path_and_query)
     }

@@ -22,22 +22,28 @@
 //! cettia.send_to_tag("online", "notice", Value::from("hello"));
 //! # }
 //! ```
+pub mod cluster;
 pub mod socket;
 pub mod websocket;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 
+use crate::broker::{ControlPlane, RecordKind};
 use crate::node::{Node, Stats};
 pub use crate::protocol::cettia::Value;
+use crate::protocol::cettia::WireMessage;
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
-use socket::{CloseSocket, Emit, JoinTopic, LeaveTopic, SendReply, SocketActor};
+use cluster::{Control, SocketRecord, Target, HANDOVER_WAIT, MAX_BUFFERED};
+use socket::{
+    CloseSocket, Emit, ForwardedInbound, HandOver, JoinTopic, LeaveTopic, SendReply, SocketActor,
+};
 
 /// Which wire dialect a socket speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +84,24 @@ struct Inner {
     transports: Mutex<HashMap<Arc<str>, TransportEntry>>,
     heartbeat_ms: AtomicU64,
     fast_heartbeat_ms: AtomicU64,
+    /// Clustered: the broker's control plane (socket records, the control channel).
+    control: Option<Arc<dyn ControlPlane>>,
+    /// Clustered: sockets being moved to this node from another one.
+    resuming: Mutex<HashMap<SessionId, Resuming>>,
+}
+
+/// A socket on its way to this node.
+struct Resuming {
+    /// Identifies this node's handover request on the control channel.
+    nonce: String,
+    /// The request went by on the channel: control messages after it are this node's to apply.
+    seen_request: bool,
+    /// Sends and client events for the socket that arrived after the request, in order.
+    buffered: Vec<Control>,
+    /// Told whether the previous owner had the socket (and wrote its final record).
+    handed: Option<tokio::sync::oneshot::Sender<bool>>,
+    /// The HTTP transport being continued here, if the move is for one of its polls.
+    transport: Option<String>,
 }
 
 /// A live socket: what it shares with handles, and its actor.
@@ -90,8 +114,8 @@ pub(crate) struct SocketShared {
     pub(crate) id: SessionId,
     pub(crate) dialect: Dialect,
     /// The query parameters of the request that created the socket.
-    params: Vec<(String, String)>,
-    tags: Mutex<HashSet<String>>,
+    pub(crate) params: Vec<(String, String)>,
+    pub(crate) tags: Mutex<HashSet<String>>,
     topics: Mutex<Vec<TopicId>>,
     deleted: AtomicBool,
 }
@@ -108,6 +132,8 @@ pub enum SendError {
     Deleted,
     #[error("the socket's mailbox is full; retry later")]
     Full,
+    #[error("no socket with this id")]
+    NoSuchSocket,
     #[error("binary data cannot be published to a topic")]
     BinaryToTopic,
     #[error("data cannot be written as JSON: {0}")]
@@ -121,7 +147,8 @@ impl Cettia {
     pub fn new(node: Arc<Node>) -> Self {
         let heartbeat_ms = node.config.cettia_heartbeat_ms;
         let fast_heartbeat_ms = node.config.cettia_fast_heartbeat_ms;
-        Cettia {
+        let control = node.broker.control();
+        let cettia = Cettia {
             inner: Arc::new(Inner {
                 node,
                 handlers: RwLock::new(Arc::new(Handlers::default())),
@@ -129,12 +156,24 @@ impl Cettia {
                 transports: Mutex::new(HashMap::new()),
                 heartbeat_ms: AtomicU64::new(heartbeat_ms),
                 fast_heartbeat_ms: AtomicU64::new(fast_heartbeat_ms),
+                control: control.clone(),
+                resuming: Mutex::new(HashMap::new()),
             }),
+        };
+        if let Some(control) = control {
+            // One Cettia server per node takes the control messages (the last one created).
+            let server = Arc::downgrade(&cettia.inner);
+            control.set_control_handler(Arc::new(move |payload: &[u8]| {
+                if let Some(inner) = server.upgrade() {
+                    Cettia { inner }.on_control(payload);
+                }
+            }));
         }
+        cettia
     }
 
     /// What `nimbus` does out of the box: a socket joins the topics named by its `topic` query
-    /// parameters; `echo` is sent back to its sender; `message` is published to the socket's
+    /// parameters and carries the tags named by its `tag` parameters; `echo` is sent back to its sender; `message` is published to the socket's
     /// topics, where Atmosphere and Cettia clients alike receive it.
     pub fn with_defaults(node: Arc<Node>) -> Self {
         let cettia = Cettia::new(node);
@@ -142,6 +181,10 @@ impl Cettia {
             let topics: Vec<String> = socket.query("topic").map(str::to_string).collect();
             for topic in topics {
                 socket.join(&topic);
+            }
+            let tags: Vec<String> = socket.query("tag").map(str::to_string).collect();
+            for tag in tags {
+                socket.tag(&tag);
             }
         });
         cettia.on("echo", |socket, data, _| {
@@ -267,12 +310,44 @@ impl Cettia {
             .collect()
     }
 
-    /// Send an event to every socket of this node tagged `tag`; returns how many were reached.
+    /// Send an event to every socket tagged `tag`: on this node at once (the count returned),
+    /// and in a cluster on every other node too (one control-channel PUBLISH; those are not
+    /// counted).
     pub fn send_to_tag(&self, tag: &str, kind: &str, data: Value) -> usize {
-        self.tagged(tag)
+        let reached = self
+            .tagged(tag)
             .iter()
             .filter(|s| s.send(kind, data.clone()).is_ok())
-            .count()
+            .count();
+        if let Some(control) = &self.inner.control {
+            self.publish_control(Control::Send {
+                target: Target::Tag(tag.to_string()),
+                kind: kind.to_string(),
+                data,
+                origin: control.node_id().to_string(),
+            });
+        }
+        reached
+    }
+
+    /// Send an event to the socket `id`, whichever node holds it: at once when it is on this
+    /// node; in a cluster otherwise through the control channel (the node holding it delivers,
+    /// or queues it while the socket is away). Alone, an unknown id is
+    /// [`SendError::NoSuchSocket`]; in a cluster a socket nobody holds never gets it.
+    pub fn send_to(&self, id: &str, kind: &str, data: Value) -> Result<(), SendError> {
+        if let Some(socket) = self.socket(id).filter(|s| s.addr.connected()) {
+            return socket.send(kind, data);
+        }
+        let Some(control) = &self.inner.control else {
+            return Err(SendError::NoSuchSocket);
+        };
+        self.publish_control(Control::Send {
+            target: Target::Socket(id.to_string()),
+            kind: kind.to_string(),
+            data,
+            origin: control.node_id().to_string(),
+        });
+        Ok(())
     }
 
     /// Publish `data` to `topic` through the broker: Cettia sockets in it receive a `message`
@@ -365,6 +440,14 @@ impl Cettia {
         self.inner.transports.lock().get(id).cloned()
     }
 
+    /// Forget transport `id` if it belongs to `addr` (a socket that moved to another node).
+    pub(crate) fn forget_transport_of(&self, id: &str, addr: &Addr<SocketActor>) {
+        let mut transports = self.inner.transports.lock();
+        if transports.get(id).is_some_and(|(a, _)| a == addr) {
+            transports.remove(id);
+        }
+    }
+
     /// Forget transport `id` if it still belongs to `addr` at `generation`.
     pub(crate) fn forget_transport(&self, id: &str, addr: &Addr<SocketActor>, generation: u64) {
         let mut transports = self.inner.transports.lock();
@@ -443,9 +526,15 @@ impl Socket {
                 data,
                 on_reply,
             })
-            .map_err(|e| match e {
-                actix::prelude::SendError::Full(_) => SendError::Full,
-                actix::prelude::SendError::Closed(_) => SendError::Deleted,
+            .or_else(|e| match e {
+                actix::prelude::SendError::Full(_) => Err(SendError::Full),
+                // Moved to another node (clustered): the send follows it there.
+                actix::prelude::SendError::Closed(emit)
+                    if emit.on_reply.is_none() && self.server.control().is_some() =>
+                {
+                    self.server.send_to(self.id(), &emit.kind, emit.data)
+                }
+                actix::prelude::SendError::Closed(_) => Err(SendError::Deleted),
             })
     }
 
@@ -533,5 +622,441 @@ impl Reply {
             data,
             exception,
         });
+    }
+}
+
+/// Removes a [`Resuming`] entry however the resumption ends (also when the request that started
+/// it is dropped).
+struct ResumingGuard<'a> {
+    server: &'a Cettia,
+    id: SessionId,
+    nonce: String,
+}
+
+impl Drop for ResumingGuard<'_> {
+    fn drop(&mut self) {
+        let mut resuming = self.server.inner.resuming.lock();
+        if resuming
+            .get(&self.id)
+            .is_some_and(|r| r.nonce == self.nonce)
+        {
+            resuming.remove(&self.id);
+        }
+    }
+}
+
+// === Cettia in a cluster (see `cluster.rs`) ===
+
+impl Cettia {
+    /// The cluster's control plane, when this node is clustered.
+    pub(crate) fn control(&self) -> Option<&Arc<dyn ControlPlane>> {
+        self.inner.control.as_ref()
+    }
+
+    fn publish_control(&self, message: Control) {
+        let Some(control) = &self.inner.control else {
+            return;
+        };
+        let publish = control.publish_control(message.encode());
+        tokio::spawn(async move {
+            if let Err(error) = publish.await {
+                tracing::warn!(%error, "control message not published");
+            }
+        });
+    }
+
+    /// A live Cettia socket of this node.
+    fn live(&self, id: &str) -> Option<Addr<SocketActor>> {
+        let sockets = self.inner.sockets.lock();
+        sockets
+            .get(id)
+            .filter(|(shared, addr)| shared.dialect == Dialect::Cettia && addr.connected())
+            .map(|(_, addr)| addr.clone())
+    }
+
+    /// The socket for a request: [`Cettia::socket_for`], except that in a cluster a Cettia id
+    /// this node does not hold is looked up in the cluster and moved here if it is alive.
+    pub(crate) async fn socket_for_request(
+        &self,
+        dialect: Dialect,
+        id: Option<&str>,
+        params: &[(String, String)],
+    ) -> Result<Addr<SocketActor>, IdInUse> {
+        if let (Dialect::Cettia, Some(id), Some(_)) = (dialect, id, &self.inner.control) {
+            if self.live(id).is_none() {
+                if let Some(addr) = self.resume_remote(id, None).await {
+                    return Ok(addr);
+                }
+            }
+        }
+        self.socket_for(dialect, id, params)
+    }
+
+    /// Move socket `id` to this node from wherever it is (see `cluster.rs`): load its record,
+    /// ask its owner to hand it over, recreate it here. `None` when the cluster has no such
+    /// socket (or cannot be reached).
+    pub(crate) async fn resume_remote(
+        &self,
+        id: &str,
+        transport: Option<&str>,
+    ) -> Option<Addr<SocketActor>> {
+        let control = self.inner.control.clone()?;
+        // Another request of the same client is moving it here already: wait for that one.
+        let deadline = Instant::now() + 2 * HANDOVER_WAIT;
+        while self.inner.resuming.lock().contains_key(id) {
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(addr) = self.live(id) {
+            return Some(addr);
+        }
+        let record = match control.load_record(RecordKind::CettiaSocket, id).await {
+            Ok(Some(bytes)) => SocketRecord::decode(&bytes)
+                .map_err(|error| tracing::warn!(socket = %id, %error, "unreadable socket record"))
+                .ok()?,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::warn!(socket = %id, %error, "cannot read the socket record");
+                return None;
+            }
+        };
+        let me = control.node_id().to_string();
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let (handed, answer) = tokio::sync::oneshot::channel();
+        {
+            let mut resuming = self.inner.resuming.lock();
+            if resuming.contains_key(id) {
+                return None;
+            }
+            resuming.insert(
+                id.into(),
+                Resuming {
+                    nonce: nonce.clone(),
+                    seen_request: false,
+                    buffered: Vec::new(),
+                    handed: Some(handed),
+                    transport: transport.map(str::to_string),
+                },
+            );
+        }
+        let guard = ResumingGuard {
+            server: self,
+            id: id.into(),
+            nonce: nonce.clone(),
+        };
+        let record = if record.owner == me {
+            // Written by this node (a restarted node with the same id): nobody else holds it.
+            record
+        } else {
+            let request = Control::Handover {
+                id: id.to_string(),
+                from: me.clone(),
+                owner: record.owner.clone(),
+                nonce,
+            };
+            if let Err(error) = control.publish_control(request.encode()).await {
+                tracing::warn!(socket = %id, %error, "cannot ask for the socket");
+                return None;
+            }
+            match tokio::time::timeout(HANDOVER_WAIT, answer).await {
+                Ok(Ok(true)) => match control.load_record(RecordKind::CettiaSocket, id).await {
+                    Ok(Some(bytes)) => SocketRecord::decode(&bytes).unwrap_or(record),
+                    _ => record,
+                },
+                Ok(_) => record,
+                Err(_) => {
+                    tracing::info!(socket = %id, owner = %record.owner,
+                        "the socket's node did not answer; continuing from its last record");
+                    record
+                }
+            }
+        };
+        let tags = record.tags.clone();
+        // Under the lock of the resumptions: a control message for the socket is either
+        // buffered (and applied here, before anything else reaches it) or, once the socket is
+        // registered, delivered to it; never both (see `on_control`).
+        let addr = {
+            let mut resuming = self.inner.resuming.lock();
+            let buffered = match resuming.get(id) {
+                Some(r) if r.nonce == guard.nonce => {
+                    resuming.remove(id).map(|r| r.buffered).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            };
+            let continuing: Option<Arc<str>> = transport.map(Arc::from);
+            let addr = self.restore(id, record, continuing.clone());
+            if let Some(tid) = continuing {
+                // Until the poll attaches it (with its real generation), client events for the
+                // transport find the socket; a poll with this placeholder gets an empty answer.
+                self.register_transport(tid, addr.clone(), u64::MAX);
+            }
+            for message in buffered {
+                match message {
+                    Control::Send {
+                        target, kind, data, ..
+                    } => {
+                        let ours = match &target {
+                            Target::Socket(_) => true,
+                            Target::Tag(tag) => tags.contains(tag),
+                        };
+                        if ours {
+                            // At most MAX_BUFFERED of them.
+                            addr.do_send(Emit {
+                                kind,
+                                data,
+                                on_reply: None,
+                            });
+                        }
+                    }
+                    Control::Inbound {
+                        transport, message, ..
+                    } => addr.do_send(ForwardedInbound {
+                        transport: transport.into(),
+                        message,
+                    }),
+                    _ => {}
+                }
+            }
+            addr
+        };
+        drop(guard);
+        tracing::debug!(socket = %id, "socket moved to this node");
+        Some(addr)
+    }
+
+    /// Recreate a socket from its record (continuing HTTP transport `continuing`, if any).
+    fn restore(
+        &self,
+        id: &str,
+        record: SocketRecord,
+        continuing: Option<Arc<str>>,
+    ) -> Addr<SocketActor> {
+        let mut sockets = self.inner.sockets.lock();
+        if let Some((_, addr)) = sockets.get(id).filter(|(_, a)| a.connected()) {
+            return addr.clone();
+        }
+        let shared = Arc::new(SocketShared {
+            id: id.into(),
+            dialect: Dialect::Cettia,
+            params: record.params.clone(),
+            tags: Mutex::new(record.tags.iter().cloned().collect()),
+            topics: Mutex::new(
+                record
+                    .topics
+                    .iter()
+                    .map(|t| TopicId::from(t.topic.as_str()))
+                    .collect(),
+            ),
+            deleted: AtomicBool::new(false),
+        });
+        let addr = SocketActor::restored(shared.clone(), self.clone(), record, continuing).start();
+        sockets.insert(id.into(), (shared, addr.clone()));
+        addr
+    }
+
+    /// Clustered: remember which socket an HTTP transport belongs to, so that its next
+    /// request may land on any node.
+    pub(crate) fn record_transport(&self, transport_id: &str, socket_id: &str) {
+        let Some(control) = &self.inner.control else {
+            return;
+        };
+        let save = control.save_record(
+            RecordKind::CettiaTransport,
+            transport_id,
+            socket_id.as_bytes().to_vec(),
+            self.resume_window(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = save.await {
+                tracing::debug!(%error, "transport record not saved");
+            }
+        });
+    }
+
+    /// Clustered: the socket of an HTTP transport opened on another node, moved here.
+    pub(crate) async fn socket_of_remote_transport(
+        &self,
+        transport_id: &str,
+    ) -> Option<Addr<SocketActor>> {
+        let control = self.inner.control.clone()?;
+        let bytes = control
+            .load_record(RecordKind::CettiaTransport, transport_id)
+            .await
+            .ok()??;
+        let id = String::from_utf8(bytes).ok()?;
+        match self.live(&id) {
+            Some(addr) => Some(addr),
+            None => self.resume_remote(&id, Some(transport_id)).await,
+        }
+    }
+
+    /// Clustered: hand a client event POSTed here to the node that has its transport.
+    /// Returns whether this node is clustered (and so forwarded it).
+    pub(crate) fn forward_inbound(&self, transport_id: &str, message: WireMessage) -> bool {
+        let Some(control) = &self.inner.control else {
+            return false;
+        };
+        self.publish_control(Control::Inbound {
+            transport: transport_id.to_string(),
+            message,
+            origin: control.node_id().to_string(),
+        });
+        true
+    }
+
+    /// Clustered: abort a transport held by another node.
+    pub(crate) fn forward_abort(&self, transport_id: &str) {
+        if let Some(control) = &self.inner.control {
+            self.publish_control(Control::Abort {
+                transport: transport_id.to_string(),
+                origin: control.node_id().to_string(),
+            });
+        }
+    }
+
+    /// A message on the control channel (every node's, this one's included, in channel order).
+    fn on_control(&self, payload: &[u8]) {
+        let Some(control) = &self.inner.control else {
+            return;
+        };
+        let message = match Control::decode(payload) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring a control message");
+                return;
+            }
+        };
+        let me = control.node_id();
+        match message {
+            Control::Handover {
+                id,
+                from,
+                owner,
+                nonce,
+            } => {
+                if from == me {
+                    if let Some(r) = self.inner.resuming.lock().get_mut(id.as_str()) {
+                        if r.nonce == nonce {
+                            r.seen_request = true;
+                        }
+                    }
+                    return;
+                }
+                // From now on this node no longer has the socket: later sends are the new
+                // node's (it buffers what follows its request).
+                let held = {
+                    let mut sockets = self.inner.sockets.lock();
+                    match sockets.get(id.as_str()) {
+                        Some((shared, _)) if shared.dialect == Dialect::Cettia => {
+                            sockets.remove(id.as_str())
+                        }
+                        _ => None,
+                    }
+                };
+                match held {
+                    Some((_, addr)) => addr.do_send(HandOver { to: from, nonce }),
+                    None if owner == me => self.publish_control(Control::Handed {
+                        id,
+                        to: from,
+                        nonce,
+                        held: false,
+                    }),
+                    None => {}
+                }
+            }
+            Control::Handed {
+                id,
+                to,
+                nonce,
+                held,
+            } => {
+                if to != me {
+                    return;
+                }
+                if let Some(r) = self.inner.resuming.lock().get_mut(id.as_str()) {
+                    if r.nonce == nonce {
+                        if let Some(handed) = r.handed.take() {
+                            let _ = handed.send(held);
+                        }
+                    }
+                }
+            }
+            Control::Send { ref origin, .. } if origin == me => {
+                // Delivered here already.
+            }
+            Control::Send {
+                target,
+                kind,
+                data,
+                origin,
+            } => {
+                // Held while delivering: a socket being moved here is registered under it too.
+                let mut resuming = self.inner.resuming.lock();
+                let mut moving_here = false;
+                for (socket, r) in resuming.iter_mut() {
+                    let for_it = match &target {
+                        Target::Socket(id) => id == &**socket,
+                        Target::Tag(_) => true,
+                    };
+                    if r.seen_request && for_it {
+                        moving_here |= matches!(target, Target::Socket(_));
+                        if r.buffered.len() < MAX_BUFFERED {
+                            r.buffered.push(Control::Send {
+                                target: target.clone(),
+                                kind: kind.clone(),
+                                data: data.clone(),
+                                origin: origin.clone(),
+                            });
+                        } else {
+                            tracing::warn!(socket = %socket, "too many sends while the socket moves; dropped");
+                        }
+                    }
+                }
+                if moving_here {
+                    return;
+                }
+                let reached = match &target {
+                    Target::Socket(id) => self.socket(id).into_iter().collect(),
+                    Target::Tag(tag) => self.tagged(tag),
+                };
+                for socket in reached {
+                    if let Err(error) = socket.send(&kind, data.clone()) {
+                        tracing::warn!(socket = %socket.id(), %error, "send from another node dropped");
+                    }
+                }
+            }
+            Control::Inbound {
+                transport,
+                message,
+                origin,
+            } => {
+                // Also when this node posted it: the transport may have moved here since.
+                let mut resuming = self.inner.resuming.lock();
+                if let Some((addr, _)) = self.transport(&transport).filter(|(a, _)| a.connected()) {
+                    addr.do_send(ForwardedInbound {
+                        transport: transport.into(),
+                        message,
+                    });
+                    return;
+                }
+                let moving = resuming
+                    .values_mut()
+                    .find(|r| r.seen_request && r.transport.as_deref() == Some(transport.as_str()));
+                if let Some(r) = moving.filter(|r| r.buffered.len() < MAX_BUFFERED) {
+                    r.buffered.push(Control::Inbound {
+                        transport,
+                        message,
+                        origin,
+                    });
+                }
+            }
+            Control::Abort { transport, .. } => {
+                if let Some((addr, generation)) = self.transport(&transport) {
+                    addr.do_send(socket::TransportClosed(generation));
+                }
+            }
+        }
     }
 }

@@ -10,11 +10,16 @@
 //! Policy when it is full: an attached transport is closed (slow consumer; the socket keeps the
 //! queue and the client resumes), and a socket without transport drops its oldest message
 //! (counted as `missed`). On resume the queue is written in order after the handshake, once.
+//!
+//! In a cluster (see `cluster.rs`) the socket keeps its record up to date, hands itself over
+//! to the node its client came back to ([`HandOver`]: its transport ends without `close`, it
+//! stops without `delete`), and a socket recreated from a record continues its topics from the
+//! record's cursors, reading what this node's topic no longer holds from the shared history.
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll as TaskPoll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix::ActorFuture;
@@ -23,7 +28,9 @@ use bytestring::ByteString;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use super::cluster::{Control, SocketRecord, TopicCursor};
 use super::{Cettia, Dialect, Reply, ReplyCallback, Socket, SocketShared};
+use crate::broker::RecordKind;
 use crate::node::Stats;
 use crate::protocol::cettia::{event, framing, Event, EventError, Value, WireMessage};
 use crate::protocol::vibe;
@@ -42,6 +49,11 @@ const MAX_REPLY_CALLBACKS: usize = 1024;
 const TOPIC_TAIL_SLOT: usize = 4;
 /// Most messages replayed from a topic history at once.
 const MAX_REPLAY: usize = 1024;
+/// Clustered: how often the socket considers writing its record.
+const RECORD_TICK: Duration = Duration::from_secs(1);
+/// Clustered: an attached socket whose cursors or counter moved rewrites its record at most
+/// this often (what a client of a killed node may receive twice).
+const ATTACHED_RECORD_EVERY: Duration = Duration::from_secs(2);
 
 /// How a pushing transport frames messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +86,9 @@ pub struct AttachLongPoll {
     pub transport_id: Arc<str>,
     pub jsonp: Option<String>,
     pub heartbeat_ms: Option<u64>,
+    /// The transport was opened on another node and continues here: no new handshake, no
+    /// `open` (its client sees one transport).
+    pub continued: bool,
 }
 
 /// The answer to one long-poll.
@@ -150,6 +165,23 @@ pub struct JoinTopic(pub TopicId);
 #[rtype(result = "()")]
 pub struct LeaveTopic(pub TopicId);
 
+/// Clustered: the client came back to node `to`; write the final record, tell `to`, stop
+/// (without `close` or `delete`: the socket lives on there).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandOver {
+    pub to: String,
+    pub nonce: String,
+}
+
+/// Clustered: a client event for HTTP transport `transport`, POSTed to another node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForwardedInbound {
+    pub transport: Arc<str>,
+    pub message: WireMessage,
+}
+
 enum Transport {
     Push {
         sink: Sink,
@@ -168,7 +200,22 @@ enum Transport {
 
 struct Membership {
     ack: JoinAck,
+    /// The topic epoch `cursor` belongs to.
+    epoch: u64,
     cursor: u64,
+    /// Messages after the cursor are being read from the cluster's shared history.
+    fetching: bool,
+}
+
+impl Membership {
+    fn new(ack: JoinAck) -> Self {
+        Membership {
+            epoch: ack.topic.epoch(),
+            cursor: ack.cursor,
+            ack,
+            fetching: false,
+        }
+    }
 }
 
 /// One queued outbound message; Vibe long-polling keeps it until the client acknowledges `id`.
@@ -198,6 +245,16 @@ pub struct SocketActor {
     created_fired: bool,
     /// Close reason for the WebSocket being closed (slow consumer).
     close_reason: Option<actix_ws::CloseReason>,
+    /// Clustered, recreated from a record: the topics to rejoin at their cursors.
+    restore_topics: Vec<TopicCursor>,
+    /// Clustered: the HTTP transport this socket was moved here to continue.
+    continuing: Option<Arc<str>>,
+    /// Handed over to another node: stops without `close` or `delete`.
+    moved: bool,
+    /// Clustered: the state changed since the record was last written.
+    record_dirty: bool,
+    last_saved: Option<Instant>,
+    saved_tags: Vec<String>,
 }
 
 impl SocketActor {
@@ -225,6 +282,109 @@ impl SocketActor {
             topics: HashMap::new(),
             created_fired: false,
             close_reason: None,
+            restore_topics: Vec::new(),
+            continuing: None,
+            moved: false,
+            record_dirty: false,
+            last_saved: None,
+            saved_tags: Vec::new(),
+        }
+    }
+
+    /// A Cettia socket continued from its record (written by another node).
+    pub(super) fn restored(
+        shared: Arc<SocketShared>,
+        server: Cettia,
+        record: SocketRecord,
+        continuing: Option<Arc<str>>,
+    ) -> Self {
+        let mut actor = SocketActor::new(shared, server);
+        actor.continuing = continuing;
+        actor.next_event_id = record.next_event_id;
+        actor.heartbeat_ms = record.heartbeat_ms;
+        actor.fast_heartbeat_ms = record.fast_heartbeat_ms;
+        actor.pending = record
+            .pending
+            .into_iter()
+            .map(|message| Outgoing {
+                message,
+                vibe_id: None,
+            })
+            .collect();
+        // Its client knows it: `on_socket` fired where it was created, `delete` fires here.
+        actor.created_fired = true;
+        actor.restore_topics = record.topics;
+        actor.record_dirty = true;
+        actor
+    }
+
+    /// Clustered: where the socket stands, for another node to continue it.
+    fn snapshot(&self, owner: &str) -> SocketRecord {
+        let mut tags: Vec<String> = self.shared.tags.lock().iter().cloned().collect();
+        tags.sort();
+        SocketRecord {
+            owner: owner.to_string(),
+            params: self.shared.params.clone(),
+            tags,
+            topics: self
+                .topics
+                .iter()
+                .map(|(topic, m)| TopicCursor {
+                    topic: topic.to_string(),
+                    epoch: m.epoch,
+                    cursor: m.cursor,
+                })
+                .collect(),
+            next_event_id: self.next_event_id,
+            heartbeat_ms: self.heartbeat_ms,
+            fast_heartbeat_ms: self.fast_heartbeat_ms,
+            // A handshake not yet written travels too: a long-poll transport continued on
+            // another node still owes it to its client (a new transport replaces it).
+            pending: self.pending.iter().map(|o| o.message.clone()).collect(),
+        }
+    }
+
+    /// Clustered (Cettia): write the socket record now, with a TTL of the resume window.
+    fn save_record(&mut self) {
+        let Some(control) = self.server.control() else {
+            return;
+        };
+        if self.shared.dialect != Dialect::Cettia || self.moved {
+            return;
+        }
+        let record = self.snapshot(control.node_id());
+        self.saved_tags = record.tags.clone();
+        self.record_dirty = false;
+        self.last_saved = Some(Instant::now());
+        let save = control.save_record(
+            RecordKind::CettiaSocket,
+            &self.shared.id,
+            record.encode(),
+            self.server.resume_window(),
+        );
+        let id = self.shared.id.clone();
+        actix::spawn(async move {
+            if let Err(error) = save.await {
+                tracing::debug!(socket = %id, %error, "socket record not saved");
+            }
+        });
+    }
+
+    /// Clustered: write the record if it is due (see `cluster.rs` for when).
+    fn record_tick(&mut self) {
+        if !self.record_dirty {
+            let mut tags: Vec<String> = self.shared.tags.lock().iter().cloned().collect();
+            tags.sort();
+            self.record_dirty = tags != self.saved_tags;
+        }
+        let since = self.last_saved.map_or(Duration::MAX, |t| t.elapsed());
+        let due = if self.transport.is_none() {
+            self.record_dirty
+        } else {
+            self.record_dirty && since >= ATTACHED_RECORD_EVERY
+        };
+        if due || since >= self.server.resume_window() / 3 {
+            self.save_record();
         }
     }
 
@@ -243,6 +403,7 @@ impl SocketActor {
     fn next_id(&mut self) -> String {
         let id = self.next_event_id;
         self.next_event_id += 1;
+        self.record_dirty = true;
         id.to_string()
     }
 
@@ -440,6 +601,7 @@ impl SocketActor {
         transport: Transport,
         transport_id: Option<Arc<str>>,
         heartbeat_ms: Option<u64>,
+        continued: bool,
         ctx: &mut Context<Self>,
     ) -> u64 {
         if self.transport.is_some() {
@@ -462,7 +624,11 @@ impl SocketActor {
                 handler(&socket);
             }
         }
-        if self.shared.dialect == Dialect::Cettia {
+        if self.shared.dialect == Dialect::Cettia && !continued {
+            // A handshake owed to a transport that never took it (it came in the record).
+            if matches!(self.pending.front(), Some(o) if is_handshake(&o.message)) {
+                self.pending.pop_front();
+            }
             let handshake = framing::socket_handshake(
                 &self.shared.id,
                 self.heartbeat_ms,
@@ -474,11 +640,14 @@ impl SocketActor {
             });
         }
         self.arm_heartbeat(ctx);
-        let socket = self.socket_handle(ctx);
-        for handler in self.server.handlers().on_open.iter() {
-            handler(&socket);
+        if !continued {
+            let socket = self.socket_handle(ctx);
+            for handler in self.server.handlers().on_open.iter() {
+                handler(&socket);
+            }
         }
         self.flush(ctx);
+        self.save_record();
         self.generation
     }
 
@@ -519,6 +688,7 @@ impl SocketActor {
         match self.shared.dialect {
             Dialect::Vibe => ctx.stop(),
             Dialect::Cettia => {
+                self.save_record();
                 let window = self.server.resume_window();
                 self.delete_timer = Some(ctx.run_later(window, |act, ctx| {
                     if act.transport.is_none() {
@@ -573,9 +743,11 @@ impl SocketActor {
         {
             self.pending.pop_front();
         }
-        let socket = self.socket_handle(ctx);
-        for handler in self.server.handlers().on_close.iter() {
-            handler(&socket);
+        if !self.moved {
+            let socket = self.socket_handle(ctx);
+            for handler in self.server.handlers().on_close.iter() {
+                handler(&socket);
+            }
         }
         true
     }
@@ -703,6 +875,40 @@ impl Actor for SocketActor {
                 ctx.stop();
             }
         }));
+        if self.server.control().is_some() && self.shared.dialect == Dialect::Cettia {
+            ctx.run_interval(RECORD_TICK, |act, _| act.record_tick());
+            // Recreated from a record: rejoin its topics before anything else is handled,
+            // continuing from the record's cursors.
+            for TopicCursor {
+                topic,
+                epoch,
+                cursor,
+            } in std::mem::take(&mut self.restore_topics)
+            {
+                let topic: TopicId = topic.as_str().into();
+                let topics = self.server.node().topics.clone();
+                let session = self.shared.id.clone();
+                let recipient = ctx.address().recipient::<Deliver>();
+                let name = topic.clone();
+                ctx.wait(
+                    async move { topics.join(&name, session, recipient).await }
+                        .into_actor(self)
+                        .map(move |ack, act, ctx| {
+                            let mut membership = Membership::new(ack);
+                            if membership.epoch == epoch {
+                                // Ahead of this node's topic (relays in flight): the client has
+                                // those; behind it: caught up below, from the shared history.
+                                membership.cursor = cursor;
+                            } else {
+                                tracing::info!(socket = %act.shared.id, %topic,
+                                    "topic numbering restarted while the socket moved");
+                            }
+                            act.topics.insert(topic.clone(), membership);
+                            act.catch_up(topic, ctx);
+                        }),
+                );
+            }
+        }
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
@@ -715,10 +921,21 @@ impl Actor for SocketActor {
         for (_, callback) in self.replies.drain() {
             drop(callback);
         }
+        if self.moved {
+            return;
+        }
         if self.created_fired {
             let socket = self.socket_handle(ctx);
             for handler in self.server.handlers().on_delete.iter() {
                 handler(&socket);
+            }
+        }
+        if let Some(control) = self.server.control() {
+            if self.shared.dialect == Dialect::Cettia {
+                let delete = control.delete_record(RecordKind::CettiaSocket, &self.shared.id);
+                actix::spawn(async move {
+                    let _ = delete.await;
+                });
             }
         }
     }
@@ -734,7 +951,7 @@ impl Handler<AttachPush> for SocketActor {
             body_watch: None,
             waiting: false,
         };
-        let generation = self.attach(transport, msg.transport_id, msg.heartbeat_ms, ctx);
+        let generation = self.attach(transport, msg.transport_id, msg.heartbeat_ms, false, ctx);
         if let Some(body) = msg.body_closed {
             let closed = async move { body.closed().await };
             let handle = ctx.spawn(closed.into_actor(self).map(move |_, act, ctx| {
@@ -759,7 +976,18 @@ impl Handler<AttachLongPoll> for SocketActor {
             parked: None,
             repoll: None,
         };
-        let generation = self.attach(transport, Some(msg.transport_id), msg.heartbeat_ms, ctx);
+        let generation = self.attach(
+            transport,
+            Some(msg.transport_id.clone()),
+            msg.heartbeat_ms,
+            msg.continued,
+            ctx,
+        );
+        if !msg.continued && self.shared.dialect == Dialect::Cettia {
+            // Clustered: its next poll may land on another node, which looks its socket up.
+            self.server
+                .record_transport(&msg.transport_id, &self.shared.id);
+        }
         // The client polls right after the open answer; if it never does, the transport ends.
         if let Some(Transport::LongPoll { repoll, .. }) = &mut self.transport {
             *repoll = Some(ctx.run_later(LONG_POLL_REPOLL, move |act, ctx| {
@@ -948,8 +1176,8 @@ impl Handler<JoinTopic> for SocketActor {
             async move { topics.join(&name, session, recipient).await }
                 .into_actor(self)
                 .map(move |ack, act, _| {
-                    let cursor = ack.cursor;
-                    act.topics.insert(topic, Membership { ack, cursor });
+                    act.topics.insert(topic, Membership::new(ack));
+                    act.record_dirty = true;
                 }),
         );
     }
@@ -960,6 +1188,7 @@ impl Handler<LeaveTopic> for SocketActor {
 
     fn handle(&mut self, LeaveTopic(topic): LeaveTopic, _ctx: &mut Context<Self>) {
         if let Some(membership) = self.topics.remove(&topic) {
+            self.record_dirty = true;
             membership.ack.addr.do_send(Leave {
                 session: self.shared.id.clone(),
             });
@@ -974,30 +1203,196 @@ impl Handler<Deliver> for SocketActor {
         let Some(membership) = self.topics.get_mut(&envelope.topic) else {
             return;
         };
-        if envelope.seq <= membership.cursor {
-            return;
+        if membership.fetching {
+            return; // read from the history by the fetch under way
         }
-        let batch =
-            if envelope.seq == membership.cursor + 1 {
-                vec![envelope]
-            } else {
-                // A gap (our mailbox was full): catch up from the topic history.
-                let replay = membership.ack.topic.history.read().after(
-                    membership.cursor,
-                    MAX_REPLAY,
-                    |_| true,
-                );
-                if replay.missed > 0 {
-                    Stats::add(&self.server.node().stats.missed, replay.missed);
-                }
-                replay.messages
-            };
-        for envelope in batch {
-            if let Some(membership) = self.topics.get_mut(&envelope.topic) {
-                membership.cursor = envelope.seq;
-            }
+        if membership.epoch == membership.ack.topic.epoch() && envelope.seq == membership.cursor + 1
+        {
+            membership.cursor = envelope.seq;
+            self.record_dirty = true;
             if envelope.audience.includes(&self.shared.id) {
                 self.deliver_topic_message(&envelope, ctx);
+            }
+            return;
+        }
+        // A gap (our mailbox was full, or the socket came from another node): catch up.
+        self.catch_up(envelope.topic.clone(), ctx);
+    }
+}
+
+impl SocketActor {
+    /// Deliver what `topic` holds after the socket's cursor: from this node's history, or,
+    /// clustered, from the shared history for the part this node's topic never had.
+    fn catch_up(&mut self, topic: TopicId, ctx: &mut Context<Self>) {
+        loop {
+            let Some(membership) = self.topics.get_mut(&topic) else {
+                return;
+            };
+            if membership.fetching {
+                return;
+            }
+            let state = membership.ack.topic.clone();
+            if membership.epoch != state.epoch() {
+                // A new numbering: the old cursor means nothing in it.
+                membership.epoch = state.epoch();
+                membership.cursor = state.start_seq();
+            }
+            let (epoch, cursor, last) = (membership.epoch, membership.cursor, state.last_seq());
+            if cursor >= last {
+                return;
+            }
+            let first = state.history.read().first_seq();
+            let local = first.is_some_and(|first| first <= cursor + 1);
+            if !local && self.server.node().broker.numbers_messages() {
+                membership.fetching = true;
+                let fetch =
+                    self.server
+                        .node()
+                        .broker
+                        .backlog(topic.clone(), epoch, cursor, MAX_REPLAY);
+                ctx.wait(fetch.into_actor(self).map(move |result, act, ctx| {
+                    let Some(membership) = act.topics.get_mut(&topic) else {
+                        return;
+                    };
+                    membership.fetching = false;
+                    if membership.epoch != epoch || membership.cursor != cursor {
+                        act.catch_up(topic, ctx);
+                        return;
+                    }
+                    match result {
+                        Ok(backlog) if backlog.messages.is_empty() => {
+                            // The shared history has nothing more: continue where this node's
+                            // history begins.
+                            let target = first.map_or(last, |first| first - 1).max(cursor);
+                            membership.cursor = target;
+                            act.count_missed(target - cursor);
+                        }
+                        Ok(backlog) => {
+                            act.count_missed(backlog.missed);
+                            act.deliver_batch(&topic, backlog.messages, ctx);
+                        }
+                        Err(error) => {
+                            tracing::warn!(socket = %act.shared.id, %error,
+                                "cannot read the cluster history; retrying");
+                            ctx.run_later(Duration::from_secs(1), move |act, ctx| {
+                                act.catch_up(topic, ctx)
+                            });
+                            return;
+                        }
+                    }
+                    act.catch_up(topic, ctx);
+                }));
+                return;
+            }
+            let replay = state.history.read().after(cursor, MAX_REPLAY, |_| true);
+            self.count_missed(replay.missed);
+            if replay.messages.is_empty() {
+                if let Some(membership) = self.topics.get_mut(&topic) {
+                    membership.cursor = last;
+                }
+                return;
+            }
+            self.deliver_batch(&topic, replay.messages, ctx);
+        }
+    }
+
+    /// Deliver topic messages after the cursor, in order.
+    fn deliver_batch(
+        &mut self,
+        topic: &TopicId,
+        batch: Vec<Arc<Envelope>>,
+        ctx: &mut Context<Self>,
+    ) {
+        for envelope in batch {
+            let Some(membership) = self.topics.get_mut(topic) else {
+                return;
+            };
+            if envelope.seq <= membership.cursor {
+                continue;
+            }
+            membership.cursor = envelope.seq;
+            self.record_dirty = true;
+            if envelope.audience.includes(&self.shared.id) {
+                self.deliver_topic_message(&envelope, ctx);
+            }
+        }
+    }
+
+    fn count_missed(&self, missed: u64) {
+        if missed > 0 {
+            Stats::add(&self.server.node().stats.missed, missed);
+            tracing::warn!(socket = %self.shared.id, missed,
+                "socket fell behind the topic history; messages lost for it");
+        }
+    }
+}
+
+impl Handler<HandOver> for SocketActor {
+    type Result = ();
+
+    fn handle(&mut self, HandOver { to, nonce }: HandOver, ctx: &mut Context<Self>) {
+        if self.moved {
+            return;
+        }
+        if let Some(tid) = &self.transport_id {
+            self.server.forget_transport_of(tid, &ctx.address());
+        }
+        // Taken before the transport ends: a handshake it still owes travels with the socket.
+        let record = self.snapshot(&to);
+        // Set first: the transport ends without `close`, the record writes stop.
+        self.moved = true;
+        self.drop_transport(ctx);
+        if let Some(handle) = self.delete_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(control) = self.server.control() {
+            let save = control.save_record(
+                RecordKind::CettiaSocket,
+                &self.shared.id,
+                record.encode(),
+                self.server.resume_window(),
+            );
+            let handed = Control::Handed {
+                id: self.shared.id.to_string(),
+                to: to.clone(),
+                nonce,
+                held: true,
+            }
+            .encode();
+            let control = control.clone();
+            let id = self.shared.id.clone();
+            actix::spawn(async move {
+                if let Err(error) = save.await {
+                    tracing::warn!(socket = %id, %error, "final socket record not saved");
+                }
+                // Only now: the new node reads the record when it hears this.
+                let _ = control.publish_control(handed).await;
+            });
+        }
+        tracing::debug!(socket = %self.shared.id, node = %to, "socket handed over");
+        ctx.stop();
+    }
+}
+
+impl Handler<ForwardedInbound> for SocketActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForwardedInbound, ctx: &mut Context<Self>) {
+        let current = self.transport_id.as_deref() == Some(&*msg.transport);
+        if !current && self.continuing.as_deref() != Some(&*msg.transport) {
+            return; // a transport the socket no longer has
+        }
+        let event = match &msg.message {
+            WireMessage::Text(text) => Event::decode_text(text),
+            WireMessage::Binary(bytes) => Event::decode_binary(bytes),
+        };
+        match event {
+            Ok(event) => self.on_event(event, ctx),
+            Err(error) => {
+                tracing::debug!(socket = %self.shared.id, %error, "bad event: its transport closes");
+                if current {
+                    self.close_transport(ctx);
+                }
             }
         }
     }
