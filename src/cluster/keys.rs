@@ -35,6 +35,11 @@ pub fn record(kind: crate::broker::RecordKind, id: &str) -> String {
     }
 }
 
+/// The marker of one publish, so that a retried publish is numbered once.
+pub fn publish_marker(topic: &str, publish_id: &str) -> String {
+    format!("nimbus:p:{{{topic}}}:{publish_id}")
+}
+
 /// A session's record (where its client stands).
 pub fn session(id: &str) -> String {
     format!("nimbus:s:{id}")

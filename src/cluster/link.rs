@@ -9,7 +9,19 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, PushInfo, RedisFuture, RedisResult, Value};
+use redis::{Cmd, ErrorKind, Pipeline, PushInfo, RedisError, RedisFuture, RedisResult, Value};
+
+/// The longest any command may take, whatever state the connection is in. The client's own
+/// response timeout does not cover every path through a reconnection; a command that hangs
+/// would stall the node's publish queue or freeze a topic that waits for it.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+
+async fn bounded<T>(command: impl std::future::Future<Output = RedisResult<T>>) -> RedisResult<T> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
+        Ok(result) => result,
+        Err(_) => Err(RedisError::from((ErrorKind::Io, "Redis command timed out"))),
+    }
+}
 
 /// A multiplexed connection to Redis or to a Redis Cluster; cheap to clone.
 #[derive(Clone)]
@@ -55,15 +67,15 @@ impl Link {
 
     pub async fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
         match self {
-            Link::Single(conn) => conn.subscribe(channel).await,
-            Link::Cluster(conn) => conn.ssubscribe(channel).await,
+            Link::Single(conn) => bounded(conn.subscribe(channel)).await,
+            Link::Cluster(conn) => bounded(conn.ssubscribe(channel)).await,
         }
     }
 
     pub async fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
         match self {
-            Link::Single(conn) => conn.unsubscribe(channel).await,
-            Link::Cluster(conn) => conn.sunsubscribe(channel).await,
+            Link::Single(conn) => bounded(conn.unsubscribe(channel)).await,
+            Link::Cluster(conn) => bounded(conn.sunsubscribe(channel)).await,
         }
     }
 
@@ -78,10 +90,11 @@ impl Link {
 
 impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
+        let command = match self {
             Link::Single(conn) => conn.req_packed_command(cmd),
             Link::Cluster(conn) => conn.req_packed_command(cmd),
-        }
+        };
+        Box::pin(bounded(command))
     }
 
     fn req_packed_commands<'a>(
@@ -90,10 +103,11 @@ impl ConnectionLike for Link {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
+        let commands = match self {
             Link::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Link::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
+        };
+        Box::pin(bounded(commands))
     }
 
     fn get_db(&self) -> i64 {

@@ -206,10 +206,15 @@ impl RedisBroker {
 /// Redis is unreachable, retry the head of the queue (the rest waits behind it, bounded).
 async fn publish_loop(broker: Weak<RedisBroker>, mut jobs: mpsc::Receiver<PublishJob>) {
     let script = Script::new(include_str!("publish.lua"));
+    // Publish ids: this process's random prefix and a counter.
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    let mut counter: u64 = 0;
     while let Some(job) = jobs.recv().await {
         let Some(broker) = broker.upgrade() else {
             return;
         };
+        counter += 1;
+        let marker = keys::publish_marker(&job.topic, &format!("{prefix}-{counter}"));
         let settings = &broker.settings;
         let mut conn = broker.conn.clone();
         let audience = relay::encode_audience(&job.audience);
@@ -219,6 +224,7 @@ async fn publish_loop(broker: Weak<RedisBroker>, mut jobs: mpsc::Receiver<Publis
                 .key(keys::meta(&job.topic))
                 .key(keys::history(&job.topic))
                 .key(keys::channel(&job.topic))
+                .key(&marker)
                 .arg(now_ms())
                 .arg(settings.history_messages)
                 .arg(settings.history_age.as_millis() as u64)

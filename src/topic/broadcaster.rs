@@ -203,8 +203,16 @@ impl Broadcaster {
             }
             tracing::warn!(topic = %self.state.id, epoch, "topic numbering restarted in the cluster");
             self.early.clear();
+            // A topic that never had a position (it opened detached) starts here; otherwise
+            // every message of the new numbering is new to every member: start before the
+            // first, and fetch what did not arrive.
+            let start = if current == 0 {
+                envelope.seq.saturating_sub(1)
+            } else {
+                0
+            };
             self.detached = false;
-            self.state.restart(epoch, envelope.seq.saturating_sub(1));
+            self.state.restart(epoch, start);
         }
         let last = self.state.last_seq();
         if envelope.seq <= last {
@@ -305,11 +313,22 @@ impl Broadcaster {
         ctx.spawn(fetch.into_actor(self).map(
             |result: Result<TopicPosition, BrokerError>, act, ctx| {
                 let Ok(position) = result else { return };
-                if act.detached || position.epoch > act.state.epoch() {
+                if act.detached {
+                    // Opened while the cluster was unreachable: members start from now.
                     act.detached = false;
                     if position.epoch != act.state.epoch() {
                         act.early.clear();
                         act.state.restart(position.epoch, position.seq);
+                    }
+                } else if position.epoch > act.state.epoch() {
+                    // The cluster forgot the topic (Redis restarted empty) and numbering began
+                    // again: everything numbered since is new to every member.
+                    tracing::warn!(topic = %act.state.id, epoch = position.epoch,
+                        "topic numbering restarted in the cluster");
+                    act.early.clear();
+                    act.state.restart(position.epoch, 0);
+                    if position.seq > 0 {
+                        act.catch_up(ctx, position.seq);
                     }
                 } else if position.epoch == act.state.epoch()
                     && position.seq > act.state.last_seq()
