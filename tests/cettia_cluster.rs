@@ -436,3 +436,61 @@ async fn a_long_polling_client_works_through_the_balancer() {
     assert_eq!(of("message"), want("message"), "{received:?}");
     assert!(nodes.len() >= 2, "polls served by {nodes:?} only");
 }
+
+/// An HTTP streaming Cettia client through the balancer: its stream stays on one node, its
+/// POSTed events land on every node in turn and are forwarded to the stream's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_client_posts_through_the_balancer() {
+    let cluster = Cluster::up(NODE_ARGS);
+    let http = reqwest::Client::new();
+    let mut stream = common::BodyReader::open(&cluster.lb(&format!(
+        "/cettia?{Q}&cettia-transport-name=stream&cettia-transport-when=open"
+    )))
+    .await;
+    stream.expect(&format!("{}\n", " ".repeat(2047))).await;
+    // The transport handshake, then the socket handshake (maybe in one chunk).
+    let handshakes = stream
+        .read_until(5.0, |t| t.contains("cettia-id=") && t.ends_with("\n\n"))
+        .await;
+    let (transport, socket) = handshakes
+        .split_once("\n\n")
+        .unwrap_or_else(|| panic!("{handshakes:?}"));
+    let tid = transport
+        .split_once("cettia-transport-id=")
+        .unwrap_or_else(|| panic!("{handshakes:?}"))
+        .1
+        .to_string();
+    assert!(
+        socket.starts_with("data: 1?cettia-version=1.0&cettia-id="),
+        "{handshakes:?}"
+    );
+    let post_url = cluster.lb(&format!(
+        "/cettia?{Q}&cettia-transport-name=stream&cettia-transport-id={tid}"
+    ));
+    let mut nodes = HashSet::new();
+    for i in 0..6 {
+        let response = http
+            .post(&post_url)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(format!(
+                r#"data={{"id":{i},"type":"echo","data":"e{i}","reply":false}}"#
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        nodes.insert(
+            response.headers()["x-nimbus-node"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        stream
+            .expect(&format!(
+                "data: 1{}\n\n",
+                event(i, "echo", &format!("\"e{i}\""))
+            ))
+            .await;
+    }
+    assert_eq!(nodes.len(), 3, "POSTs served by {nodes:?}");
+}
