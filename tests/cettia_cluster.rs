@@ -494,3 +494,24 @@ async fn a_streaming_client_posts_through_the_balancer() {
     }
     assert_eq!(nodes.len(), 3, "POSTs served by {nodes:?}");
 }
+
+/// On a Redis Cluster (`--redis-cluster`, sharded pub/sub for the control channel too): a
+/// socket moves between two nodes and a send by id from one reaches it on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_move_and_sends_cross_nodes_on_a_redis_cluster() {
+    let redis = common::cluster::RedisCluster::start();
+    let clustered = |c: &mut nimbus::Config| c.redis_cluster = true;
+    let (a, a_app) = TestServer::start_clustered(&redis.urls(), "rc-a", clustered, |_| {});
+    let (b, _b_app) = TestServer::start_clustered(&redis.urls(), "rc-b", clustered, |_| {});
+    let (ws, id) = open(&a.ws_url("/cettia?cettia-version=1.0")).await;
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a_app.send_to(&id, "kept", Value::from(1)).unwrap();
+    let resume = format!("/cettia?cettia-version=1.0&cettia-id={id}");
+    let (mut ws, again) = open(&b.ws_url(&resume)).await;
+    assert_eq!(again, id);
+    assert_eq!(ws_text(&mut ws).await, event(0, "kept", "1"));
+    assert_eq!(a_app.counts().0, 0, "node A dropped its copy");
+    a_app.send_to(&id, "live", Value::from(2)).unwrap();
+    assert_eq!(ws_text(&mut ws).await, event(1, "live", "2"));
+}
