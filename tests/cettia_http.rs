@@ -185,6 +185,14 @@ async fn cors_headers_echo_the_origin_or_allow_any() {
         "http://app.example"
     );
     assert!(preflight.text().await.unwrap().is_empty());
+    // Without an Origin (as the reference server does): `*`, the preflight included.
+    let bare = client
+        .request(reqwest::Method::OPTIONS, server.url("/cettia"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 200);
+    assert_eq!(bare.headers()["access-control-allow-origin"], "*");
 }
 
 #[tokio::test]

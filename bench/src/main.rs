@@ -274,21 +274,77 @@ async fn ws_subscriber(
     tally: Rc<RefCell<Tally>>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
-    let url = format!("ws://{addr}{TOPIC}?{}", query("websocket", "0"));
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    // A minimal client: the upgrade by hand, then frames read straight off the socket. A full
+    // WebSocket client per subscriber would make the load generator, not the server, the
+    // bottleneck of the latency figures.
+    let mut stream = TcpStream::connect(addr).await.expect("subscriber connects");
+    let request = format!(
+        "GET {TOPIC}?{} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        query("websocket", "0")
+    );
+    stream
+        .write_all(request.as_bytes())
         .await
-        .expect("subscriber connects");
-    ws.next()
-        .await
-        .expect("handshake")
-        .expect("handshake frame");
-    let _ = ready.send(());
-    let mut seen = Vec::new();
-    while let Some(Ok(message)) = ws.next().await {
-        if let Message::Text(text) = message {
-            unframe(&text, |m| record(&tally, &mut seen, epoch, m));
+        .expect("upgrade sent");
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let mut handshake_pending = true;
+    let mut ready = Some(ready);
+    loop {
+        let n = stream.read(&mut chunk).await.expect("upgrade answered");
+        assert!(n > 0, "node closed the upgrade");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            assert!(buf.starts_with(b"HTTP/1.1 101"), "upgrade refused");
+            buf.drain(..end + 4);
+            break;
         }
     }
+    let mut seen = Vec::new();
+    loop {
+        // Consume every whole frame in the buffer; the first is the Atmosphere handshake.
+        let mut at = 0;
+        while let Some((opcode, start, end)) = parse_frame(&buf[at..]) {
+            if opcode == 1 && handshake_pending {
+                handshake_pending = false;
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+            } else if opcode == 1 {
+                if let Ok(text) = std::str::from_utf8(&buf[at + start..at + end]) {
+                    unframe(text, |m| record(&tally, &mut seen, epoch, m));
+                }
+            } else if opcode == 8 {
+                return;
+            }
+            at += end;
+        }
+        buf.drain(..at);
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// An unmasked server frame at the start of `buf`: its opcode and where its payload starts and
+/// ends; `None` until the whole frame is there.
+fn parse_frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let opcode = buf[0] & 0x0f;
+    let (len, header) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    (buf.len() >= header + len).then_some((opcode, header, header + len))
 }
 
 async fn lp_subscriber(

@@ -26,6 +26,10 @@ pub async fn nimbus_headers(
         .expect("node data is registered");
     let origin = req.headers().get(header::ORIGIN).cloned();
     let allowed_origin = origin.filter(|o| origin_allowed(&node, o));
+    // The Cettia/Vibe protocols send `access-control-allow-origin` on every response, `*` when
+    // the request has no `Origin` (their reference servers do; preflights included).
+    let cettia_wildcard =
+        !req.headers().contains_key(header::ORIGIN) && matches!(req.path(), "/cettia" | "/vibe");
 
     let mut response = if req.method() == Method::OPTIONS {
         let mut preflight =
@@ -68,6 +72,11 @@ pub async fn nimbus_headers(
             HeaderValue::from_static(EXPOSE_HEADERS),
         );
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    } else if cettia_wildcard && !headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
     }
     Ok(response)
 }

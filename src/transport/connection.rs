@@ -398,27 +398,42 @@ impl Connection {
         if let Some(handle) = self.body_watch.take() {
             ctx.cancel_future(handle);
         }
-        if let Some(sink) = self.sink.take() {
-            sink.close(reason);
-        }
-        self.flush_cursor();
+        // The record is written before the transport closes: a client told to go (a drain, the
+        // slow-consumer policy) reconnects at once, maybe to another node, which must find
+        // where it stands.
+        let sink = self.sink.take();
+        let save = self.save_cursor();
+        actix::spawn(async move {
+            if let Some(save) = save {
+                save.await;
+            }
+            if let Some(sink) = sink {
+                sink.close(reason);
+            }
+        });
         self.arm_expiry(ctx, self.node.config.reconnect_window());
     }
 
     /// Clustered: write where the client stands to its session record, if it moved.
     fn flush_cursor(&mut self) {
+        if let Some(save) = self.save_cursor() {
+            actix::spawn(save);
+        }
+    }
+
+    fn save_cursor(&mut self) -> Option<impl std::future::Future<Output = ()> + 'static> {
         if !self.node.broker.numbers_messages() || self.cursor == self.flushed_cursor {
-            return;
+            return None;
         }
         self.flushed_cursor = self.cursor;
         let record = self.record(false);
         let save = self.node.broker.save_session(self.id.clone(), record);
         let id = self.id.clone();
-        actix::spawn(async move {
+        Some(async move {
             if let Err(error) = save.await {
                 tracing::debug!(session = %id, %error, "cannot save the session record");
             }
-        });
+        })
     }
 
     /// The session record for where the client stands now.
@@ -661,10 +676,15 @@ impl Actor for Connection {
             act.membership = Some(ack);
         }));
         if self.node.broker.numbers_messages() {
-            ctx.run_interval(CURSOR_FLUSH, |act, _| {
-                if act.sink.is_some() {
-                    act.flush_cursor();
-                }
+            // Spread the connections' flushes over the interval: thousands of connections
+            // flushing in the same tick would be a burst of Redis writes that delays deliveries.
+            let offset = CURSOR_FLUSH.mul_f64(spread(&self.id));
+            ctx.run_later(offset, |_, ctx| {
+                ctx.run_interval(CURSOR_FLUSH, |act, _| {
+                    if act.sink.is_some() {
+                        act.flush_cursor();
+                    }
+                });
             });
         }
         let tick = self
@@ -889,6 +909,12 @@ impl Handler<Close> for Connection {
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
         ctx.stop();
     }
+}
+
+/// A fraction in `[0, 1)` derived from `id`, to spread periodic work over an interval.
+fn spread(id: &str) -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(id) % 10_000) as f64 / 10_000.0
 }
 
 // === impl WaitWritable ===

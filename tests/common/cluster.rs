@@ -27,11 +27,13 @@ fn script(args: &[&str], dir: &PathBuf, extra_args: &str) {
     assert!(status.success(), "scripts/cluster.sh {args:?} failed");
 }
 
-/// A base port with the eleven ports the cluster uses free.
+/// A base port with the eleven ports the cluster uses free (and, for a Redis Cluster, the bus
+/// ports 10,000 above its three).
 fn free_base_port() -> u16 {
     for _ in 0..200 {
-        let base = 20_000 + (rand_u16() % 4000) * 10;
-        if (0..=10).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        let base = 20_000 + (rand_u16() % 3000) * 10;
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if (0..=10).all(|i| free(base + i)) && (0..3).all(|i| free(base + 10_000 + i)) {
             return base;
         }
     }
