@@ -436,3 +436,82 @@ async fn a_long_polling_client_works_through_the_balancer() {
     assert_eq!(of("message"), want("message"), "{received:?}");
     assert!(nodes.len() >= 2, "polls served by {nodes:?} only");
 }
+
+/// An HTTP streaming Cettia client through the balancer: its stream stays on one node, its
+/// POSTed events land on every node in turn and are forwarded to the stream's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_client_posts_through_the_balancer() {
+    let cluster = Cluster::up(NODE_ARGS);
+    let http = reqwest::Client::new();
+    let mut stream = common::BodyReader::open(&cluster.lb(&format!(
+        "/cettia?{Q}&cettia-transport-name=stream&cettia-transport-when=open"
+    )))
+    .await;
+    stream.expect(&format!("{}\n", " ".repeat(2047))).await;
+    // The transport handshake, then the socket handshake (maybe in one chunk).
+    let handshakes = stream
+        .read_until(5.0, |t| t.contains("cettia-id=") && t.ends_with("\n\n"))
+        .await;
+    let (transport, socket) = handshakes
+        .split_once("\n\n")
+        .unwrap_or_else(|| panic!("{handshakes:?}"));
+    let tid = transport
+        .split_once("cettia-transport-id=")
+        .unwrap_or_else(|| panic!("{handshakes:?}"))
+        .1
+        .to_string();
+    assert!(
+        socket.starts_with("data: 1?cettia-version=1.0&cettia-id="),
+        "{handshakes:?}"
+    );
+    let post_url = cluster.lb(&format!(
+        "/cettia?{Q}&cettia-transport-name=stream&cettia-transport-id={tid}"
+    ));
+    let mut nodes = HashSet::new();
+    for i in 0..6 {
+        let response = http
+            .post(&post_url)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(format!(
+                r#"data={{"id":{i},"type":"echo","data":"e{i}","reply":false}}"#
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        nodes.insert(
+            response.headers()["x-nimbus-node"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        stream
+            .expect(&format!(
+                "data: 1{}\n\n",
+                event(i, "echo", &format!("\"e{i}\""))
+            ))
+            .await;
+    }
+    assert_eq!(nodes.len(), 3, "POSTs served by {nodes:?}");
+}
+
+/// On a Redis Cluster (`--redis-cluster`, sharded pub/sub for the control channel too): a
+/// socket moves between two nodes and a send by id from one reaches it on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_move_and_sends_cross_nodes_on_a_redis_cluster() {
+    let redis = common::cluster::RedisCluster::start();
+    let clustered = |c: &mut nimbus::Config| c.redis_cluster = true;
+    let (a, a_app) = TestServer::start_clustered(&redis.urls(), "rc-a", clustered, |_| {});
+    let (b, _b_app) = TestServer::start_clustered(&redis.urls(), "rc-b", clustered, |_| {});
+    let (ws, id) = open(&a.ws_url("/cettia?cettia-version=1.0")).await;
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a_app.send_to(&id, "kept", Value::from(1)).unwrap();
+    let resume = format!("/cettia?cettia-version=1.0&cettia-id={id}");
+    let (mut ws, again) = open(&b.ws_url(&resume)).await;
+    assert_eq!(again, id);
+    assert_eq!(ws_text(&mut ws).await, event(0, "kept", "1"));
+    assert_eq!(a_app.counts().0, 0, "node A dropped its copy");
+    a_app.send_to(&id, "live", Value::from(2)).unwrap();
+    assert_eq!(ws_text(&mut ws).await, event(1, "live", "2"));
+}

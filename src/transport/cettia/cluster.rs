@@ -14,7 +14,10 @@
 //! periodic record) is what makes "once" hold for events sent during the move: control
 //! messages are ordered by Redis, so a send published before the handover request is in the
 //! final record, and one published after it is buffered by the new node (which sees its own
-//! request on the channel) and applied to the recreated socket.
+//! request on the channel) and applied to the recreated socket. This needs each node to publish
+//! its control messages in call order (one queue in the broker), `handed` to follow the final
+//! record's write, and the new node to register the socket and replay its buffer under the lock
+//! that decides, for each incoming send, between buffering and delivering.
 //!
 //! When the owner is gone (killed), nobody answers: after [`HANDOVER_WAIT`] the new node takes
 //! the last record written (events queued in its last second, and sends published while
