@@ -616,6 +616,10 @@ impl SocketActor {
         self.transport_id = transport_id;
         if let Some(hb) = heartbeat_ms {
             self.heartbeat_ms = hb;
+        } else if self.shared.dialect == Dialect::Cettia && !continued {
+            // Every handshake carries the server's current heartbeat (as the reference server's
+            // does): a socket resumed after the application changed it takes the new value.
+            (self.heartbeat_ms, self.fast_heartbeat_ms) = self.server.heartbeat();
         }
         if !self.created_fired {
             self.created_fired = true;
