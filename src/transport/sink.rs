@@ -33,28 +33,26 @@ pub enum WriteOutcome {
 impl Sink {
     /// Write `frame` if the sink can take it now.
     pub fn try_write(&mut self, frame: &ByteString) -> WriteOutcome {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.poll_writable(&mut cx) {
-            Poll::Pending => return WriteOutcome::Full,
-            Poll::Ready(Err(())) => return WriteOutcome::Closed,
-            Poll::Ready(Ok(())) => {}
-        }
-        let sent = match self {
-            Sink::WebSocket(session) => Pin::new(session)
-                .start_send(actix_ws::Message::Text(frame.clone()))
-                .is_ok(),
-            Sink::Body(body) => Pin::new(body).start_send(frame.as_bytes().clone()).is_ok(),
-        };
-        if sent {
-            WriteOutcome::Written
-        } else {
-            WriteOutcome::Closed
-        }
+        self.try_send(
+            || actix_ws::Message::Text(frame.clone()),
+            || frame.as_bytes().clone(),
+        )
     }
 
     /// Write raw bytes if the sink can take them now: a binary WebSocket frame, or a chunk of
     /// the response body as is (used by the Cettia transports, whose frames may be binary).
     pub fn try_write_bytes(&mut self, bytes: Bytes) -> WriteOutcome {
+        let chunk = bytes.clone();
+        self.try_send(|| actix_ws::Message::Binary(bytes), || chunk)
+    }
+
+    /// The one write path: poll readiness with a no-op waker, then hand over the WebSocket
+    /// message or the body chunk (built only for the sink that takes it).
+    fn try_send(
+        &mut self,
+        message: impl FnOnce() -> actix_ws::Message,
+        chunk: impl FnOnce() -> Bytes,
+    ) -> WriteOutcome {
         let mut cx = Context::from_waker(Waker::noop());
         match self.poll_writable(&mut cx) {
             Poll::Pending => return WriteOutcome::Full,
@@ -62,10 +60,8 @@ impl Sink {
             Poll::Ready(Ok(())) => {}
         }
         let sent = match self {
-            Sink::WebSocket(session) => Pin::new(session)
-                .start_send(actix_ws::Message::Binary(bytes))
-                .is_ok(),
-            Sink::Body(body) => Pin::new(body).start_send(bytes).is_ok(),
+            Sink::WebSocket(session) => Pin::new(session).start_send(message()).is_ok(),
+            Sink::Body(body) => Pin::new(body).start_send(chunk()).is_ok(),
         };
         if sent {
             WriteOutcome::Written
