@@ -61,7 +61,7 @@ async fn handle(
     match *req.method() {
         Method::GET => {
             let request = parsed.map_err(HttpError::from)?;
-            open(&node, &topic, request, &req, body).await
+            open(&node, &topic, request, &req).await
         }
         Method::POST => match parsed {
             Ok(request) if request.transport == TransportKind::Close => Ok(close(&node, &request)),
@@ -111,7 +111,6 @@ async fn open(
     topic: &str,
     request: AtmosphereRequest,
     req: &HttpRequest,
-    body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     if request.transport == TransportKind::Close {
         return Ok(close(node, &request));
@@ -146,7 +145,7 @@ async fn open(
             };
             if request.transport == TransportKind::WebSocket {
                 let limit = node.config.max_message_bytes;
-                websocket::attach(req, body, connection, mode, limit, resume).await?
+                websocket::attach(req, connection, mode, limit, resume).await?
             } else {
                 sse_streaming::attach(connection, mode, resume).await?
             }

@@ -135,7 +135,7 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
             else {
                 return error(StatusCode::CONFLICT, "socket id in use");
             };
-            websocket::attach(req, body, socket, node.config.max_message_bytes, None)
+            websocket::attach(req, socket, node.config.max_message_bytes, None)
                 .await
                 .unwrap_or_else(|e| e.error_response())
         }
@@ -485,7 +485,7 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
                 Ok(socket) => socket,
                 Err(e) => return error(StatusCode::CONFLICT, e),
             };
-            websocket::attach(req, body, socket, node.config.max_message_bytes, heartbeat)
+            websocket::attach(req, socket, node.config.max_message_bytes, heartbeat)
                 .await
                 .unwrap_or_else(|e| e.error_response())
         }

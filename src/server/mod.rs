@@ -9,11 +9,15 @@ mod atmosphere;
 mod cettia;
 mod headers;
 mod shutdown;
+mod upgrade;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::{middleware::from_fn, web, App, HttpResponse, HttpServer};
+use actix_http::HttpService;
+use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
+use actix_web::{middleware::from_fn, web, App, HttpResponse};
 
 use crate::config::Config;
 use crate::node::Node;
@@ -70,7 +74,7 @@ pub fn serve_with(
     let shutdown_timeout = node.config.drain_secs.max(1);
     let data = web::Data::from(node);
     let cettia_data = web::Data::new(cettia);
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(data.clone())
             .app_data(cettia_data.clone())
@@ -96,23 +100,40 @@ pub fn serve_with(
             .route("/cettia", web::to(cettia::cettia))
             .route("/vibe", web::to(cettia::vibe))
             .default_service(web::to(atmosphere::topic))
-    })
-    .workers(workers)
-    // Signals are handled by `shutdown::on_signal` (drain first, then stop); the timeout is
-    // what in-flight requests get once the server stops.
-    .disable_signals()
-    .shutdown_timeout(shutdown_timeout)
-    // A client's EOF means it is gone (browsers never half-close a request they await). With
-    // actix's default (half-closed connections allowed) a departed SSE, streaming or long-poll
-    // client goes unnoticed until the next write fails, and whatever that write carried counts
-    // as delivered: its messages are lost instead of replayed when it reconnects. Without
-    // half-closures the response (body channel, parked poll) is dropped at once, so the
-    // connection detaches and keeps its cursor.
-    .h1_allow_half_closed(false)
-    .max_connections(100_000)
-    .backlog(4096)
-    .listen(listener)?
-    .run();
+    };
+    // The application as an HTTP service (what `actix_web::HttpServer` builds internally).
+    let service = move || {
+        let app = app
+            .clone()()
+            .into_factory()
+            .map_err(|error: actix_web::Error| error.as_response_error().error_response());
+        map_config(app, |_| AppConfig::default())
+    };
+    let addr = listener.local_addr()?;
+    let server = actix_server::Server::build()
+        .workers(workers)
+        // Signals are handled by `shutdown::on_signal` (drain first, then stop); the timeout is
+        // what in-flight requests get once the server stops.
+        .disable_signals()
+        .shutdown_timeout(shutdown_timeout)
+        .max_concurrent_connections(100_000)
+        .backlog(4096)
+        .listen("nimbus", listener, move || {
+            HttpService::build()
+                // A client's EOF means it is gone (browsers never half-close a request they
+                // await). With half-closed connections allowed, a departed SSE, streaming or
+                // long-poll client goes unnoticed until the next write fails, and whatever that
+                // write carried counts as delivered: its messages are lost instead of replayed
+                // when it reconnects. Without half-closures the response (body channel, parked
+                // poll) is dropped at once, so the connection detaches and keeps its cursor.
+                .h1_allow_half_closed(false)
+                .local_addr(addr)
+                // WebSocket handshakes leave the HTTP dispatcher: see `upgrade`.
+                .upgrade(upgrade::factory(service.clone()))
+                .finish(service.clone()())
+                .tcp()
+        })?
+        .run();
     Ok(server)
 }
 

@@ -15,7 +15,7 @@ use parking_lot::RwLock;
 use tokio::time::Instant;
 
 use super::registry::TopicRegistry;
-use super::{Audience, Envelope, History, HistoryLimits, Message, SessionId, TopicId};
+use super::{Audience, DirectWrite, Envelope, History, HistoryLimits, Message, SessionId, TopicId};
 use crate::broker::{Backlog, Broker, BrokerError, TopicPosition};
 
 /// How long an empty topic lingers before it frees itself (a member may be between two polls).
@@ -44,6 +44,8 @@ pub struct Deliver(pub Arc<Envelope>);
 pub struct Join {
     pub session: SessionId,
     pub recipient: Recipient<Deliver>,
+    /// How to write to the member directly, if it can be (see [`DirectWrite`]).
+    pub direct: Option<Arc<dyn DirectWrite>>,
 }
 
 /// What a new member needs: where to replay from and where the history lives.
@@ -121,6 +123,7 @@ impl TopicState {
 
 struct Member {
     recipient: Recipient<Deliver>,
+    direct: Option<Arc<dyn DirectWrite>>,
     /// Its mailbox was full at the last fan-out: it is re-nudged by the maintenance tick.
     behind: bool,
 }
@@ -176,7 +179,13 @@ impl Broadcaster {
     }
 
     fn fan_out(&mut self, envelope: &Arc<Envelope>) {
+        let epoch = self.state.epoch();
         for (id, member) in self.members.iter_mut() {
+            if let Some(direct) = &member.direct {
+                if direct.try_deliver(epoch, envelope) {
+                    continue;
+                }
+            }
             if member.behind || !envelope.audience.includes(id) {
                 continue;
             }
@@ -417,6 +426,7 @@ impl Handler<Join> for Broadcaster {
             msg.session,
             Member {
                 recipient: msg.recipient,
+                direct: msg.direct,
                 behind: false,
             },
         );

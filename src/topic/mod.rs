@@ -6,6 +6,7 @@
 //! that was away — between two long-polls, or reconnecting — is served from the shared history
 //! instead of from a per-client copy of every message.
 mod broadcaster;
+mod direct;
 mod envelope;
 mod history;
 mod registry;
@@ -13,6 +14,7 @@ mod registry;
 use std::sync::Arc;
 
 pub use broadcaster::{Broadcaster, Deliver, Join, JoinAck, Leave, Publish, Sequenced, TopicState};
+pub use direct::DirectWrite;
 pub use envelope::{Audience, Envelope, Message, FRAME_SLOTS};
 pub use history::{History, HistoryLimits, Replay};
 pub use registry::{PublishError, TopicRegistry};

@@ -22,6 +22,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::fast_lane::FastLane;
 use super::sink::{Sink, WriteOutcome};
 use crate::broker::SessionRecord;
 use crate::node::{Node, Stats};
@@ -156,14 +157,14 @@ pub struct Connection {
     /// The topic's last sequence when the current transport attached: the replay backlog up to
     /// it is not lag (see [`Connection::enforce_lag_limit`]).
     replay_target: u64,
+    /// Lent to the topic while a WebSocket client is caught up (see [`FastLane`]).
+    lane: Arc<FastLane>,
 }
 
 impl Connection {
     pub fn new(id: SessionId, topic_id: TopicId, node: Arc<Node>, mode: Mode) -> Self {
         Connection {
-            id,
             topic_id,
-            node,
             membership: None,
             cursor: 0,
             cursor_epoch: 0,
@@ -181,6 +182,9 @@ impl Connection {
             expiry: None,
             last_write: Instant::now(),
             replay_target: 0,
+            lane: Arc::new(FastLane::new(id.clone(), node.clone(), mode.framing)),
+            id,
+            node,
         }
     }
 
@@ -235,6 +239,7 @@ impl Connection {
             }
             let replay = self.replay(MAX_POLL_BATCH);
             if replay.is_empty() {
+                self.lend_lane();
                 return;
             }
             for envelope in replay {
@@ -243,6 +248,35 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Take the fast lane back from the topic (if lent): the cursor and the last write time
+    /// are the actor's again. Called first by everything that reads the cursor or the sink.
+    fn take_lane(&mut self) {
+        if let Some(returned) = self.lane.take_back() {
+            self.cursor = returned.cursor;
+            if let Some(at) = returned.last_write {
+                self.last_write = at;
+            }
+        }
+    }
+
+    /// Lend the fast lane to the topic if nothing is pending: a WebSocket with room, the
+    /// cursor at the topic's last message, no backlog, no replay under way.
+    fn lend_lane(&mut self) {
+        let (Some(Sink::Socket(outbox)), Some(membership)) = (&self.sink, &self.membership) else {
+            return;
+        };
+        if self.waiting_writable
+            || self.backfilling
+            || !self.backlog.is_empty()
+            || membership.topic.epoch() != self.cursor_epoch
+            || membership.topic.last_seq() != self.cursor
+        {
+            return;
+        }
+        self.lane
+            .lend(outbox, self.mode.framing, self.cursor_epoch, self.cursor);
     }
 
     /// Follow the topic into a new epoch: the old cursor means nothing there.
@@ -383,8 +417,8 @@ impl Connection {
             Stats::add(&self.node.stats.slow_consumers_dropped, 1);
             tracing::warn!(session = %self.id, topic = %self.topic_id, lag,
                 "slow consumer: closing its transport, it resumes from the history on reconnect");
-            let reason = actix_ws::CloseReason {
-                code: actix_ws::CloseCode::Again,
+            let reason = actix_http::ws::CloseReason {
+                code: actix_http::ws::CloseCode::Again,
                 description: Some("slow consumer".into()),
             };
             self.detach(ctx, Some(reason));
@@ -392,7 +426,8 @@ impl Connection {
     }
 
     /// Drop the current transport; the connection waits `reconnect_window` for the client.
-    fn detach(&mut self, ctx: &mut Context<Self>, reason: Option<actix_ws::CloseReason>) {
+    fn detach(&mut self, ctx: &mut Context<Self>, reason: Option<actix_http::ws::CloseReason>) {
+        self.take_lane();
         self.generation += 1;
         self.waiting_writable = false;
         if let Some(handle) = self.body_watch.take() {
@@ -638,6 +673,7 @@ impl Connection {
 
     /// Periodic check: heartbeats for idle pushing transports, abandoned parked polls.
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.take_lane();
         if let Some(heartbeat) = self.mode.heartbeat {
             if self.sink.is_some()
                 && !self.waiting_writable
@@ -653,6 +689,7 @@ impl Connection {
             self.poll_aborted = true;
             self.arm_expiry(ctx, self.node.config.long_poll_expiry());
         }
+        self.lend_lane();
     }
 }
 
@@ -667,7 +704,8 @@ impl Actor for Connection {
             self.id.clone(),
             ctx.address().recipient(),
         );
-        let join = async move { node.topics.join(&topic, session, recipient).await };
+        let lane: Arc<dyn crate::topic::DirectWrite> = self.lane.clone();
+        let join = async move { node.topics.join(&topic, session, recipient, Some(lane)).await };
         // Nothing else is handled until the topic has answered: the cursor must be set first.
         ctx.wait(join.into_actor(self).map(|ack, act, _| {
             act.cursor = ack.cursor;
@@ -682,7 +720,9 @@ impl Actor for Connection {
             ctx.run_later(offset, |_, ctx| {
                 ctx.run_interval(CURSOR_FLUSH, |act, _| {
                     if act.sink.is_some() {
+                        act.take_lane();
                         act.flush_cursor();
+                        act.lend_lane();
                     }
                 });
             });
@@ -700,6 +740,7 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.take_lane();
         // Before leaving the topic: the answer's session token names the topic epoch.
         self.release_parked_poll(ctx);
         if let Some(membership) = self.membership.take() {
@@ -708,7 +749,7 @@ impl Actor for Connection {
             });
         }
         if let Some(sink) = self.sink.take() {
-            sink.close(Some(actix_ws::CloseCode::Normal.into()));
+            sink.close(Some(actix_http::ws::CloseCode::Normal.into()));
         }
         self.node.connections.remove(&self.id, &ctx.address());
         tracing::debug!(session = %self.id, topic = %self.topic_id, "disconnected");
@@ -719,8 +760,10 @@ impl Handler<Deliver> for Connection {
     type Result = ();
 
     fn handle(&mut self, Deliver(envelope): Deliver, ctx: &mut Context<Self>) {
+        self.take_lane();
         self.sync_epoch();
         if envelope.seq <= self.cursor {
+            self.lend_lane();
             return;
         }
         if self.parked.is_some() {
@@ -730,7 +773,9 @@ impl Handler<Deliver> for Connection {
         } else if self.waiting_writable {
             self.enforce_lag_limit(ctx);
         } else if envelope.seq == self.cursor + 1 {
-            self.write_envelope(&envelope, ctx);
+            if self.write_envelope(&envelope, ctx) {
+                self.lend_lane();
+            }
         } else {
             self.pump(ctx);
         }
@@ -741,6 +786,7 @@ impl Handler<Attach> for Connection {
     type Result = u64;
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> u64 {
+        self.take_lane();
         if let Some(old) = self.sink.take() {
             tracing::debug!(session = %self.id, "replacing a transport the client abandoned");
             old.close(None);
@@ -827,6 +873,7 @@ impl Handler<Poll> for Connection {
     type Result = ();
 
     fn handle(&mut self, msg: Poll, ctx: &mut Context<Self>) {
+        self.take_lane();
         self.cancel_expiry(ctx);
         let mut reconnect = msg.reconnect || self.poll_aborted;
         // A client holds one poll at a time: a new one means it gave up on the old one.
@@ -898,7 +945,7 @@ impl Handler<DropTransport> for Connection {
             self.arm_expiry(ctx, self.node.config.long_poll_expiry());
         }
         if self.sink.is_some() {
-            self.detach(ctx, Some(actix_ws::CloseCode::Restart.into()));
+            self.detach(ctx, Some(actix_http::ws::CloseCode::Restart.into()));
         }
     }
 }

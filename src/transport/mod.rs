@@ -6,11 +6,13 @@
 //! same connection and resumes from its cursor. The per-transport modules turn an HTTP request
 //! into an attachment; [`Sink`] is what the connection writes frames into.
 mod connection;
+mod fast_lane;
 pub mod long_polling;
 mod registry;
 mod sink;
 pub mod sse_streaming;
 pub mod websocket;
+pub mod ws;
 
 pub use connection::{
     client_message, publish_from_client, Attach, Close, Connection, Detach, DropTransport, Inbound,

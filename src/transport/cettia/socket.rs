@@ -244,7 +244,7 @@ pub struct SocketActor {
     /// The socket was handshaken at least once (the client knows its id).
     created_fired: bool,
     /// Close reason for the WebSocket being closed (slow consumer).
-    close_reason: Option<actix_ws::CloseReason>,
+    close_reason: Option<actix_http::ws::CloseReason>,
     /// Clustered, recreated from a record: the topics to rejoin at their cursors.
     restore_topics: Vec<TopicCursor>,
     /// Clustered: the HTTP transport this socket was moved here to continue.
@@ -476,8 +476,8 @@ impl SocketActor {
         if self.transport.is_some() {
             Stats::add(&self.server.node().stats.slow_consumers_dropped, 1);
             tracing::warn!(socket = %self.shared.id, "slow consumer: closing its transport; it resumes with its queue");
-            let reason = actix_ws::CloseReason {
-                code: actix_ws::CloseCode::Again,
+            let reason = actix_http::ws::CloseReason {
+                code: actix_http::ws::CloseCode::Again,
                 description: Some("slow consumer".into()),
             };
             self.close_transport_because(ctx, Some(reason));
@@ -681,7 +681,7 @@ impl SocketActor {
     fn close_transport_because(
         &mut self,
         ctx: &mut Context<Self>,
-        reason: Option<actix_ws::CloseReason>,
+        reason: Option<actix_http::ws::CloseReason>,
     ) {
         self.close_reason = reason;
         let dropped = self.drop_transport(ctx);
@@ -895,7 +895,7 @@ impl Actor for SocketActor {
                 let recipient = ctx.address().recipient::<Deliver>();
                 let name = topic.clone();
                 ctx.wait(
-                    async move { topics.join(&name, session, recipient).await }
+                    async move { topics.join(&name, session, recipient, None).await }
                         .into_actor(self)
                         .map(move |ack, act, ctx| {
                             let mut membership = Membership::new(ack);
@@ -1177,7 +1177,7 @@ impl Handler<JoinTopic> for SocketActor {
         let name = topic.clone();
         // Wait for the membership before handling anything else, so no message is missed.
         ctx.wait(
-            async move { topics.join(&name, session, recipient).await }
+            async move { topics.join(&name, session, recipient, None).await }
                 .into_actor(self)
                 .map(move |ack, act, _| {
                     act.topics.insert(topic, Membership::new(ack));

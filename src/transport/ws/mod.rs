@@ -1,0 +1,264 @@
+//! WebSocket on a socket Nimbus owns: the handler accepts the upgrade, the server hands the TCP
+//! connection over after writing the `101` (see `crate::server::upgrade`), and from then on
+//! reads and writes go straight to the socket.
+//!
+//! Why not a WebSocket inside actix-http's HTTP/1 dispatcher (actix-ws): the dispatcher keeps
+//! an 8 KiB read and an 8 KiB write buffer per connection for its whole life, and every frame
+//! crosses a channel and a task wake-up before it reaches the socket. Here an idle socket
+//! holds no buffer at all, and a frame is written by whoever delivers it (see [`Outbox`]).
+//! Frames are parsed with actix-http's own WebSocket codec.
+mod outbox;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, ProtocolError};
+use actix_web::{HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::codec::Decoder;
+
+pub use outbox::{Outbox, Outcome, QUEUE_LIMIT};
+
+/// How long a closing socket waits for the client's side of the close handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Most bytes read from the socket at once.
+const READ_CHUNK: usize = 4096;
+
+/// Put in the `101` response's extensions by [`accept`]: where the server hands the upgraded
+/// connection over.
+pub struct Handoff(pub oneshot::Sender<Upgraded>);
+
+/// The upgraded connection, and what the client sent after its request.
+pub struct Upgraded {
+    pub stream: TcpStream,
+    pub read_buf: BytesMut,
+}
+
+/// The socket of an accepted upgrade, until the server hands it over.
+pub struct PendingSocket(oneshot::Receiver<Upgraded>);
+
+/// A whole message from the client (fragments gathered).
+#[derive(Debug)]
+pub enum WsMessage {
+    Text(ByteString),
+    Binary(Bytes),
+}
+
+/// Check `req` is a WebSocket handshake; returns the `101` response to answer with, the
+/// socket's write half (frames queue until the socket arrives) and the pending socket.
+pub fn accept(req: &HttpRequest) -> Result<(HttpResponse, Outbox, PendingSocket), actix_web::Error> {
+    let mut builder = actix_http::ws::handshake(req.head()).map_err(|error| {
+        let response = HttpResponse::from(actix_http::Response::from(&error));
+        actix_web::error::InternalError::from_response(error, response)
+    })?;
+    let (handoff, socket) = oneshot::channel();
+    let mut response = HttpResponse::from(builder.finish().map_into_boxed_body());
+    response.extensions_mut().insert(Handoff(handoff));
+    Ok((response, Outbox::new(), PendingSocket(socket)))
+}
+
+/// A close reason with a sentence.
+pub fn close_reason(code: CloseCode, why: &str) -> CloseReason {
+    CloseReason {
+        code,
+        description: Some(why.to_string()),
+    }
+}
+
+/// Run the socket: start its writer, then read messages and hand each to `on_message` (one at
+/// a time; the socket is not read while a message is handled, so a client that sends faster
+/// than it is served is held back by TCP). An `Err` from `on_message` closes the socket with
+/// that reason. Returns when the socket is closed, or never arrived.
+pub async fn serve<F, Fut>(
+    socket: PendingSocket,
+    outbox: Outbox,
+    max_message_bytes: usize,
+    mut on_message: F,
+) where
+    F: FnMut(WsMessage) -> Fut,
+    Fut: Future<Output = Result<(), CloseReason>>,
+{
+    let Ok(Upgraded { stream, read_buf }) = socket.0.await else {
+        outbox.finish();
+        return;
+    };
+    let stream = Arc::new(stream);
+    outbox.connect(stream.clone());
+    let writer = outbox.clone();
+    let write_stream = stream.clone();
+    actix_web::rt::spawn(async move { writer.drain(write_stream).await });
+
+    let mut reader = Reader {
+        codec: Codec::new().max_size(max_message_bytes),
+        buf: read_buf,
+        fragments: None,
+        max_message_bytes,
+    };
+    // Until the close handshake starts: hand messages over, answer pings. The client leaving
+    // (end of stream, a read error) ends the socket at once: its connection must know now, or
+    // what is written meanwhile would count as delivered.
+    let closing = 'open: loop {
+        loop {
+            match reader.next() {
+                Ok(Some(Event::Message(message))) => {
+                    if let Err(reason) = on_message(message).await {
+                        outbox.close(Some(reason));
+                        break 'open true;
+                    }
+                }
+                Ok(Some(Event::Ping(payload))) => outbox.pong(payload),
+                Ok(Some(Event::Close(reason))) => {
+                    // Echo the client's close (RFC 6455, 5.5.1).
+                    outbox.close(reason.or(Some(CloseCode::Normal.into())));
+                    break 'open true;
+                }
+                Ok(None) => break,
+                Err(reason) => {
+                    outbox.close(Some(reason));
+                    break 'open true;
+                }
+            }
+        }
+        tokio::select! {
+            ready = stream.readable() => if ready.is_err() { break 'open false },
+            // Closed by the server (the close frame is out) or a write failed.
+            _ = outbox.finished() => break 'open true,
+        }
+        match reader.read_from(&stream) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => break 'open false,
+        }
+    };
+    if closing {
+        // Read (and ignore) until the client ends its side, so the socket closes cleanly
+        // rather than with a reset that could overtake the close frame.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            outbox.finished().await;
+            loop {
+                if stream.readable().await.is_err() {
+                    return;
+                }
+                reader.buf.clear();
+                match reader.read_from(&stream) {
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => return,
+                }
+            }
+        })
+        .await;
+    }
+    outbox.finish();
+}
+
+enum Event {
+    Message(WsMessage),
+    Ping(Bytes),
+    Close(Option<CloseReason>),
+}
+
+/// The read half's state: undecoded bytes and a message being reassembled.
+struct Reader {
+    codec: Codec,
+    buf: BytesMut,
+    fragments: Option<(bool, BytesMut)>,
+    max_message_bytes: usize,
+}
+
+// === impl Reader ===
+
+impl Reader {
+    /// Read what the socket has. `Ok(false)` at end of stream.
+    fn read_from(&mut self, stream: &TcpStream) -> io::Result<bool> {
+        let mut chunk = [0u8; READ_CHUNK];
+        match stream.try_read(&mut chunk) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The next event in the bytes read so far.
+    fn next(&mut self) -> Result<Option<Event>, CloseReason> {
+        loop {
+            let frame = match self.codec.decode(&mut self.buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    if self.buf.is_empty() {
+                        // Give the buffer back: an idle socket holds no memory for reading.
+                        self.buf = BytesMut::new();
+                    }
+                    return Ok(None);
+                }
+                Err(ProtocolError::Overflow) => {
+                    return Err(close_reason(CloseCode::Size, "message too large"))
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "closing a websocket after a protocol error");
+                    return Err(close_reason(CloseCode::Protocol, "protocol error"));
+                }
+            };
+            let (text, bytes) = match frame {
+                Frame::Text(bytes) => (true, bytes),
+                Frame::Binary(bytes) => (false, bytes),
+                Frame::Ping(payload) => return Ok(Some(Event::Ping(payload))),
+                Frame::Pong(_) => continue,
+                Frame::Close(reason) => return Ok(Some(Event::Close(reason))),
+                Frame::Continuation(item) => {
+                    let (bytes, last) = match item {
+                        Item::FirstText(bytes) => {
+                            self.fragments = Some((true, BytesMut::new()));
+                            (bytes, false)
+                        }
+                        Item::FirstBinary(bytes) => {
+                            self.fragments = Some((false, BytesMut::new()));
+                            (bytes, false)
+                        }
+                        Item::Continue(bytes) => (bytes, false),
+                        Item::Last(bytes) => (bytes, true),
+                    };
+                    let Some((_, buffer)) = self.fragments.as_mut() else {
+                        return Err(close_reason(
+                            CloseCode::Protocol,
+                            "continuation without a first frame",
+                        ));
+                    };
+                    // The codec's limit is per frame; a fragmented message is bounded here.
+                    if buffer.len() + bytes.len() > self.max_message_bytes {
+                        return Err(close_reason(CloseCode::Size, "message too large"));
+                    }
+                    buffer.extend_from_slice(&bytes);
+                    if !last {
+                        continue;
+                    }
+                    let (text, buffer) = self.fragments.take().unwrap_or_default();
+                    (text, buffer.freeze())
+                }
+            };
+            let message = if text {
+                match ByteString::try_from(bytes) {
+                    Ok(text) => WsMessage::Text(text),
+                    // RFC 6455 (8.1): a text message that is not UTF-8 fails the connection
+                    // with 1007.
+                    Err(_) => {
+                        return Err(close_reason(
+                            CloseCode::Invalid,
+                            "message is not valid UTF-8",
+                        ))
+                    }
+                }
+            } else {
+                WsMessage::Binary(bytes)
+            };
+            return Ok(Some(Event::Message(message)));
+        }
+    }
+}

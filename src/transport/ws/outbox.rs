@@ -1,0 +1,379 @@
+//! The write half of a WebSocket: frames go to the socket at once when it can take them, and
+//! into a small bounded queue drained by the socket's writer task when it cannot.
+//!
+//! Whoever delivers a frame (a connection actor, or a topic on the fast path) writes it to the
+//! kernel directly with `try_write_vectored`: the frame header from the stack and the payload
+//! shared by every recipient, so a delivery costs no copy, no allocation and no task wake-up.
+//! Only a socket that pushes back queues, and only a queue over [`QUEUE_LIMIT`] reports
+//! [`Full`](crate::transport::WriteOutcome::Full) to its writer, whose slow-consumer policy
+//! decides what happens next.
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use actix_http::ws::{CloseReason, OpCode};
+use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// Bytes a socket may hold queued before writers are told it is full. One frame is always
+/// accepted into an empty queue, whatever its size.
+pub const QUEUE_LIMIT: usize = 64 * 1024;
+/// Most queued frames handed to one `writev`.
+const MAX_IOVECS: usize = 64;
+
+/// The socket's write half, shared by everyone who writes to it.
+#[derive(Clone)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Notified when the write half is finished (close frame written, or a write failed).
+    finished: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Set when the server hands the upgraded connection over; frames queue until then.
+    stream: Option<Arc<TcpStream>>,
+    queue: VecDeque<Pending>,
+    queued_bytes: usize,
+    /// A close frame is queued: nothing is written after it.
+    closing: bool,
+    /// The write half is gone (closed or failed).
+    finished: bool,
+    /// The writer task, waiting for something to write.
+    writer: Option<Waker>,
+    /// Someone waiting for room in the queue.
+    room: Option<Waker>,
+}
+
+/// A frame (or what is left of it) waiting in the queue.
+struct Pending {
+    header: [u8; 10],
+    header_len: u8,
+    payload: Bytes,
+    /// Bytes of header then payload already written.
+    written: usize,
+}
+
+/// What happened to a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written to the socket or queued for it.
+    Accepted,
+    /// The queue is over its limit; wait for [`Outbox::poll_room`].
+    Full,
+    /// The socket is closed or closing.
+    Closed,
+}
+
+// === impl Pending ===
+
+impl Pending {
+    fn new(opcode: OpCode, payload: Bytes) -> Self {
+        let (header, header_len) = frame_header(opcode, payload.len());
+        Pending {
+            header,
+            header_len: header_len as u8,
+            payload,
+            written: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.header_len as usize + self.payload.len()
+    }
+
+    /// The unwritten parts, as at most two slices.
+    fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
+        let header_len = self.header_len as usize;
+        if self.written < header_len {
+            out.push(IoSlice::new(&self.header[self.written..header_len]));
+            if !self.payload.is_empty() {
+                out.push(IoSlice::new(&self.payload));
+            }
+        } else if self.written < self.len() {
+            out.push(IoSlice::new(&self.payload[self.written - header_len..]));
+        }
+    }
+}
+
+/// The header of an unmasked, final server frame (RFC 6455, 5.2).
+fn frame_header(opcode: OpCode, len: usize) -> ([u8; 10], usize) {
+    let mut header = [0u8; 10];
+    header[0] = 0x80 | u8::from(opcode);
+    if len < 126 {
+        header[1] = len as u8;
+        (header, 2)
+    } else if len <= u16::MAX as usize {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        (header, 4)
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (header, 10)
+    }
+}
+
+/// A close frame's payload: the status code, then a reason cut to fit a control frame.
+fn close_payload(reason: Option<CloseReason>) -> Bytes {
+    let Some(reason) = reason else {
+        return Bytes::new();
+    };
+    let mut payload = BytesMut::with_capacity(125);
+    payload.put_u16(u16::from(reason.code));
+    if let Some(description) = &reason.description {
+        let mut end = description.len().min(123);
+        while !description.is_char_boundary(end) {
+            end -= 1;
+        }
+        payload.put_slice(&description.as_bytes()[..end]);
+    }
+    payload.freeze()
+}
+
+// === impl Outbox ===
+
+impl Outbox {
+    /// An outbox whose socket is not handed over yet: frames queue until [`Outbox::connect`].
+    pub fn new() -> Self {
+        Outbox {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                finished: Notify::new(),
+            }),
+        }
+    }
+
+    /// Write a text (or binary) message frame now if the socket takes it, or queue it.
+    pub fn send(&self, opcode: OpCode, payload: &Bytes) -> Outcome {
+        let mut state = self.shared.state.lock();
+        if state.closing || state.finished {
+            return Outcome::Closed;
+        }
+        if state.queued_bytes >= QUEUE_LIMIT {
+            return Outcome::Full;
+        }
+        if state.queue.is_empty() {
+            if let Some(stream) = &state.stream {
+                let (header, header_len) = frame_header(opcode, payload.len());
+                let slices = [IoSlice::new(&header[..header_len]), IoSlice::new(payload)];
+                match stream.try_write_vectored(&slices) {
+                    Ok(n) if n == header_len + payload.len() => return Outcome::Accepted,
+                    Ok(n) => {
+                        let mut rest = Pending::new(opcode, payload.clone());
+                        rest.written = n;
+                        state.push(rest);
+                        return Outcome::Accepted;
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "websocket write failed");
+                        drop(state);
+                        self.finish();
+                        return Outcome::Closed;
+                    }
+                }
+            }
+        }
+        state.push(Pending::new(opcode, payload.clone()));
+        Outcome::Accepted
+    }
+
+    /// A pong answering a client's ping; control frames ignore the queue limit.
+    pub fn pong(&self, payload: Bytes) {
+        let mut state = self.shared.state.lock();
+        if !state.closing && !state.finished {
+            state.push(Pending::new(OpCode::Pong, payload));
+        }
+    }
+
+    /// Queue a close frame (once) after what is queued; the socket's write half ends after it.
+    pub fn close(&self, reason: Option<CloseReason>) {
+        let mut state = self.shared.state.lock();
+        if state.closing || state.finished {
+            return;
+        }
+        state.push(Pending::new(OpCode::Close, close_payload(reason)));
+        state.closing = true;
+    }
+
+    /// Ready when there is room in the queue (or the socket is gone); registers `cx` otherwise.
+    pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        let mut state = self.shared.state.lock();
+        if state.closing || state.finished {
+            Poll::Ready(Err(()))
+        } else if state.queued_bytes < QUEUE_LIMIT {
+            Poll::Ready(Ok(()))
+        } else {
+            state.room = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    /// Whether the write half is gone.
+    pub fn is_finished(&self) -> bool {
+        self.shared.state.lock().finished
+    }
+
+    /// Wait until the write half is finished.
+    pub async fn finished(&self) {
+        let notified = self.shared.finished.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_finished() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// The handed-over socket: from now on frames are written to it, and the queue drains.
+    pub fn connect(&self, stream: Arc<TcpStream>) {
+        let mut state = self.shared.state.lock();
+        if !state.finished {
+            state.stream = Some(stream);
+            state.wake_writer();
+        }
+    }
+
+    /// The write half ended (close written, write error, or the socket never came).
+    pub fn finish(&self) {
+        let mut state = self.shared.state.lock();
+        state.finished = true;
+        state.queue.clear();
+        state.queued_bytes = 0;
+        state.stream = None;
+        if let Some(room) = state.room.take() {
+            room.wake();
+        }
+        drop(state);
+        self.shared.finished.notify_waiters();
+    }
+
+    /// The writer task: drains the queue whenever the socket is writable, until the close
+    /// frame is written or a write fails.
+    pub async fn drain(&self, stream: Arc<TcpStream>) {
+        loop {
+            let work = std::future::poll_fn(|cx| {
+                let mut state = self.shared.state.lock();
+                if state.finished {
+                    Poll::Ready(false)
+                } else if state.queue.is_empty() {
+                    state.writer = Some(cx.waker().clone());
+                    Poll::Pending
+                } else {
+                    Poll::Ready(true)
+                }
+            });
+            if !work.await {
+                return;
+            }
+            if stream.writable().await.is_err() {
+                self.finish();
+                return;
+            }
+            match self.write_queued(&stream) {
+                Ok(true) => {
+                    // The close frame is out: end the write half; the read half waits for
+                    // the client's answer (or gives up after a grace period).
+                    let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write);
+                    self.finish();
+                    return;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "websocket write failed");
+                    self.finish();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One `writev` of queued frames. Returns whether the queue ran dry after a close frame.
+    fn write_queued(&self, stream: &TcpStream) -> io::Result<bool> {
+        let mut state = self.shared.state.lock();
+        let mut slices = Vec::with_capacity(MAX_IOVECS);
+        for pending in state.queue.iter() {
+            if slices.len() + 2 > MAX_IOVECS {
+                break;
+            }
+            pending.slices(&mut slices);
+        }
+        let mut n = match stream.try_write_vectored(&slices) {
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        drop(slices);
+        while n > 0 {
+            let Some(front) = state.queue.front_mut() else {
+                break;
+            };
+            let left = front.len() - front.written;
+            if n >= left {
+                n -= left;
+                state.queued_bytes -= front.len();
+                state.queue.pop_front();
+            } else {
+                front.written += n;
+                n = 0;
+            }
+        }
+        if state.queued_bytes < QUEUE_LIMIT {
+            if let Some(room) = state.room.take() {
+                room.wake();
+            }
+        }
+        if state.queue.is_empty() {
+            // Give the queue's memory back: an idle socket holds none.
+            state.queue = VecDeque::new();
+            return Ok(state.closing);
+        }
+        Ok(false)
+    }
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === impl State ===
+
+impl State {
+    fn push(&mut self, pending: Pending) {
+        self.queued_bytes += pending.len();
+        self.queue.push_back(pending);
+        self.wake_writer();
+    }
+
+    fn wake_writer(&mut self) {
+        if self.stream.is_some() {
+            if let Some(writer) = self.writer.take() {
+                writer.wake();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_follow_rfc_6455_length_forms() {
+        assert_eq!(&frame_header(OpCode::Text, 5).0[..2], &[0x81, 5]);
+        let (h, n) = frame_header(OpCode::Binary, 300);
+        assert_eq!(&h[..n], &[0x82, 126, 1, 44]);
+        let (h, n) = frame_header(OpCode::Text, 70_000);
+        assert_eq!(&h[..n], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+}
