@@ -103,8 +103,7 @@ pub fn serve_with(
     };
     // The application as an HTTP service (what `actix_web::HttpServer` builds internally).
     let service = move || {
-        let app = app
-            .clone()()
+        let app = app.clone()()
             .into_factory()
             .map_err(|error: actix_web::Error| error.as_response_error().error_response());
         map_config(app, |_| AppConfig::default())

@@ -25,7 +25,13 @@ pub type UpgradeRequest = (Request, Framed<TcpStream, h1::Codec>);
 /// The upgrade service of one worker, built around its own instance of the application.
 pub fn factory<F, T, R, B, E>(
     make_app: F,
-) -> impl ServiceFactory<UpgradeRequest, Config = (), Response = (), Error = actix_web::Error, InitError = ()>
+) -> impl ServiceFactory<
+    UpgradeRequest,
+    Config = (),
+    Response = (),
+    Error = actix_web::Error,
+    InitError = (),
+>
 where
     F: Fn() -> T + 'static,
     T: ServiceFactory<Request, Config = (), Response = R, Error = E> + 'static,

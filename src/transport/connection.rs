@@ -705,7 +705,11 @@ impl Actor for Connection {
             ctx.address().recipient(),
         );
         let lane: Arc<dyn crate::topic::DirectWrite> = self.lane.clone();
-        let join = async move { node.topics.join(&topic, session, recipient, Some(lane)).await };
+        let join = async move {
+            node.topics
+                .join(&topic, session, recipient, Some(lane))
+                .await
+        };
         // Nothing else is handled until the topic has answered: the cursor must be set first.
         ctx.wait(join.into_actor(self).map(|ack, act, _| {
             act.cursor = ack.cursor;

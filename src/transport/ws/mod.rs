@@ -24,7 +24,8 @@ use tokio_util::codec::Decoder;
 
 pub use outbox::{Outbox, Outcome, QUEUE_LIMIT};
 
-/// How long a closing socket waits for the client's side of the close handshake.
+/// How long a closing socket waits for its close frame to go out and for the client's side of
+/// the close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Most bytes read from the socket at once.
 const READ_CHUNK: usize = 4096;
@@ -51,7 +52,9 @@ pub enum WsMessage {
 
 /// Check `req` is a WebSocket handshake; returns the `101` response to answer with, the
 /// socket's write half (frames queue until the socket arrives) and the pending socket.
-pub fn accept(req: &HttpRequest) -> Result<(HttpResponse, Outbox, PendingSocket), actix_web::Error> {
+pub fn accept(
+    req: &HttpRequest,
+) -> Result<(HttpResponse, Outbox, PendingSocket), actix_web::Error> {
     let mut builder = actix_http::ws::handshake(req.head()).map_err(|error| {
         let response = HttpResponse::from(actix_http::Response::from(&error));
         actix_web::error::InternalError::from_response(error, response)
@@ -126,8 +129,8 @@ pub async fn serve<F, Fut>(
         }
         tokio::select! {
             ready = stream.readable() => if ready.is_err() { break 'open false },
-            // Closed by the server (the close frame is out) or a write failed.
-            _ = outbox.finished() => break 'open true,
+            // Closed by the server, or a write failed.
+            _ = outbox.closing() => break 'open true,
         }
         match reader.read_from(&stream) {
             Ok(true) => {}
@@ -135,8 +138,9 @@ pub async fn serve<F, Fut>(
         }
     };
     if closing {
-        // Read (and ignore) until the client ends its side, so the socket closes cleanly
-        // rather than with a reset that could overtake the close frame.
+        // Wait for the close frame to go out, then read (and ignore) until the client ends its
+        // side, so the socket closes cleanly rather than with a reset that could overtake the
+        // close frame. A client that reads nothing any more is let go after the grace period.
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
             outbox.finished().await;
             loop {

@@ -34,6 +34,8 @@ struct Shared {
     state: Mutex<State>,
     /// Notified when the write half is finished (close frame written, or a write failed).
     finished: Notify,
+    /// Notified when a close frame is queued.
+    closing: Notify,
 }
 
 #[derive(Default)]
@@ -147,6 +149,7 @@ impl Outbox {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 finished: Notify::new(),
+                closing: Notify::new(),
             }),
         }
     }
@@ -202,6 +205,8 @@ impl Outbox {
         }
         state.push(Pending::new(OpCode::Close, close_payload(reason)));
         state.closing = true;
+        drop(state);
+        self.shared.closing.notify_waiters();
     }
 
     /// Ready when there is room in the queue (or the socket is gone); registers `cx` otherwise.
@@ -231,6 +236,25 @@ impl Outbox {
             return;
         }
         notified.await;
+    }
+
+    /// Wait until a close frame is queued (or the write half is finished).
+    pub async fn closing(&self) {
+        let closing = self.shared.closing.notified();
+        let finished = self.shared.finished.notified();
+        tokio::pin!(closing, finished);
+        closing.as_mut().enable();
+        finished.as_mut().enable();
+        {
+            let state = self.shared.state.lock();
+            if state.closing || state.finished {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = closing => {}
+            _ = finished => {}
+        }
     }
 
     /// The handed-over socket: from now on frames are written to it, and the queue drains.
@@ -274,9 +298,14 @@ impl Outbox {
             if !work.await {
                 return;
             }
-            if stream.writable().await.is_err() {
-                self.finish();
-                return;
+            // A client that stops reading is let go by the read half (see `ws::serve`), which
+            // finishes the outbox: stop waiting then.
+            tokio::select! {
+                writable = stream.writable() => if writable.is_err() {
+                    self.finish();
+                    return;
+                },
+                _ = self.finished() => return,
             }
             match self.write_queued(&stream) {
                 Ok(true) => {
