@@ -147,6 +147,10 @@ pub trait Broker: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// Note where a pushing client stands, without waiting: brokers that keep records write
+    /// these notes in batches, moving a record's cursor forward only (see `cluster::cursor`).
+    fn note_cursor(&self, _session: SessionId, _record: SessionRecord) {}
+
     /// The cluster's control plane (records and a control channel), if the broker has one.
     fn control(&self) -> Option<Arc<dyn ControlPlane>> {
         None

@@ -18,6 +18,7 @@
 //!   outage. Topics notice relays they missed by comparing positions and fetch them from the
 //!   history.
 mod control;
+mod cursors;
 mod keys;
 mod link;
 pub mod relay;
@@ -92,6 +93,8 @@ pub struct RedisBroker {
     control_handler: parking_lot::RwLock<Option<ControlHandler>>,
     /// Control messages waiting for their PUBLISH, in order.
     control_jobs: mpsc::Sender<control::ControlJob>,
+    /// Pushing clients' cursors, written in batches.
+    cursor_notes: cursors::CursorNotes,
     /// Itself, for futures that outlive a call.
     me: Weak<RedisBroker>,
 }
@@ -144,6 +147,7 @@ impl RedisBroker {
             open_script: Script::new(include_str!("open.lua")),
             control_handler: parking_lot::RwLock::new(None),
             control_jobs,
+            cursor_notes: cursors::CursorNotes::new(),
             me: me.clone(),
         });
         broker
@@ -156,6 +160,7 @@ impl RedisBroker {
         tokio::spawn(control::control_loop(Arc::downgrade(&broker), control_rx));
         tokio::spawn(relay_loop(Arc::downgrade(&broker), push_rx));
         tokio::spawn(health_loop(Arc::downgrade(&broker)));
+        tokio::spawn(cursors::write_loop(Arc::downgrade(&broker)));
         Ok(broker)
     }
 
@@ -525,11 +530,19 @@ impl Broker for RedisBroker {
         })
     }
 
+    fn note_cursor(&self, session: SessionId, record: SessionRecord) {
+        if !self.cursor_notes.note(session, record) {
+            tracing::debug!("too many cursor notes waiting; dropping one");
+        }
+    }
+
     fn save_session(
         &self,
         session: SessionId,
         record: SessionRecord,
     ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        // This record is newer than any note of the session still waiting.
+        self.cursor_notes.forget(&session);
         let mut conn = self.conn.clone();
         let ttl = self.session_ttl_ms();
         let node = self.settings.node_id.clone();

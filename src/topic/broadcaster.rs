@@ -44,8 +44,14 @@ pub struct Deliver(pub Arc<Envelope>);
 pub struct Join {
     pub session: SessionId,
     pub recipient: Recipient<Deliver>,
-    /// How to write to the member directly, if it can be (see [`DirectWrite`]).
-    pub direct: Option<Arc<dyn DirectWrite>>,
+}
+
+/// Set how a member can be written to directly (see [`DirectWrite`]), e.g. its new socket.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetDirect {
+    pub session: SessionId,
+    pub direct: Arc<dyn DirectWrite>,
 }
 
 /// What a new member needs: where to replay from and where the history lives.
@@ -426,7 +432,7 @@ impl Handler<Join> for Broadcaster {
             msg.session,
             Member {
                 recipient: msg.recipient,
-                direct: msg.direct,
+                direct: None,
                 behind: false,
             },
         );
@@ -435,6 +441,16 @@ impl Handler<Join> for Broadcaster {
             addr: ctx.address(),
             cursor: self.state.last_seq(),
         })
+    }
+}
+
+impl Handler<SetDirect> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetDirect, _ctx: &mut Context<Self>) {
+        if let Some(member) = self.members.get_mut(&msg.session) {
+            member.direct = Some(msg.direct);
+        }
     }
 }
 

@@ -13,7 +13,9 @@ mod registry;
 
 use std::sync::Arc;
 
-pub use broadcaster::{Broadcaster, Deliver, Join, JoinAck, Leave, Publish, Sequenced, TopicState};
+pub use broadcaster::{
+    Broadcaster, Deliver, Join, JoinAck, Leave, Publish, Sequenced, SetDirect, TopicState,
+};
 pub use direct::DirectWrite;
 pub use envelope::{Audience, Envelope, Message, FRAME_SLOTS};
 pub use history::{History, HistoryLimits, Replay};

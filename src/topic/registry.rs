@@ -10,7 +10,7 @@ use thiserror::Error;
 use super::broadcaster::TopicState;
 use super::{Audience, Broadcaster, Join, JoinAck, Message, Publish, SessionId, TopicId};
 use crate::broker::Broker;
-use crate::topic::{Deliver, DirectWrite, Envelope, HistoryLimits, Sequenced};
+use crate::topic::{Deliver, Envelope, HistoryLimits, Sequenced};
 
 /// Why a publish was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -95,7 +95,6 @@ impl TopicRegistry {
         topic: &str,
         session: SessionId,
         recipient: Recipient<Deliver>,
-        direct: Option<Arc<dyn DirectWrite>>,
     ) -> JoinAck {
         loop {
             let addr = self.get_or_create(topic);
@@ -103,7 +102,6 @@ impl TopicRegistry {
                 .send(Join {
                     session: session.clone(),
                     recipient: recipient.clone(),
-                    direct: direct.clone(),
                 })
                 .await
             {

@@ -22,12 +22,13 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::fast_lane::FastLane;
 use super::sink::{Sink, WriteOutcome};
 use crate::broker::SessionRecord;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{frame::PADDING, handshake, Framing};
-use crate::topic::{Audience, Deliver, Envelope, JoinAck, Leave, Message, SessionId, TopicId};
+use crate::topic::{
+    Audience, Deliver, Envelope, JoinAck, Leave, Message, SessionId, SetDirect, TopicId,
+};
 
 /// Messages a connection's mailbox holds before the topic skips it (it then catches up from
 /// the history, so a full mailbox delays a client but loses nothing the history still has).
@@ -157,8 +158,9 @@ pub struct Connection {
     /// The topic's last sequence when the current transport attached: the replay backlog up to
     /// it is not lag (see [`Connection::enforce_lag_limit`]).
     replay_target: u64,
-    /// Lent to the topic while a WebSocket client is caught up (see [`FastLane`]).
-    lane: Arc<FastLane>,
+    /// The socket whose outbox the topic knows as this member's fast lane (see
+    /// [`super::ws::Outbox`]); the lane is lent while a WebSocket client is caught up.
+    direct: Option<super::ws::Outbox>,
 }
 
 impl Connection {
@@ -182,7 +184,7 @@ impl Connection {
             expiry: None,
             last_write: Instant::now(),
             replay_target: 0,
-            lane: Arc::new(FastLane::new(id.clone(), node.clone(), mode.framing)),
+            direct: None,
             id,
             node,
         }
@@ -253,7 +255,10 @@ impl Connection {
     /// Take the fast lane back from the topic (if lent): the cursor and the last write time
     /// are the actor's again. Called first by everything that reads the cursor or the sink.
     fn take_lane(&mut self) {
-        if let Some(returned) = self.lane.take_back() {
+        let Some(Sink::Socket(outbox)) = &self.sink else {
+            return;
+        };
+        if let Some(returned) = outbox.take_back() {
             self.cursor = returned.cursor;
             if let Some(at) = returned.last_write {
                 self.last_write = at;
@@ -275,8 +280,21 @@ impl Connection {
         {
             return;
         }
-        self.lane
-            .lend(outbox, self.mode.framing, self.cursor_epoch, self.cursor);
+        // A new socket: tell the topic (until it knows, it hands messages to the actor).
+        if !self.direct.as_ref().is_some_and(|known| known.same(outbox)) {
+            membership.addr.do_send(SetDirect {
+                session: self.id.clone(),
+                direct: outbox.direct(),
+            });
+            self.direct = Some(outbox.clone());
+        }
+        outbox.lend(
+            &self.id,
+            &self.node,
+            self.mode.framing,
+            self.cursor_epoch,
+            self.cursor,
+        );
     }
 
     /// Follow the topic into a new epoch: the old cursor means nothing there.
@@ -449,11 +467,16 @@ impl Connection {
         self.arm_expiry(ctx, self.node.config.reconnect_window());
     }
 
-    /// Clustered: write where the client stands to its session record, if it moved.
+    /// Clustered: note where the client stands for its session record, if it moved (the
+    /// broker writes notes in batches; a detach writes the record itself, see `save_cursor`).
     fn flush_cursor(&mut self) {
-        if let Some(save) = self.save_cursor() {
-            actix::spawn(save);
+        if !self.node.broker.numbers_messages() || self.cursor == self.flushed_cursor {
+            return;
         }
+        self.flushed_cursor = self.cursor;
+        self.node
+            .broker
+            .note_cursor(self.id.clone(), self.record(false));
     }
 
     fn save_cursor(&mut self) -> Option<impl std::future::Future<Output = ()> + 'static> {
@@ -704,12 +727,7 @@ impl Actor for Connection {
             self.id.clone(),
             ctx.address().recipient(),
         );
-        let lane: Arc<dyn crate::topic::DirectWrite> = self.lane.clone();
-        let join = async move {
-            node.topics
-                .join(&topic, session, recipient, Some(lane))
-                .await
-        };
+        let join = async move { node.topics.join(&topic, session, recipient).await };
         // Nothing else is handled until the topic has answered: the cursor must be set first.
         ctx.wait(join.into_actor(self).map(|ack, act, _| {
             act.cursor = ack.cursor;

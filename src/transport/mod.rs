@@ -6,7 +6,6 @@
 //! same connection and resumes from its cursor. The per-transport modules turn an HTTP request
 //! into an attachment; [`Sink`] is what the connection writes frames into.
 mod connection;
-mod fast_lane;
 pub mod long_polling;
 mod registry;
 mod sink;

@@ -895,7 +895,7 @@ impl Actor for SocketActor {
                 let recipient = ctx.address().recipient::<Deliver>();
                 let name = topic.clone();
                 ctx.wait(
-                    async move { topics.join(&name, session, recipient, None).await }
+                    async move { topics.join(&name, session, recipient).await }
                         .into_actor(self)
                         .map(move |ack, act, ctx| {
                             let mut membership = Membership::new(ack);
@@ -1177,7 +1177,7 @@ impl Handler<JoinTopic> for SocketActor {
         let name = topic.clone();
         // Wait for the membership before handling anything else, so no message is missed.
         ctx.wait(
-            async move { topics.join(&name, session, recipient, None).await }
+            async move { topics.join(&name, session, recipient).await }
                 .into_actor(self)
                 .map(move |ack, act, _| {
                     act.topics.insert(topic, Membership::new(ack));

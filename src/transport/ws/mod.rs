@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
 
-pub use outbox::{Outbox, Outcome, QUEUE_LIMIT};
+pub use outbox::{Outbox, Outcome, Returned, QUEUE_LIMIT};
 
 /// How long a closing socket waits for its close frame to go out and for the client's side of
 /// the close handshake.

@@ -7,6 +7,11 @@
 //! Only a socket that pushes back queues, and only a queue over [`QUEUE_LIMIT`] reports
 //! [`Full`](crate::transport::WriteOutcome::Full) to its writer, whose slow-consumer policy
 //! decides what happens next.
+//!
+//! The outbox is also the socket's **fast lane**: while its client is caught up, the
+//! connection actor lends it to the topic (see [`DirectWrite`]), and the topic writes frames
+//! through it without messaging the actor. The lane's state (cursor, epoch, framing) sits
+//! under the same lock as the queue, so a direct delivery touches little of the connection.
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
@@ -17,6 +22,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::node::{Node, Stats};
+use crate::protocol::atmosphere::Framing;
+use crate::topic::{DirectWrite, Envelope, SessionId};
 
 /// Bytes a socket may hold queued before writers are told it is full. One frame is always
 /// accepted into an empty queue, whatever its size.
@@ -40,6 +50,8 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
+    /// The fast lane, when lent to the topic.
+    lane: Option<Lane>,
     /// Set when the server hands the upgraded connection over; frames queue until then.
     stream: Option<Arc<TcpStream>>,
     queue: VecDeque<Pending>,
@@ -48,6 +60,8 @@ struct State {
     closing: bool,
     /// The write half is gone (closed or failed).
     finished: bool,
+    /// A write failed: the socket is to be finished by whoever saw it.
+    broken: bool,
     /// The writer task, waiting for something to write.
     writer: Option<Waker>,
     /// Someone waiting for room in the queue.
@@ -61,6 +75,26 @@ struct Pending {
     payload: Bytes,
     /// Bytes of header then payload already written.
     written: usize,
+}
+
+/// The lane's state while lent: the client has every message up to `cursor` (in topic
+/// `epoch`), and the topic may write the next ones in `framing`.
+struct Lane {
+    /// The topic may write (cleared by the topic at the first message it cannot write).
+    open: bool,
+    session: SessionId,
+    node: Arc<Node>,
+    framing: Framing,
+    epoch: u64,
+    cursor: u64,
+    /// When the last message the topic wrote was accepted by the topic.
+    last_write: Option<Instant>,
+}
+
+/// What the actor gets back when it takes the lane.
+pub struct Returned {
+    pub cursor: u64,
+    pub last_write: Option<Instant>,
 }
 
 /// What happened to a frame.
@@ -157,36 +191,12 @@ impl Outbox {
     /// Write a text (or binary) message frame now if the socket takes it, or queue it.
     pub fn send(&self, opcode: OpCode, payload: &Bytes) -> Outcome {
         let mut state = self.shared.state.lock();
-        if state.closing || state.finished {
-            return Outcome::Closed;
+        let outcome = state.send(opcode, payload);
+        if state.broken {
+            drop(state);
+            self.finish();
         }
-        if state.queued_bytes >= QUEUE_LIMIT {
-            return Outcome::Full;
-        }
-        if state.queue.is_empty() {
-            if let Some(stream) = &state.stream {
-                let (header, header_len) = frame_header(opcode, payload.len());
-                let slices = [IoSlice::new(&header[..header_len]), IoSlice::new(payload)];
-                match stream.try_write_vectored(&slices) {
-                    Ok(n) if n == header_len + payload.len() => return Outcome::Accepted,
-                    Ok(n) => {
-                        let mut rest = Pending::new(opcode, payload.clone());
-                        rest.written = n;
-                        state.push(rest);
-                        return Outcome::Accepted;
-                    }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => {
-                        tracing::debug!(%error, "websocket write failed");
-                        drop(state);
-                        self.finish();
-                        return Outcome::Closed;
-                    }
-                }
-            }
-        }
-        state.push(Pending::new(opcode, payload.clone()));
-        Outcome::Accepted
+        outcome
     }
 
     /// A pong answering a client's ping; control frames ignore the queue limit.
@@ -266,18 +276,49 @@ impl Outbox {
         }
     }
 
+    /// Lend the fast lane to the topic: `session`'s client has every message up to `cursor`
+    /// of topic `epoch`, and the next ones may be written in `framing`.
+    pub fn lend(
+        &self,
+        session: &SessionId,
+        node: &Arc<Node>,
+        framing: Framing,
+        epoch: u64,
+        cursor: u64,
+    ) {
+        self.shared.state.lock().lane = Some(Lane {
+            open: true,
+            session: session.clone(),
+            node: node.clone(),
+            framing,
+            epoch,
+            cursor,
+            last_write: None,
+        });
+    }
+
+    /// Take the lane back; `None` if it was not lent.
+    pub fn take_back(&self) -> Option<Returned> {
+        let lane = self.shared.state.lock().lane.take()?;
+        Some(Returned {
+            cursor: lane.cursor,
+            last_write: lane.last_write,
+        })
+    }
+
+    /// The outbox as the topic sees it, for direct writes through the lane.
+    pub fn direct(&self) -> Arc<dyn DirectWrite> {
+        self.shared.clone()
+    }
+
+    /// Whether `self` and `other` are the same socket's outbox.
+    pub fn same(&self, other: &Outbox) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// The write half ended (close written, write error, or the socket never came).
     pub fn finish(&self) {
-        let mut state = self.shared.state.lock();
-        state.finished = true;
-        state.queue.clear();
-        state.queued_bytes = 0;
-        state.stream = None;
-        if let Some(room) = state.room.take() {
-            room.wake();
-        }
-        drop(state);
-        self.shared.finished.notify_waiters();
+        self.shared.finish();
     }
 
     /// The writer task: drains the queue whenever the socket is writable, until the close
@@ -375,9 +416,104 @@ impl Default for Outbox {
     }
 }
 
+// === impl Shared ===
+
+impl Shared {
+    fn finish(&self) {
+        let mut state = self.state.lock();
+        state.finished = true;
+        state.broken = false;
+        state.queue.clear();
+        state.queued_bytes = 0;
+        state.stream = None;
+        if let Some(room) = state.room.take() {
+            room.wake();
+        }
+        drop(state);
+        self.finished.notify_waiters();
+    }
+}
+
+// === impl Shared (the fast lane) ===
+
+impl DirectWrite for Shared {
+    fn try_deliver(&self, epoch: u64, envelope: &Envelope) -> bool {
+        let mut state = self.state.lock();
+        let Some(lane) = state.lane.as_mut().filter(|lane| lane.open) else {
+            return false;
+        };
+        if lane.epoch != epoch || envelope.seq != lane.cursor + 1 {
+            lane.open = false;
+            return false;
+        }
+        if !envelope.audience.includes(&lane.session) {
+            lane.cursor = envelope.seq;
+            return true;
+        }
+        let framing = lane.framing;
+        let frame = envelope.frame(framing.index(), |text| framing.encode(text));
+        // Full or closed: the lane closes and the message goes to the actor, which sees the
+        // same outcome when it writes and applies its policy.
+        if state.send(OpCode::Text, frame.as_bytes()) != Outcome::Accepted {
+            if let Some(lane) = state.lane.as_mut() {
+                lane.open = false;
+            }
+            if state.broken {
+                drop(state);
+                self.finish();
+            }
+            return false;
+        }
+        let Some(lane) = state.lane.as_mut() else {
+            return false;
+        };
+        lane.cursor = envelope.seq;
+        lane.last_write = Some(envelope.accepted_at);
+        Stats::add(&lane.node.stats.delivered, 1);
+        true
+    }
+}
+
 // === impl State ===
 
 impl State {
+    /// Write a frame now if the socket takes it, or queue it (see [`Outbox::send`]). A failed
+    /// write marks the socket closed; the caller finishes the outbox.
+    fn send(&mut self, opcode: OpCode, payload: &Bytes) -> Outcome {
+        if self.closing || self.finished {
+            return Outcome::Closed;
+        }
+        if self.queued_bytes >= QUEUE_LIMIT {
+            return Outcome::Full;
+        }
+        if let (true, Some(stream)) = (self.queue.is_empty(), &self.stream) {
+            let (header, header_len) = frame_header(opcode, payload.len());
+            let slices = [IoSlice::new(&header[..header_len]), IoSlice::new(payload)];
+            // Straight to the descriptor: the runtime's readiness bookkeeping is for the
+            // writer task, which waits only when this fails.
+            match socket2::SockRef::from(&**stream).send_vectored(&slices) {
+                Ok(n) if n == header_len + payload.len() => return Outcome::Accepted,
+                Ok(n) => {
+                    let mut rest = Pending::new(opcode, payload.clone());
+                    rest.written = n;
+                    self.push(rest);
+                    return Outcome::Accepted;
+                }
+                // The writer task waits for the socket (tokio learns it is not writable when
+                // the writer's own attempt fails the same way).
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    tracing::debug!(%error, "websocket write failed");
+                    self.broken = true;
+                    return Outcome::Closed;
+                }
+            }
+        }
+        self.push(Pending::new(opcode, payload.clone()));
+        Outcome::Accepted
+    }
+
     fn push(&mut self, pending: Pending) {
         self.queued_bytes += pending.len();
         self.queue.push_back(pending);
