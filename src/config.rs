@@ -54,6 +54,11 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_RECONNECT_WINDOW_SECS", default_value_t = 30)]
     pub reconnect_window_secs: u64,
 
+    /// How long a WebSocket the server closes (slow consumer, drain) may take to read what was
+    /// queued for it and the close frame; a client that reads nothing in that time is let go.
+    #[arg(long, env = "NIMBUS_WS_CLOSE_GRACE_SECS", default_value_t = 30)]
+    pub ws_close_grace_secs: u64,
+
     /// How long a long-polling client may go without re-polling before it counts as gone.
     #[arg(long, env = "NIMBUS_LONG_POLL_EXPIRY_SECS", default_value_t = 30)]
     pub long_poll_expiry_secs: u64,

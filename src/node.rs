@@ -103,6 +103,8 @@ pub struct Stats {
     pub slow_consumers_dropped: AtomicU64,
     /// Client heartbeats swallowed.
     pub client_heartbeats: AtomicU64,
+    /// WebSocket connections open now (Atmosphere and Cettia), closing ones included.
+    pub websockets_open: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -119,6 +121,7 @@ pub struct StatsSnapshot {
     pub missed: u64,
     pub slow_consumers_dropped: u64,
     pub client_heartbeats: u64,
+    pub websockets_open: u64,
 }
 
 impl Stats {
@@ -141,6 +144,7 @@ impl Node {
             missed: s.missed.load(Ordering::Relaxed),
             slow_consumers_dropped: s.slow_consumers_dropped.load(Ordering::Relaxed),
             client_heartbeats: s.client_heartbeats.load(Ordering::Relaxed),
+            websockets_open: s.websockets_open.load(Ordering::Relaxed),
         }
     }
 }

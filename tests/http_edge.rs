@@ -668,3 +668,51 @@ async fn websocket_upgrade_respects_the_allow_list() {
     let handshake = common::ws_text(&mut ws).await;
     assert!(handshake.ends_with("|0|X|"), "{handshake}");
 }
+
+/// Requests that ask to upgrade the connection leave the HTTP dispatcher for the node's own
+/// WebSocket handling; those it does not accept still get a complete HTTP answer (status,
+/// sentence, the node's headers) and the connection is closed after it.
+#[tokio::test]
+async fn refused_upgrades_get_a_whole_answer_and_a_closed_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = common::TestServer::start(|_| {});
+    let exchange = |request: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        // Reading to the end proves the node closed the connection.
+        common::within(5.0, "the node to close", stream.read_to_end(&mut answer))
+            .await
+            .unwrap();
+        String::from_utf8(answer).unwrap().to_ascii_lowercase()
+    };
+    let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+    // A malformed tracking id on a WebSocket upgrade.
+    let answer = exchange(format!(
+        "GET /edge/upgrade?{} HTTP/1.1\r\nHost: x\r\n{upgrade}\r\n",
+        common::atmo_query("websocket", "a.b", true)
+    ))
+    .await;
+    assert!(answer.starts_with("http/1.1 400"), "{answer}");
+    assert!(answer.contains("x-nimbus-node: "), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(answer.contains("[a-za-z0-9_-]"), "the sentence: {answer}");
+
+    // An upgrade that is not a WebSocket handshake (no key) on a topic.
+    let answer = exchange(format!(
+        "GET /edge/upgrade?{} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        common::atmo_query("websocket", "0", true)
+    ))
+    .await;
+    assert!(answer.starts_with("http/1.1 400"), "{answer}");
+    assert!(answer.contains("x-nimbus-node: "), "{answer}");
+
+    // An upgrade header on a reserved path: the ordinary answer.
+    let answer = exchange(format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{upgrade}\r\n")).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok\n"), "{answer}");
+    assert!(answer.contains("x-nimbus-node: "), "{answer}");
+    assert_still_serves(&server).await;
+}

@@ -130,3 +130,30 @@ async fn a_slow_websocket_is_dropped_and_resumes_from_the_history() {
     }
     assert_eq!(common::stat(&server, "missed").await, 0);
 }
+
+/// A dropped slow client that never reads again is let go: once `--ws-close-grace-secs` has
+/// passed without it taking its queued frames and the close frame, the server closes the
+/// socket (`websockets_open` falls back) instead of holding it for ever.
+#[tokio::test]
+async fn a_socket_that_never_reads_again_is_let_go() {
+    let server = common::TestServer::start(|c| {
+        c.max_lag_messages = 100;
+        c.ws_close_grace_secs = 1;
+    });
+    let topic = "/slow/gone";
+    let mut slow = slow_socket(&server, topic, "stuck").await;
+    assert_eq!(ws_text(&mut slow).await, frame("stuck|0|X|"));
+    common::wait_stat(&server, "websockets_open", 5.0, |n| n == 1).await;
+
+    let messages: Vec<String> = (0..MESSAGES).map(message).collect();
+    common::within(
+        30.0,
+        "the burst to be published",
+        common::publish_all(&server, topic, &messages),
+    )
+    .await;
+    common::wait_stat(&server, "slow_consumers_dropped", 5.0, |n| n >= 1).await;
+    // 1 s for the queued frames and the close frame, 2 s for a close reply, then it is gone.
+    common::wait_stat(&server, "websockets_open", 8.0, |n| n == 0).await;
+    drop(slow);
+}

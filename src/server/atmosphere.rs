@@ -145,7 +145,7 @@ async fn open(
             };
             if request.transport == TransportKind::WebSocket {
                 let limit = node.config.max_message_bytes;
-                websocket::attach(req, connection, mode, limit, resume).await?
+                websocket::attach(req, connection, mode, limit, resume, node.clone()).await?
             } else {
                 sse_streaming::attach(connection, mode, resume).await?
             }

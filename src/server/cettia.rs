@@ -135,9 +135,15 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
             else {
                 return error(StatusCode::CONFLICT, "socket id in use");
             };
-            websocket::attach(req, socket, node.config.max_message_bytes, None)
-                .await
-                .unwrap_or_else(|e| e.error_response())
+            websocket::attach(
+                req,
+                socket,
+                node.config.max_message_bytes,
+                None,
+                node.clone(),
+            )
+            .await
+            .unwrap_or_else(|e| e.error_response())
         }
         Method::GET => match request.when() {
             Ok(When::Open) => open(cettia, &request).await,
@@ -485,9 +491,15 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
                 Ok(socket) => socket,
                 Err(e) => return error(StatusCode::CONFLICT, e),
             };
-            websocket::attach(req, socket, node.config.max_message_bytes, heartbeat)
-                .await
-                .unwrap_or_else(|e| e.error_response())
+            websocket::attach(
+                req,
+                socket,
+                node.config.max_message_bytes,
+                heartbeat,
+                node.clone(),
+            )
+            .await
+            .unwrap_or_else(|e| e.error_response())
         }
         Method::GET => match request.when.as_deref() {
             Some("open") => {

@@ -5,7 +5,10 @@ use actix_http::ws::CloseCode;
 use actix_web::{HttpRequest, HttpResponse};
 use bytestring::ByteString;
 
+use std::sync::Arc;
+
 use crate::broker::SessionRecord;
+use crate::node::Node;
 
 use super::ws::{self, close_reason, WsMessage};
 use super::{Attach, Connection, Detach, Inbound, Sink};
@@ -17,6 +20,7 @@ pub async fn attach(
     mode: super::Mode,
     max_message_bytes: usize,
     resume: Option<SessionRecord>,
+    node: Arc<Node>,
 ) -> actix_web::Result<HttpResponse> {
     let (response, outbox, socket) = ws::accept(req)?;
     let generation = connection
@@ -29,7 +33,7 @@ pub async fn attach(
         .await
         .map_err(actix_web::error::ErrorServiceUnavailable)?;
     actix_web::rt::spawn(async move {
-        ws::serve(socket, outbox, max_message_bytes, |message| {
+        ws::serve(socket, outbox, max_message_bytes, node, |message| {
             let connection = connection.clone();
             async move {
                 // Atmosphere messages are text; a binary message must be UTF-8 too.

@@ -6,6 +6,9 @@ use actix_web::{HttpRequest, HttpResponse};
 use super::socket::{
     AttachPush, InboundError, PushFraming, SocketActor, TransportClosed, TransportInbound,
 };
+use std::sync::Arc;
+
+use crate::node::Node;
 use crate::protocol::cettia::WireMessage;
 use crate::transport::ws::{self, close_reason, WsMessage};
 use crate::transport::Sink;
@@ -16,6 +19,7 @@ pub async fn attach(
     socket: Addr<SocketActor>,
     max_message_bytes: usize,
     heartbeat_ms: Option<u64>,
+    node: Arc<Node>,
 ) -> actix_web::Result<HttpResponse> {
     let (response, outbox, pending) = ws::accept(req)?;
     let generation = socket
@@ -29,7 +33,7 @@ pub async fn attach(
         .await
         .map_err(actix_web::error::ErrorServiceUnavailable)?;
     actix_web::rt::spawn(async move {
-        ws::serve(pending, outbox, max_message_bytes, |message| {
+        ws::serve(pending, outbox, max_message_bytes, node, |message| {
             let socket = socket.clone();
             async move {
                 let message = match message {

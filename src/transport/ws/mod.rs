@@ -11,6 +11,7 @@ mod outbox;
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,11 +23,13 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
 
+use crate::node::Node;
+
 pub use outbox::{Outbox, Outcome, Returned, QUEUE_LIMIT};
 
-/// How long a closing socket waits for its close frame to go out and for the client's side of
-/// the close handshake.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a socket whose close frame is out waits for the client's side of the close
+/// handshake. (How long the close frame itself may take is `--ws-close-grace-secs`.)
+const CLOSE_REPLY_GRACE: Duration = Duration::from_secs(2);
 /// Most bytes read from the socket at once.
 const READ_CHUNK: usize = 4096;
 
@@ -81,6 +84,7 @@ pub async fn serve<F, Fut>(
     socket: PendingSocket,
     outbox: Outbox,
     max_message_bytes: usize,
+    node: Arc<Node>,
     mut on_message: F,
 ) where
     F: FnMut(WsMessage) -> Fut,
@@ -90,6 +94,7 @@ pub async fn serve<F, Fut>(
         outbox.finish();
         return;
     };
+    let _open = OpenSocket::count(node.clone());
     let stream = Arc::new(stream);
     outbox.connect(stream.clone());
     let writer = outbox.clone();
@@ -138,11 +143,13 @@ pub async fn serve<F, Fut>(
         }
     };
     if closing {
-        // Wait for the close frame to go out, then read (and ignore) until the client ends its
-        // side, so the socket closes cleanly rather than with a reset that could overtake the
-        // close frame. A client that reads nothing any more is let go after the grace period.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            outbox.finished().await;
+        // Wait for what is queued and the close frame to go out (frames queued count as
+        // delivered: a slow client that still reads gets them), then read (and ignore) until
+        // the client ends its side, so the socket closes cleanly rather than with a reset that
+        // could overtake the close frame. A client that reads nothing any more is let go.
+        let flush_grace = Duration::from_secs(node.config.ws_close_grace_secs);
+        let _ = tokio::time::timeout(flush_grace, outbox.finished()).await;
+        let _ = tokio::time::timeout(CLOSE_REPLY_GRACE, async {
             loop {
                 if stream.readable().await.is_err() {
                     return;
@@ -157,6 +164,22 @@ pub async fn serve<F, Fut>(
         .await;
     }
     outbox.finish();
+}
+
+/// Counts the socket in `websockets_open` while it lives.
+struct OpenSocket(Arc<Node>);
+
+impl OpenSocket {
+    fn count(node: Arc<Node>) -> Self {
+        node.stats.websockets_open.fetch_add(1, Ordering::Relaxed);
+        OpenSocket(node)
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.stats.websockets_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 enum Event {
