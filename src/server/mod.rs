@@ -126,6 +126,9 @@ pub fn serve_with(
                 // when it reconnects. Without half-closures the response (body channel, parked
                 // poll) is dropped at once, so the connection detaches and keeps its cursor.
                 .h1_allow_half_closed(false)
+                // What `actix_web::HttpServer` sets: a closing connection that does not finish
+                // its shutdown within a second is dropped.
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
                 .local_addr(addr)
                 // WebSocket handshakes leave the HTTP dispatcher: see `upgrade`.
                 .upgrade(upgrade::factory(service.clone()))
