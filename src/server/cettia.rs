@@ -122,18 +122,9 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
             if let Some(refused) = websocket_refused(&node, req) {
                 return refused;
             }
-            if let Err(bad) = check_topics(request.values("topic")) {
-                return *bad;
-            }
-            let Ok(socket) = cettia
-                .socket_for_request(
-                    Dialect::Cettia,
-                    request.socket_id.as_deref(),
-                    &request.params,
-                )
-                .await
-            else {
-                return error(StatusCode::CONFLICT, "socket id in use");
+            let socket = match open_socket(cettia, &request).await {
+                Ok(socket) => socket,
+                Err(refused) => return *refused,
             };
             websocket::attach(
                 req,
@@ -196,6 +187,24 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
     }
 }
 
+/// The Cettia socket a transport-opening request names (or a new one), after checking its
+/// `topic` parameters. A Cettia id is never taken by another dialect's socket: it gets a fresh
+/// one instead.
+async fn open_socket(
+    cettia: &Cettia,
+    request: &CettiaRequest,
+) -> Result<Addr<SocketActor>, Box<HttpResponse>> {
+    check_topics(request.values("topic"))?;
+    cettia
+        .socket_for_request(
+            Dialect::Cettia,
+            request.socket_id.as_deref(),
+            &request.params,
+        )
+        .await
+        .map_err(|_| Box::new(error(StatusCode::CONFLICT, "socket id in use")))
+}
+
 fn transport_of(cettia: &Cettia, request: &CettiaRequest) -> Option<(Addr<SocketActor>, u64)> {
     cettia
         .transport(request.transport_id.as_deref()?)
@@ -231,19 +240,9 @@ async fn open(cettia: &Cettia, request: &CettiaRequest) -> HttpResponse {
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if let Err(bad) = check_topics(request.values("topic")) {
-        return *bad;
-    }
-    // A Cettia id is never taken by another dialect's socket: it gets a fresh one instead.
-    let Ok(socket) = cettia
-        .socket_for_request(
-            Dialect::Cettia,
-            request.socket_id.as_deref(),
-            &request.params,
-        )
-        .await
-    else {
-        return error(StatusCode::CONFLICT, "socket id in use");
+    let socket = match open_socket(cettia, request).await {
+        Ok(socket) => socket,
+        Err(refused) => return *refused,
     };
     let transport_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
     let handshake = framing::transport_handshake(&transport_id);

@@ -194,24 +194,17 @@ impl Connection {
         &self.id
     }
 
-    fn frame(&self, envelope: &Envelope) -> ByteString {
-        let framing = self.mode.framing;
-        envelope
-            .frame(framing.index(), |text| framing.encode(text))
-            .clone()
-    }
-
     /// Hand one envelope to the sink. Returns whether the caller may continue writing.
     fn write_envelope(&mut self, envelope: &Envelope, ctx: &mut Context<Self>) -> bool {
         if !envelope.audience.includes(&self.id) {
             self.cursor = envelope.seq;
             return true;
         }
-        let frame = self.frame(envelope);
+        let frame = atmosphere_frame(envelope, self.mode.framing);
         let Some(sink) = self.sink.as_mut() else {
             return false;
         };
-        match sink.try_write(&frame) {
+        match sink.try_write(frame) {
             WriteOutcome::Written => {
                 self.cursor = envelope.seq;
                 self.last_write = Instant::now();
@@ -602,7 +595,7 @@ impl Connection {
             }
             cursor = envelope.seq;
             if envelope.audience.includes(&self.id) {
-                let frame = self.frame(&envelope);
+                let frame = atmosphere_frame(&envelope, self.mode.framing);
                 if frame.is_empty() {
                     // An empty message without TrackMessageSize is an empty body, which the
                     // client takes for "nothing yet": it cannot be delivered. Skip it; counting
@@ -978,6 +971,12 @@ impl Handler<Close> for Connection {
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
         ctx.stop();
     }
+}
+
+/// The envelope's frame in `framing`, encoded by the first recipient that needs it and shared
+/// by the others (the connection's writes and the topic's direct writes alike).
+pub(crate) fn atmosphere_frame(envelope: &Envelope, framing: Framing) -> &ByteString {
+    envelope.frame(framing.index(), |text| framing.encode(text))
 }
 
 /// A fraction in `[0, 1)` derived from `id`, to spread periodic work over an interval.

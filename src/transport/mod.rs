@@ -13,6 +13,7 @@ pub mod sse_streaming;
 pub mod websocket;
 pub mod ws;
 
+pub(crate) use connection::atmosphere_frame;
 pub use connection::{
     client_message, publish_from_client, Attach, Close, Connection, Detach, DropTransport, Inbound,
     InboundError, Mode, Poll, PollReply,

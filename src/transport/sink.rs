@@ -13,7 +13,7 @@ use bytestring::ByteString;
 use futures_util::Sink as _;
 use tokio_util::sync::PollSender;
 
-use super::ws::{Outbox, Outcome};
+use super::ws::Outbox;
 
 /// Where a connection's frames go.
 pub enum Sink {
@@ -26,6 +26,7 @@ pub enum Sink {
 /// Result of a non-blocking write.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
+    /// Taken by the transport (written, or queued within its bound).
     Written,
     /// The sink is full; poll [`Sink::poll_writable`] before writing again.
     Full,
@@ -48,11 +49,7 @@ impl Sink {
     /// The one write path: a WebSocket frame of `opcode`, or a body chunk.
     fn try_send(&mut self, opcode: OpCode, payload: &Bytes) -> WriteOutcome {
         match self {
-            Sink::Socket(outbox) => match outbox.send(opcode, payload) {
-                Outcome::Accepted => WriteOutcome::Written,
-                Outcome::Full => WriteOutcome::Full,
-                Outcome::Closed => WriteOutcome::Closed,
-            },
+            Sink::Socket(outbox) => outbox.send(opcode, payload),
             Sink::Body(body) => {
                 let mut cx = Context::from_waker(Waker::noop());
                 match Pin::new(&mut *body).poll_ready(&mut cx) {

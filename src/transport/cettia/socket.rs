@@ -890,27 +890,18 @@ impl Actor for SocketActor {
             } in std::mem::take(&mut self.restore_topics)
             {
                 let topic: TopicId = topic.as_str().into();
-                let topics = self.server.node().topics.clone();
-                let session = self.shared.id.clone();
-                let recipient = ctx.address().recipient::<Deliver>();
-                let name = topic.clone();
-                ctx.wait(
-                    async move { topics.join(&name, session, recipient).await }
-                        .into_actor(self)
-                        .map(move |ack, act, ctx| {
-                            let mut membership = Membership::new(ack);
-                            if membership.epoch == epoch {
-                                // Ahead of this node's topic (relays in flight): the client has
-                                // those; behind it: caught up below, from the shared history.
-                                membership.cursor = cursor;
-                            } else {
-                                tracing::info!(socket = %act.shared.id, %topic,
-                                    "topic numbering restarted while the socket moved");
-                            }
-                            act.topics.insert(topic.clone(), membership);
-                            act.catch_up(topic, ctx);
-                        }),
-                );
+                self.join(topic.clone(), ctx, move |mut membership, act, ctx| {
+                    if membership.epoch == epoch {
+                        // Ahead of this node's topic (relays in flight): the client has those;
+                        // behind it: caught up below, from the shared history.
+                        membership.cursor = cursor;
+                    } else {
+                        tracing::info!(socket = %act.shared.id, %topic,
+                            "topic numbering restarted while the socket moved");
+                    }
+                    act.topics.insert(topic.clone(), membership);
+                    act.catch_up(topic, ctx);
+                });
             }
         }
     }
@@ -1164,6 +1155,26 @@ impl Handler<CloseSocket> for SocketActor {
     }
 }
 
+impl SocketActor {
+    /// Join `topic`, then run `then` with the membership. Nothing else is handled until the
+    /// topic has answered, so no message is missed.
+    fn join(
+        &mut self,
+        topic: TopicId,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(Membership, &mut Self, &mut Context<Self>) + 'static,
+    ) {
+        let topics = self.server.node().topics.clone();
+        let session = self.shared.id.clone();
+        let recipient = ctx.address().recipient::<Deliver>();
+        ctx.wait(
+            async move { topics.join(&topic, session, recipient).await }
+                .into_actor(self)
+                .map(move |ack, act, ctx| then(Membership::new(ack), act, ctx)),
+        );
+    }
+}
+
 impl Handler<JoinTopic> for SocketActor {
     type Result = ();
 
@@ -1171,19 +1182,10 @@ impl Handler<JoinTopic> for SocketActor {
         if self.topics.contains_key(&topic) {
             return;
         }
-        let topics = self.server.node().topics.clone();
-        let session = self.shared.id.clone();
-        let recipient = ctx.address().recipient::<Deliver>();
-        let name = topic.clone();
-        // Wait for the membership before handling anything else, so no message is missed.
-        ctx.wait(
-            async move { topics.join(&name, session, recipient).await }
-                .into_actor(self)
-                .map(move |ack, act, _| {
-                    act.topics.insert(topic, Membership::new(ack));
-                    act.record_dirty = true;
-                }),
-        );
+        self.join(topic.clone(), ctx, move |membership, act, _| {
+            act.topics.insert(topic, membership);
+            act.record_dirty = true;
+        });
     }
 }
 

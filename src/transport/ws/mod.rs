@@ -25,7 +25,7 @@ use tokio_util::codec::Decoder;
 
 use crate::node::Node;
 
-pub use outbox::{Outbox, Outcome, Returned, QUEUE_LIMIT};
+pub use outbox::{Outbox, Returned, QUEUE_LIMIT};
 
 /// How long a socket whose close frame is out waits for the client's side of the close
 /// handshake. (How long the close frame itself may take is `--ws-close-grace-secs`.)

@@ -5,7 +5,7 @@
 //! kernel directly with `try_write_vectored`: the frame header from the stack and the payload
 //! shared by every recipient, so a delivery costs no copy, no allocation and no task wake-up.
 //! Only a socket that pushes back queues, and only a queue over [`QUEUE_LIMIT`] reports
-//! [`Full`](crate::transport::WriteOutcome::Full) to its writer, whose slow-consumer policy
+//! [`Full`](WriteOutcome::Full) to its writer, whose slow-consumer policy
 //! decides what happens next.
 //!
 //! The outbox is also the socket's **fast lane**: while its client is caught up, the
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::Framing;
 use crate::topic::{DirectWrite, Envelope, SessionId};
+use crate::transport::WriteOutcome;
 
 /// Bytes a socket may hold queued before writers are told it is full. One frame is always
 /// accepted into an empty queue, whatever its size.
@@ -95,17 +96,6 @@ struct Lane {
 pub struct Returned {
     pub cursor: u64,
     pub last_write: Option<Instant>,
-}
-
-/// What happened to a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Written to the socket or queued for it.
-    Accepted,
-    /// The queue is over its limit; wait for [`Outbox::poll_room`].
-    Full,
-    /// The socket is closed or closing.
-    Closed,
 }
 
 // === impl Pending ===
@@ -189,7 +179,7 @@ impl Outbox {
     }
 
     /// Write a text (or binary) message frame now if the socket takes it, or queue it.
-    pub fn send(&self, opcode: OpCode, payload: &Bytes) -> Outcome {
+    pub fn send(&self, opcode: OpCode, payload: &Bytes) -> WriteOutcome {
         let mut state = self.shared.state.lock();
         let outcome = state.send(opcode, payload);
         if state.broken {
@@ -450,11 +440,10 @@ impl DirectWrite for Shared {
             lane.cursor = envelope.seq;
             return true;
         }
-        let framing = lane.framing;
-        let frame = envelope.frame(framing.index(), |text| framing.encode(text));
+        let frame = crate::transport::atmosphere_frame(envelope, lane.framing);
         // Full or closed: the lane closes and the message goes to the actor, which sees the
         // same outcome when it writes and applies its policy.
-        if state.send(OpCode::Text, frame.as_bytes()) != Outcome::Accepted {
+        if state.send(OpCode::Text, frame.as_bytes()) != WriteOutcome::Written {
             if let Some(lane) = state.lane.as_mut() {
                 lane.open = false;
             }
@@ -479,12 +468,12 @@ impl DirectWrite for Shared {
 impl State {
     /// Write a frame now if the socket takes it, or queue it (see [`Outbox::send`]). A failed
     /// write marks the socket closed; the caller finishes the outbox.
-    fn send(&mut self, opcode: OpCode, payload: &Bytes) -> Outcome {
+    fn send(&mut self, opcode: OpCode, payload: &Bytes) -> WriteOutcome {
         if self.closing || self.finished {
-            return Outcome::Closed;
+            return WriteOutcome::Closed;
         }
         if self.queued_bytes >= QUEUE_LIMIT {
-            return Outcome::Full;
+            return WriteOutcome::Full;
         }
         if let (true, Some(stream)) = (self.queue.is_empty(), &self.stream) {
             let (header, header_len) = frame_header(opcode, payload.len());
@@ -492,12 +481,12 @@ impl State {
             // Straight to the descriptor: the runtime's readiness bookkeeping is for the
             // writer task, which waits only when this fails.
             match socket2::SockRef::from(&**stream).send_vectored(&slices) {
-                Ok(n) if n == header_len + payload.len() => return Outcome::Accepted,
+                Ok(n) if n == header_len + payload.len() => return WriteOutcome::Written,
                 Ok(n) => {
                     let mut rest = Pending::new(opcode, payload.clone());
                     rest.written = n;
                     self.push(rest);
-                    return Outcome::Accepted;
+                    return WriteOutcome::Written;
                 }
                 // The writer task waits for the socket (tokio learns it is not writable when
                 // the writer's own attempt fails the same way).
@@ -506,12 +495,12 @@ impl State {
                 Err(error) => {
                     tracing::debug!(%error, "websocket write failed");
                     self.broken = true;
-                    return Outcome::Closed;
+                    return WriteOutcome::Closed;
                 }
             }
         }
         self.push(Pending::new(opcode, payload.clone()));
-        Outcome::Accepted
+        WriteOutcome::Written
     }
 
     fn push(&mut self, pending: Pending) {
