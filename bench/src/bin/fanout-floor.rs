@@ -161,7 +161,10 @@ impl Conn {
     fn deliver(&self, header: &[u8], message: &[u8]) {
         let mut backlog = self.backlog.lock().unwrap();
         if backlog.is_empty() {
-            let slices = [std::io::IoSlice::new(header), std::io::IoSlice::new(message)];
+            let slices = [
+                std::io::IoSlice::new(header),
+                std::io::IoSlice::new(message),
+            ];
             match self.stream.try_write_vectored(&slices) {
                 Ok(n) if n == header.len() + message.len() => return,
                 Ok(n) => {
