@@ -24,6 +24,14 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 echo "| scenario | subscribers | rate | delivered msg/s | lost | dups | p50 ms | p99 ms | server CPU µs/delivery (nodes + Redis) | server CPU | loadgen CPU | loadgen timer lag p50 / p99 ms |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+# This machine's floor at this moment (the shared VM's speed drifts): the same 5,000 subscribers
+# on one fanout-floor process (bench/src/bin/fanout-floor.rs), just before the cluster row.
+./target/release/fanout-floor --bind "127.0.0.1:$PORT" --workers 2 >/dev/null 2>&1 &
+floor=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.05; done
+./target/release/nimbus-bench --scenario ws --subscribers 5000 --rate 20 --duration-secs "$DURATION" \
+  --label "websocket, fanout-floor (1 process, no cluster)" --addr "127.0.0.1:$PORT" --server-pid "$floor" || true
+kill "$floor"; wait "$floor" 2>/dev/null || true
 up
 ./target/release/nimbus-bench --scenario ws --subscribers 5000 --rate 20 --duration-secs "$DURATION" \
   --label "websocket, 2 nodes" \
