@@ -54,6 +54,18 @@ async fn publish(http: &reqwest::Client, url: &str, message: &str) {
 }
 
 /// Wait for `what` in a node's log (the cluster runs with `nimbus=debug`).
+/// POST event `i` of type `echo` (data `e{i}`) to an HTTP transport, as the Cettia client does.
+async fn post_echo(http: &reqwest::Client, transport_url: &str, i: u64) -> reqwest::Response {
+    http.post(transport_url)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(format!(
+            r#"data={{"id":{i},"type":"echo","data":"e{i}","reply":false}}"#
+        ))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn log_says(cluster: &Cluster, node: &str, what: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
@@ -377,16 +389,7 @@ async fn a_long_polling_client_works_through_the_balancer() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut expected_data = Vec::new();
     for i in 0..10 {
-        let status = http
-            .post(&post_url)
-            .header("content-type", "text/plain; charset=utf-8")
-            .body(format!(
-                r#"data={{"id":{i},"type":"echo","data":"e{i}","reply":false}}"#
-            ))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = post_echo(&http, &post_url, i).await.status();
         assert_eq!(status, 200);
         expected_data.push(("echo".to_string(), format!("e{i}")));
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -469,15 +472,7 @@ async fn a_streaming_client_posts_through_the_balancer() {
     ));
     let mut nodes = HashSet::new();
     for i in 0..6 {
-        let response = http
-            .post(&post_url)
-            .header("content-type", "text/plain; charset=utf-8")
-            .body(format!(
-                r#"data={{"id":{i},"type":"echo","data":"e{i}","reply":false}}"#
-            ))
-            .send()
-            .await
-            .unwrap();
+        let response = post_echo(&http, &post_url, i).await;
         assert_eq!(response.status(), 200);
         nodes.insert(
             response.headers()["x-nimbus-node"]

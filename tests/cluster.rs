@@ -6,9 +6,10 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
-use common::{atmo_query, frame, unframe, within, BodyReader};
+use common::cluster::{Cluster, Redis};
+use common::{atmo_query, frame, unframe, within, BodyReader, TestServer};
 use futures::{SinkExt, StreamExt};
+use nimbus::broker::SessionRecord;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// The flags every node of these tests runs with.
@@ -556,4 +557,63 @@ async fn one_redis_connection_per_node_and_channels_follow_local_interest() {
         }
     })
     .await;
+}
+
+/// Cursor notes are written in batches, so a note can reach Redis after a newer record (its
+/// client detached and saved where it stands meanwhile, or moved on): a late note must never
+/// move a session record back, or the next node would resend what the client already has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_cursor_note_never_moves_a_session_record_back() {
+    let redis = Redis::start();
+    let (server, _) = TestServer::start_clustered(&redis.url(), "notes", |_| {}, |_| {});
+    let broker = server.node.broker.clone();
+    let session: nimbus::topic::SessionId = "late-note".into();
+    let record = |epoch, cursor| SessionRecord {
+        topic: Some("/notes".into()),
+        epoch,
+        cursor,
+        polling: false,
+        node: Some("notes".into()),
+    };
+    let stands = |broker: std::sync::Arc<dyn nimbus::broker::Broker>| {
+        let session = session.clone();
+        async move {
+            let record = broker.load_session(session).await.expect("Redis answers");
+            record.map(|r| (r.epoch, r.cursor))
+        }
+    };
+    // Notes are written every 250 ms: give each one a second to land.
+    let settle = || tokio::time::sleep(Duration::from_secs(1));
+
+    broker
+        .save_session(session.clone(), record(7, 10))
+        .await
+        .expect("record saved");
+    broker.note_cursor(session.clone(), record(7, 4));
+    settle().await;
+    assert_eq!(
+        stands(broker.clone()).await,
+        Some((7, 10)),
+        "an older cursor"
+    );
+
+    broker.note_cursor(session.clone(), record(6, 50));
+    settle().await;
+    assert_eq!(
+        stands(broker.clone()).await,
+        Some((7, 10)),
+        "an older epoch"
+    );
+
+    broker.note_cursor(session.clone(), record(7, 12));
+    settle().await;
+    assert_eq!(
+        stands(broker.clone()).await,
+        Some((7, 12)),
+        "a newer cursor"
+    );
+
+    broker.note_cursor(session.clone(), record(8, 3));
+    settle().await;
+    assert_eq!(stands(broker.clone()).await, Some((8, 3)), "a newer epoch");
 }

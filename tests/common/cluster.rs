@@ -142,6 +142,39 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// One `redis-server` on loopback, started by the test.
+pub struct Redis {
+    pub port: u16,
+    _server: Process,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let server = Process(child);
+        wait_until("redis-server up", || {
+            redis_cli(port, &["ping"]).contains("PONG")
+        });
+        Redis {
+            port,
+            _server: server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
 /// A three-master Redis Cluster on loopback (no replicas), started by the test.
 pub struct RedisCluster {
     pub ports: [u16; 3],
