@@ -59,6 +59,12 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_WS_CLOSE_GRACE_SECS", default_value_t = 30)]
     pub ws_close_grace_secs: u64,
 
+    /// Most WebSockets open on this node at once; an upgrade beyond gets `503` (atmosphere.js then
+    /// falls back to its fallback transport). Upgraded sockets leave the HTTP server's own
+    /// connection limit, so this is their bound (keep it under the descriptor limit, `ulimit -n`).
+    #[arg(long, env = "NIMBUS_MAX_WEBSOCKETS", default_value_t = 100_000)]
+    pub max_websockets: u64,
+
     /// How long a long-polling client may go without re-polling before it counts as gone.
     #[arg(long, env = "NIMBUS_LONG_POLL_EXPIRY_SECS", default_value_t = 30)]
     pub long_poll_expiry_secs: u64,

@@ -1,6 +1,7 @@
 //! The slow-consumer policy: a WebSocket client that stops reading does not hold up the others;
 //! once it is too far behind its transport is closed, and when it reconnects with its tracking
-//! id it resumes from the topic history.
+//! id it resumes from the topic history. And the node's bound on open WebSockets
+//! (`--max-websockets`): what is beyond it is refused, what is within it is unaffected.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -156,4 +157,53 @@ async fn a_socket_that_never_reads_again_is_let_go() {
     // 1 s for the queued frames and the close frame, 2 s for a close reply, then it is gone.
     common::wait_stat(&server, "websockets_open", 8.0, |n| n == 0).await;
     drop(slow);
+}
+
+/// A node holds at most `--max-websockets` sockets: one more upgrade (Atmosphere or Cettia) is
+/// refused with `503` and a sentence saying why (atmosphere.js then falls back to its fallback
+/// transport), the open sockets keep receiving, and a socket that closes makes room again.
+#[tokio::test]
+async fn websockets_beyond_the_limit_are_refused_with_503() {
+    let server = common::TestServer::start(|c| c.max_websockets = 2);
+    let topic = "/limit/room";
+    let (mut first, _) = ws_open(&server, topic, "first", true).await;
+    let (mut second, _) = ws_open(&server, topic, "second", true).await;
+    assert_eq!(ws_text(&mut first).await, frame("first|0|X|"));
+    assert_eq!(ws_text(&mut second).await, frame("second|0|X|"));
+
+    // The whole answer, read to the end (the node closes a refused upgrade's connection).
+    let refused = |path_and_query: String| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let request = format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        common::within(5.0, "the whole answer", stream.read_to_end(&mut answer))
+            .await
+            .unwrap();
+        String::from_utf8(answer).unwrap()
+    };
+    let answer = refused(format!(
+        "{topic}?{}",
+        common::atmo_query("websocket", "third", true)
+    ))
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("--max-websockets"), "{answer}");
+    let answer = refused("/cettia?cettia-version=1.0".to_string()).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+
+    common::publish_all(&server, topic, &["still here".to_string()]).await;
+    assert_eq!(ws_text(&mut first).await, frame("still here"));
+    assert_eq!(ws_text(&mut second).await, frame("still here"));
+
+    drop(second);
+    common::wait_stat(&server, "websockets_open", 5.0, |n| n == 1).await;
+    let (mut third, response) = ws_open(&server, topic, "third", true).await;
+    assert_eq!(response.status(), 101);
+    assert_eq!(ws_text(&mut third).await, frame("third|0|X|"));
 }

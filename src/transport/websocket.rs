@@ -22,7 +22,7 @@ pub async fn attach(
     resume: Option<SessionRecord>,
     node: Arc<Node>,
 ) -> actix_web::Result<HttpResponse> {
-    let (response, outbox, socket) = ws::accept(req)?;
+    let (response, outbox, socket) = ws::accept(req, &node)?;
     let generation = connection
         .send(Attach {
             sink: Sink::Socket(outbox.clone()),

@@ -21,7 +21,7 @@ pub async fn attach(
     heartbeat_ms: Option<u64>,
     node: Arc<Node>,
 ) -> actix_web::Result<HttpResponse> {
-    let (response, outbox, pending) = ws::accept(req)?;
+    let (response, outbox, pending) = ws::accept(req, &node)?;
     let generation = socket
         .send(AttachPush {
             sink: Sink::Socket(outbox.clone()),

@@ -43,8 +43,12 @@ pub struct Upgraded {
     pub read_buf: BytesMut,
 }
 
-/// The socket of an accepted upgrade, until the server hands it over.
-pub struct PendingSocket(oneshot::Receiver<Upgraded>);
+/// The socket of an accepted upgrade, until the server hands it over. It counts as open from
+/// the handshake on, so the `--max-websockets` bound holds however many upgrades race.
+pub struct PendingSocket {
+    socket: oneshot::Receiver<Upgraded>,
+    open: OpenSocket,
+}
 
 /// A whole message from the client (fragments gathered).
 #[derive(Debug)]
@@ -53,19 +57,35 @@ pub enum WsMessage {
     Binary(Bytes),
 }
 
-/// Check `req` is a WebSocket handshake; returns the `101` response to answer with, the
-/// socket's write half (frames queue until the socket arrives) and the pending socket.
+/// Check `req` is a WebSocket handshake and the node has room for another socket; returns the
+/// `101` response to answer with, the socket's write half (frames queue until the socket
+/// arrives) and the pending socket.
 pub fn accept(
     req: &HttpRequest,
+    node: &Arc<Node>,
 ) -> Result<(HttpResponse, Outbox, PendingSocket), actix_web::Error> {
     let mut builder = actix_http::ws::handshake(req.head()).map_err(|error| {
         let response = HttpResponse::from(actix_http::Response::from(&error));
         actix_web::error::InternalError::from_response(error, response)
     })?;
+    let Some(open) = OpenSocket::reserve(node) else {
+        let max = node.config.max_websockets;
+        return Err(actix_web::error::InternalError::from_response(
+            "too many websockets",
+            HttpResponse::ServiceUnavailable()
+                .insert_header(("Retry-After", "5"))
+                .content_type("text/plain; charset=utf-8")
+                .body(format!(
+                    "this node has {max} WebSockets open, its limit (--max-websockets); \
+                     try again later or use another transport\n"
+                )),
+        )
+        .into());
+    };
     let (handoff, socket) = oneshot::channel();
     let mut response = HttpResponse::from(builder.finish().map_into_boxed_body());
     response.extensions_mut().insert(Handoff(handoff));
-    Ok((response, Outbox::new(), PendingSocket(socket)))
+    Ok((response, Outbox::new(), PendingSocket { socket, open }))
 }
 
 /// A close reason with a sentence.
@@ -90,11 +110,14 @@ pub async fn serve<F, Fut>(
     F: FnMut(WsMessage) -> Fut,
     Fut: Future<Output = Result<(), CloseReason>>,
 {
-    let Ok(Upgraded { stream, read_buf }) = socket.0.await else {
+    let PendingSocket {
+        socket,
+        open: _open,
+    } = socket;
+    let Ok(Upgraded { stream, read_buf }) = socket.await else {
         outbox.finish();
         return;
     };
-    let _open = OpenSocket::count(node.clone());
     let stream = Arc::new(stream);
     outbox.connect(stream.clone());
     let writer = outbox.clone();
@@ -170,9 +193,16 @@ pub async fn serve<F, Fut>(
 struct OpenSocket(Arc<Node>);
 
 impl OpenSocket {
-    fn count(node: Arc<Node>) -> Self {
-        node.stats.websockets_open.fetch_add(1, Ordering::Relaxed);
-        OpenSocket(node)
+    /// Count one more socket, unless the node has `--max-websockets` open already.
+    fn reserve(node: &Arc<Node>) -> Option<Self> {
+        let max = node.config.max_websockets;
+        node.stats
+            .websockets_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(OpenSocket(node.clone()))
     }
 }
 
