@@ -55,7 +55,7 @@ struct State {
     /// The fast lane, when lent to the topic.
     lane: Option<Lane>,
     /// Set when the server hands the upgraded connection over; frames queue until then.
-    stream: Option<Socket>,
+    socket: Option<Socket>,
     queue: VecDeque<Pending>,
     queued_bytes: usize,
     /// A close frame is queued: nothing is written after it.
@@ -284,7 +284,7 @@ impl Outbox {
     pub fn connect(&self, stream: Arc<TcpStream>) {
         let mut state = self.shared.state.lock();
         if !state.finished {
-            state.stream = Some(Socket {
+            state.socket = Some(Socket {
                 fd: stream.as_raw_fd(),
                 _owner: stream,
             });
@@ -441,7 +441,7 @@ impl Shared {
         state.broken = false;
         state.queue.clear();
         state.queued_bytes = 0;
-        state.stream = None;
+        state.socket = None;
         if let Some(room) = state.room.take() {
             room.wake();
         }
@@ -501,7 +501,7 @@ impl State {
         if self.queued_bytes >= QUEUE_LIMIT {
             return WriteOutcome::Full;
         }
-        if let (true, Some(socket)) = (self.queue.is_empty(), &self.stream) {
+        if let (true, Some(socket)) = (self.queue.is_empty(), &self.socket) {
             let (header, header_len) = frame_header(opcode, payload.len());
             let slices = [IoSlice::new(&header[..header_len]), IoSlice::new(payload)];
             // Straight to the descriptor: the runtime's readiness bookkeeping is for the
@@ -536,7 +536,7 @@ impl State {
     }
 
     fn wake_writer(&mut self) {
-        if self.stream.is_some() {
+        if self.socket.is_some() {
             if let Some(writer) = self.writer.take() {
                 writer.wake();
             }
