@@ -61,9 +61,10 @@ pub struct Config {
 
     /// Most WebSockets open on this node at once; an upgrade beyond gets `503` (atmosphere.js then
     /// falls back to its fallback transport). Upgraded sockets leave the HTTP server's own
-    /// connection limit, so this is their bound (keep it under the descriptor limit, `ulimit -n`).
-    #[arg(long, env = "NIMBUS_MAX_WEBSOCKETS", default_value_t = 100_000)]
-    pub max_websockets: u64,
+    /// connection limit, so this is their bound. Default: three quarters of the descriptor
+    /// limit (`ulimit -n`, which the node raises to its hard limit at start).
+    #[arg(long, env = "NIMBUS_MAX_WEBSOCKETS")]
+    pub max_websockets: Option<u64>,
 
     /// How long a long-polling client may go without re-polling before it counts as gone.
     #[arg(long, env = "NIMBUS_LONG_POLL_EXPIRY_SECS", default_value_t = 30)]
@@ -141,6 +142,17 @@ impl Config {
 
     pub fn long_poll_expiry(&self) -> Duration {
         Duration::from_secs(self.long_poll_expiry_secs)
+    }
+
+    /// The bound on open WebSockets: `--max-websockets`, or three quarters of the process's
+    /// descriptor limit, the rest left for HTTP connections, Redis and files (a node out of
+    /// descriptors cannot even accept its health checks).
+    pub fn websocket_limit(&self) -> u64 {
+        self.max_websockets.unwrap_or_else(|| {
+            rlimit::Resource::NOFILE
+                .get()
+                .map_or(u64::MAX, |(soft, _)| soft / 4 * 3)
+        })
     }
 
     /// How long a cluster keeps a session record after its client's last visit.

@@ -164,7 +164,7 @@ async fn a_socket_that_never_reads_again_is_let_go() {
 /// transport), the open sockets keep receiving, and a socket that closes makes room again.
 #[tokio::test]
 async fn websockets_beyond_the_limit_are_refused_with_503() {
-    let server = common::TestServer::start(|c| c.max_websockets = 2);
+    let server = common::TestServer::start(|c| c.max_websockets = Some(2));
     let topic = "/limit/room";
     let (mut first, _) = ws_open(&server, topic, "first", true).await;
     let (mut second, _) = ws_open(&server, topic, "second", true).await;

@@ -28,6 +28,11 @@ use crate::node::Node;
 /// Redis answers once, so it never serves clients it could not continue elsewhere. After that,
 /// Redis outages are ridden out (see `crate::cluster`).
 pub async fn run(config: Config) -> std::io::Result<()> {
+    raise_descriptor_limit(config.max_websockets);
+    tracing::info!(
+        max_websockets = config.websocket_limit(),
+        "open WebSockets bound"
+    );
     let listener = TcpListener::bind(config.bind)?;
     let node = match &config.redis_url {
         None => Node::new(config),
@@ -49,6 +54,22 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let server = serve(node.clone(), listener)?;
     actix_web::rt::spawn(shutdown::on_signal(node, server.handle()));
     server.await
+}
+
+/// Every connection is a descriptor, and the soft limit a process starts with is often 1,024:
+/// raise it to the hard limit, as servers that hold many connections do, and say so when it
+/// stays below what `--max-websockets` allows.
+fn raise_descriptor_limit(max_websockets: Option<u64>) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if max_websockets.is_some_and(|max| limit < max) => tracing::warn!(
+            limit,
+            max_websockets,
+            "the descriptor limit (ulimit -n) is below --max-websockets: \
+             connections beyond it will be refused by the kernel"
+        ),
+        Ok(limit) => tracing::debug!(limit, "descriptor limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the descriptor limit"),
+    }
 }
 
 /// Build the server on an already bound listener (tests bind port 0 and read the address),

@@ -69,7 +69,7 @@ pub fn accept(
         actix_web::error::InternalError::from_response(error, response)
     })?;
     let Some(open) = OpenSocket::reserve(node) else {
-        let max = node.config.max_websockets;
+        let max = node.config.websocket_limit();
         return Err(actix_web::error::InternalError::from_response(
             "too many websockets",
             HttpResponse::ServiceUnavailable()
@@ -195,7 +195,7 @@ struct OpenSocket(Arc<Node>);
 impl OpenSocket {
     /// Count one more socket, unless the node has `--max-websockets` open already.
     fn reserve(node: &Arc<Node>) -> Option<Self> {
-        let max = node.config.max_websockets;
+        let max = node.config.websocket_limit();
         node.stats
             .websockets_open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
