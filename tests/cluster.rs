@@ -589,31 +589,15 @@ async fn a_late_cursor_note_never_moves_a_session_record_back() {
         .save_session(session.clone(), record(7, 10))
         .await
         .expect("record saved");
-    broker.note_cursor(session.clone(), record(7, 4));
-    settle().await;
-    assert_eq!(
-        stands(broker.clone()).await,
-        Some((7, 10)),
-        "an older cursor"
-    );
-
-    broker.note_cursor(session.clone(), record(6, 50));
-    settle().await;
-    assert_eq!(
-        stands(broker.clone()).await,
-        Some((7, 10)),
-        "an older epoch"
-    );
-
-    broker.note_cursor(session.clone(), record(7, 12));
-    settle().await;
-    assert_eq!(
-        stands(broker.clone()).await,
-        Some((7, 12)),
-        "a newer cursor"
-    );
-
-    broker.note_cursor(session.clone(), record(8, 3));
-    settle().await;
-    assert_eq!(stands(broker.clone()).await, Some((8, 3)), "a newer epoch");
+    // Each note, and where the record must stand once it had time to land.
+    for (note, stands_then, what) in [
+        ((7, 4), (7, 10), "an older cursor"),
+        ((6, 50), (7, 10), "an older epoch"),
+        ((7, 12), (7, 12), "a newer cursor"),
+        ((8, 3), (8, 3), "a newer epoch"),
+    ] {
+        broker.note_cursor(session.clone(), record(note.0, note.1));
+        settle().await;
+        assert_eq!(stands(broker.clone()).await, Some(stands_then), "{what}");
+    }
 }

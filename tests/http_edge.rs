@@ -674,20 +674,14 @@ async fn websocket_upgrade_respects_the_allow_list() {
 /// sentence, the node's headers) and the connection is closed after it.
 #[tokio::test]
 async fn refused_upgrades_get_a_whole_answer_and_a_closed_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = common::TestServer::start(|_| {});
+    // Reading to the end proves the node closed the connection.
     let exchange = |request: String| async move {
-        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        // Reading to the end proves the node closed the connection.
-        common::within(5.0, "the node to close", stream.read_to_end(&mut answer))
+        common::raw_exchange(server.addr, &request)
             .await
-            .unwrap();
-        String::from_utf8(answer).unwrap().to_ascii_lowercase()
+            .to_ascii_lowercase()
     };
-    let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let upgrade = common::UPGRADE_HEADERS;
 
     // A malformed tracking id on a WebSocket upgrade.
     let answer = exchange(format!(

@@ -172,20 +172,12 @@ async fn websockets_beyond_the_limit_are_refused_with_503() {
     assert_eq!(ws_text(&mut second).await, frame("second|0|X|"));
 
     // The whole answer, read to the end (the node closes a refused upgrade's connection).
-    let refused = |path_and_query: String| async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let refused = |path_and_query: String| {
         let request = format!(
-            "GET {path_and_query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
-             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            "GET {path_and_query} HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            common::UPGRADE_HEADERS
         );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        common::within(5.0, "the whole answer", stream.read_to_end(&mut answer))
-            .await
-            .unwrap();
-        String::from_utf8(answer).unwrap()
+        async move { common::raw_exchange(server.addr, &request).await }
     };
     let answer = refused(format!(
         "{topic}?{}",

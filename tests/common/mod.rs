@@ -376,6 +376,23 @@ impl BodyReader {
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The upgrade headers of a WebSocket handshake, for requests written by hand.
+pub const UPGRADE_HEADERS: &str = "Connection: Upgrade\r\nUpgrade: websocket\r\n\
+    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+/// Write `request` on a new connection and read the answer to its end: returns when the node
+/// closes the connection (which the read proves).
+pub async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    within(5.0, "the node to close", stream.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
 /// Open a WebSocket to `topic` as atmosphere.js would; returns the socket and the 101 response.
 pub async fn ws_open(
     server: &TestServer,

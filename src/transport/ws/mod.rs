@@ -68,19 +68,21 @@ pub fn accept(
         let response = HttpResponse::from(actix_http::Response::from(&error));
         actix_web::error::InternalError::from_response(error, response)
     })?;
-    let Some(open) = OpenSocket::reserve(node) else {
-        let max = node.config.websocket_limit();
-        return Err(actix_web::error::InternalError::from_response(
-            "too many websockets",
-            HttpResponse::ServiceUnavailable()
-                .insert_header(("Retry-After", "5"))
-                .content_type("text/plain; charset=utf-8")
-                .body(format!(
-                    "this node has {max} WebSockets open, its limit (--max-websockets); \
+    let open = match OpenSocket::reserve(node) {
+        Ok(open) => open,
+        Err(max) => {
+            return Err(actix_web::error::InternalError::from_response(
+                "too many websockets",
+                HttpResponse::ServiceUnavailable()
+                    .insert_header(("Retry-After", "5"))
+                    .content_type("text/plain; charset=utf-8")
+                    .body(format!(
+                        "this node has {max} WebSockets open, its limit (--max-websockets); \
                      try again later or use another transport\n"
-                )),
-        )
-        .into());
+                    )),
+            )
+            .into())
+        }
     };
     let (handoff, socket) = oneshot::channel();
     let mut response = HttpResponse::from(builder.finish().map_into_boxed_body());
@@ -193,16 +195,16 @@ pub async fn serve<F, Fut>(
 struct OpenSocket(Arc<Node>);
 
 impl OpenSocket {
-    /// Count one more socket, unless the node has `--max-websockets` open already.
-    fn reserve(node: &Arc<Node>) -> Option<Self> {
+    /// Count one more socket, unless the node has its bound (returned) open already.
+    fn reserve(node: &Arc<Node>) -> Result<Self, u64> {
         let max = node.config.websocket_limit();
         node.stats
             .websockets_open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
                 (open < max).then_some(open + 1)
             })
-            .ok()?;
-        Some(OpenSocket(node.clone()))
+            .map_err(|_| max)?;
+        Ok(OpenSocket(node.clone()))
     }
 }
 
