@@ -12,6 +12,8 @@ cargo build --release -p nimbus -p nimbus-bench >/dev/null 2>&1
 ulimit -n "$(ulimit -Hn)"
 PORT=${PORT:-18900}
 DURATION=${DURATION:-15}
+# Subscriber threads of the load generator (one runtime each, its share of the subscribers).
+LOADGEN_THREADS=${LOADGEN_THREADS:-2}
 DIR=target/bench-cluster
 export NIMBUS_BIN=$PWD/target/release/nimbus RUST_LOG=warn
 export NIMBUS_ARGS="${NIMBUS_ARGS:---workers 1}"
@@ -29,18 +31,18 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 ./target/release/fanout-floor --bind "127.0.0.1:$PORT" --workers 2 >/dev/null 2>&1 &
 floor=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.05; done
-./target/release/nimbus-bench --scenario ws --subscribers 5000 --rate 20 --duration-secs "$DURATION" \
+./target/release/nimbus-bench --threads "$LOADGEN_THREADS" --scenario ws --subscribers 5000 --rate 20 --duration-secs "$DURATION" \
   --label "websocket, fanout-floor (1 process, no cluster)" --addr "127.0.0.1:$PORT" --server-pid "$floor" || true
 kill "$floor"; wait "$floor" 2>/dev/null || true
 up
-./target/release/nimbus-bench --scenario ws --subscribers 5000 --rate 20 --duration-secs "$DURATION" \
+./target/release/nimbus-bench --threads "$LOADGEN_THREADS" --scenario ws --subscribers 5000 --rate 20 --duration-secs "$DURATION" \
   --label "websocket, 2 nodes" \
   --addr "127.0.0.1:$((PORT + 1))" --addr "127.0.0.1:$((PORT + 2))" --publish-addr "127.0.0.1:$((PORT + 1))" \
   --server-pid "$(pid nimbus1)" --server-pid "$(pid nimbus2)" --server-pid "$(pid redis)" || true
 down
 up
 haproxy_before=$(ticks "$(pid haproxy)")
-./target/release/nimbus-bench --scenario longpoll --subscribers 500 --rate 20 --duration-secs "$DURATION" \
+./target/release/nimbus-bench --threads "$LOADGEN_THREADS" --scenario longpoll --subscribers 500 --rate 20 --duration-secs "$DURATION" \
   --label "long-polling via the balancer, 3 nodes" \
   --addr "127.0.0.1:$PORT" --publish-addr "127.0.0.1:$((PORT + 1))" \
   --server-pid "$(pid nimbus1)" --server-pid "$(pid nimbus2)" --server-pid "$(pid nimbus3)" \

@@ -7,6 +7,8 @@ cargo build --release -p nimbus -p nimbus-bench >/dev/null 2>&1
 ulimit -n "$(ulimit -Hn)"
 PORT=${PORT:-18800}
 DURATION=${DURATION:-15}
+# Subscriber threads of the load generator (one runtime each, its share of the subscribers).
+LOADGEN_THREADS=${LOADGEN_THREADS:-2}
 
 # scenario SERVER ARGS...: SERVER is `nimbus`, or `fanout-floor` (bench/src/bin/fanout-floor.rs,
 # the smallest fan-out this load generator can drive: this machine's floor at this moment).
@@ -17,7 +19,7 @@ scenario() {
   "./target/release/$server" --bind "127.0.0.1:$PORT" --workers 2 >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.05; done
-  ./target/release/nimbus-bench --addr "127.0.0.1:$PORT" --server-pid "$pid" --duration-secs "$DURATION" "${args[@]}" || true
+  ./target/release/nimbus-bench --threads "$LOADGEN_THREADS" --addr "127.0.0.1:$PORT" --server-pid "$pid" --duration-secs "$DURATION" "${args[@]}" || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 

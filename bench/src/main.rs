@@ -4,9 +4,8 @@
 //! It runs on a single thread so its own CPU use is bounded and measured (getrusage). Server
 //! CPU per delivered message comes from the server process's own counters
 //! (`/proc/<pid>/stat`), read at the start and the end of the measured window.
-use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
@@ -43,6 +42,10 @@ struct Args {
     /// Payload bytes per message (beyond the sequence and timestamp).
     #[arg(long, default_value_t = 64)]
     message_bytes: usize,
+    /// Threads running the subscribers (each a single-threaded runtime with its share); the
+    /// publisher and the measurements run on the main thread.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -70,6 +73,8 @@ struct Tally {
     received: u64,
     duplicates: u64,
     latencies_us: Vec<u32>,
+    /// How late the thread's 5 ms timer fired, each time.
+    lag_us: Vec<u32>,
 }
 
 fn main() {
@@ -78,29 +83,72 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, run(args));
+    runtime.block_on(run(args));
 }
 
-async fn run(args: Args) {
-    let epoch = Instant::now();
-    let tally = Rc::new(RefCell::new(Tally::default()));
-    let rss_before = rss_kib(args.server_pids[0]);
-    // How late this process's own timers fire: the part of the latency figures that is the load
-    // generator's own queueing (one thread serves every subscriber).
-    let lag_us = Rc::new(RefCell::new(Vec::<u32>::new()));
-    {
-        let lag_us = lag_us.clone();
+/// A subscriber for a subscriber thread to start, and where it says it is connected.
+type Spawn = (SocketAddr, tokio::sync::oneshot::Sender<()>);
+
+/// One subscriber thread: a single-threaded runtime running its share of the subscribers and a
+/// timer that measures how late this thread's own timers fire (the part of the latency figures
+/// that is the load generator's own queueing).
+fn subscriber_thread(
+    scenario: Scenario,
+    epoch: Instant,
+    tally: Arc<Mutex<Tally>>,
+    mut spawns: tokio::sync::mpsc::UnboundedReceiver<Spawn>,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let lag_tally = tally.clone();
         tokio::task::spawn_local(async move {
             let tick = Duration::from_millis(5);
             loop {
                 let due = Instant::now() + tick;
                 tokio::time::sleep_until(due.into()).await;
                 let late = Instant::now().saturating_duration_since(due).as_micros() as u32;
-                lag_us.borrow_mut().push(late);
+                lag_tally.lock().unwrap().lag_us.push(late);
             }
         });
-    }
+        while let Some((addr, ready)) = spawns.recv().await {
+            let tally = tally.clone();
+            match scenario {
+                Scenario::Idle | Scenario::Ws => {
+                    tokio::task::spawn_local(ws_subscriber(addr, epoch, tally, ready))
+                }
+                Scenario::Longpoll => {
+                    tokio::task::spawn_local(lp_subscriber(addr, epoch, tally, ready))
+                }
+            };
+        }
+        std::future::pending::<()>().await
+    });
+}
+
+async fn run(args: Args) {
+    let epoch = Instant::now();
+    let rss_before = rss_kib(args.server_pids[0]);
+    // The subscribers run on their own threads; this one only publishes and measures.
+    let threads: Vec<_> = (0..args.threads.max(1))
+        .map(|_| {
+            let tally = Arc::new(Mutex::new(Tally::default()));
+            let (spawn, spawns) = tokio::sync::mpsc::unbounded_channel::<Spawn>();
+            let scenario = args.scenario;
+            let thread_tally = tally.clone();
+            std::thread::spawn(move || subscriber_thread(scenario, epoch, thread_tally, spawns));
+            (tally, spawn)
+        })
+        .collect();
+    let received = || -> u64 {
+        threads
+            .iter()
+            .map(|(t, _)| t.lock().unwrap().received)
+            .sum()
+    };
 
     // Connect every subscriber (bounded concurrency) and wait for its handshake.
     let mut connected = 0;
@@ -112,19 +160,8 @@ async fn run(args: Args) {
             let (tx, rx) = tokio::sync::oneshot::channel();
             ready.push(rx);
             let addr = args.addrs[(connected + i) % args.addrs.len()];
-            let tally = tally.clone();
-            match args.scenario {
-                Scenario::Idle | Scenario::Ws => tokio::task::spawn_local(ws_subscriber(
-                    addr,
-                    args.subscribers as u64,
-                    epoch,
-                    tally,
-                    tx,
-                )),
-                Scenario::Longpoll => {
-                    tokio::task::spawn_local(lp_subscriber(addr, epoch, tally, tx))
-                }
-            };
+            let (_, spawn) = &threads[(connected + i) % threads.len()];
+            spawn.send((addr, tx)).expect("subscriber thread runs");
         }
         for rx in ready {
             tokio::time::timeout(Duration::from_secs(30), rx)
@@ -157,12 +194,14 @@ async fn run(args: Args) {
     .expect("publisher connects");
     publisher.next().await; // handshake
     let (mut publish, mut publisher_rx) = publisher.split();
-    tokio::task::spawn_local(async move { while publisher_rx.next().await.is_some() {} });
+    tokio::spawn(async move { while publisher_rx.next().await.is_some() {} });
 
     let server_cpu_start: u64 = args.server_pids.iter().map(|&p| cpu_ticks(p)).sum();
-    lag_us.borrow_mut().clear(); // only the measured window counts
+    for (tally, _) in &threads {
+        tally.lock().unwrap().lag_us.clear(); // only the measured window counts
+    }
     let own_cpu_start = own_cpu_us();
-    let received_start = tally.borrow().received;
+    let received_start = received();
     let start = Instant::now();
     let total = args.rate as u64 * args.duration_secs;
     let pad = "x".repeat(args.message_bytes);
@@ -179,13 +218,22 @@ async fn run(args: Args) {
     // Drain: wait until everything arrived or 5 s passed.
     let expected = total * args.subscribers as u64;
     let drain_deadline = Instant::now() + Duration::from_secs(5);
-    while tally.borrow().received - received_start < expected && Instant::now() < drain_deadline {
+    while received() - received_start < expected && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let window = start.elapsed().as_secs_f64();
     let server_cpu_end: u64 = args.server_pids.iter().map(|&p| cpu_ticks(p)).sum();
     let server_cpu_us = (server_cpu_end - server_cpu_start) as f64 * 1e6 / clock_ticks() as f64;
-    let mut lag = lag_us.borrow().clone();
+    // Every thread's figures together.
+    let mut t = Tally::default();
+    for (tally, _) in &threads {
+        let mut tally = tally.lock().unwrap();
+        t.received += tally.received;
+        t.duplicates += tally.duplicates;
+        t.latencies_us.append(&mut tally.latencies_us);
+        t.lag_us.append(&mut tally.lag_us);
+    }
+    let mut lag = std::mem::take(&mut t.lag_us);
     lag.sort_unstable();
     let lag_pct = |p: f64| {
         lag.get(((lag.len() as f64 * p) as usize).min(lag.len().saturating_sub(1)))
@@ -193,7 +241,6 @@ async fn run(args: Args) {
     };
     let own_cpu_us = own_cpu_us() - own_cpu_start;
 
-    let mut t = tally.borrow_mut();
     let delivered = t.received - received_start;
     t.latencies_us.sort_unstable();
     let pct = |p: f64| {
@@ -229,7 +276,7 @@ async fn run(args: Args) {
 }
 
 /// Parse `seq:sent_us:...` and record it, noting duplicates per subscriber.
-fn record(tally: &RefCell<Tally>, seen: &mut Vec<bool>, epoch: Instant, message: &str) {
+fn record(tally: &Mutex<Tally>, seen: &mut Vec<bool>, epoch: Instant, message: &str) {
     let mut parts = message.splitn(3, ':');
     let (Some(seq), Some(sent)) = (parts.next(), parts.next()) else {
         return;
@@ -238,7 +285,7 @@ fn record(tally: &RefCell<Tally>, seen: &mut Vec<bool>, epoch: Instant, message:
         return;
     };
     let now = epoch.elapsed().as_micros() as u64;
-    let mut t = tally.borrow_mut();
+    let mut t = tally.lock().unwrap();
     if seen.len() <= seq {
         seen.resize(seq + 1, false);
     }
@@ -269,9 +316,8 @@ fn unframe(mut body: &str, mut each: impl FnMut(&str)) {
 
 async fn ws_subscriber(
     addr: SocketAddr,
-    _subscribers: u64,
     epoch: Instant,
-    tally: Rc<RefCell<Tally>>,
+    tally: Arc<Mutex<Tally>>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
     // A minimal client: the upgrade by hand, then frames read straight off the socket. A full
@@ -350,7 +396,7 @@ fn parse_frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
 async fn lp_subscriber(
     addr: SocketAddr,
     epoch: Instant,
-    tally: Rc<RefCell<Tally>>,
+    tally: Arc<Mutex<Tally>>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut stream = TcpStream::connect(addr)
