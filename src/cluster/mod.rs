@@ -301,17 +301,24 @@ async fn health_loop(broker: Weak<RedisBroker>) {
     }
 }
 
-fn record_from(map: HashMap<String, String>) -> Option<SessionRecord> {
-    if map.is_empty() {
+/// The fields of a session record, in the order `poll.lua` and `load_session` read them.
+const RECORD_FIELDS: [&str; 5] = ["topic", "epoch", "cursor", "polling", "node"];
+
+/// A record from its [`RECORD_FIELDS`] (none if no field is set: there is no record).
+fn record_from(fields: Vec<Option<String>>) -> Option<SessionRecord> {
+    if fields.iter().all(Option::is_none) {
         return None;
     }
-    let number = |k: &str| map.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut fields = fields.into_iter();
+    let mut next = || fields.next().flatten();
+    let (topic, epoch, cursor, polling, node) = (next(), next(), next(), next(), next());
+    let number = |v: Option<String>| v.and_then(|v| v.parse().ok()).unwrap_or(0);
     Some(SessionRecord {
-        topic: map.get("topic").cloned(),
-        epoch: number("epoch"),
-        cursor: number("cursor"),
-        polling: map.get("polling").is_some_and(|v| v == "1"),
-        node: map.get("node").cloned(),
+        topic,
+        epoch: number(epoch),
+        cursor: number(cursor),
+        polling: polling.is_some_and(|v| v == "1"),
+        node,
     })
 }
 
@@ -501,9 +508,14 @@ impl Broker for RedisBroker {
         let ttl = self.session_ttl_ms();
         Box::pin(async move {
             let key = keys::session(&session);
-            let (map,): (HashMap<String, String>,) = redis::pipe()
-                .atomic()
-                .hgetall(&key)
+            // Not MULTI/EXEC: a client holds one poll at a time, so no other poll of this
+            // session runs between the read and the write, and the one connection keeps them
+            // in order (a transaction costs Redis two more commands and the node two more
+            // replies to parse, on every poll).
+            let (fields,): (Vec<Option<String>>,) = redis::pipe()
+                .cmd("HMGET")
+                .arg(&key)
+                .arg(&RECORD_FIELDS)
                 .hset_multiple(&key, &[("polling", "1"), ("node", node.as_str())])
                 .ignore()
                 .pexpire(&key, ttl as i64)
@@ -511,7 +523,7 @@ impl Broker for RedisBroker {
                 .query_async(&mut conn)
                 .await
                 .map_err(unreachable)?;
-            Ok(record_from(map))
+            Ok(record_from(fields))
         })
     }
 
@@ -521,12 +533,13 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'static, Result<Option<SessionRecord>, BrokerError>> {
         let mut conn = self.conn.clone();
         Box::pin(async move {
-            let map: HashMap<String, String> = redis::cmd("HGETALL")
+            let fields: Vec<Option<String>> = redis::cmd("HMGET")
                 .arg(keys::session(&session))
+                .arg(&RECORD_FIELDS)
                 .query_async(&mut conn)
                 .await
                 .map_err(unreachable)?;
-            Ok(record_from(map))
+            Ok(record_from(fields))
         })
     }
 
@@ -558,8 +571,8 @@ impl Broker for RedisBroker {
                 ),
                 ("node", record.node.unwrap_or(node)),
             ];
+            // One connection keeps the two in order; nothing needs them atomic (see `begin_poll`).
             redis::pipe()
-                .atomic()
                 .hset_multiple(&key, &fields)
                 .ignore()
                 .pexpire(&key, ttl as i64)

@@ -3,7 +3,7 @@
 //! atmosphere.js 5 sends every `X-Atmosphere-*` value as a query parameter (browsers cannot set
 //! headers on WebSocket or EventSource requests); other clients send real headers. Both are
 //! read, and a header wins over a query parameter of the same name, as in the Java server.
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use thiserror::Error;
 
@@ -86,14 +86,8 @@ impl AtmosphereRequest {
         header: impl Fn(&str) -> Option<String>,
         websocket_upgrade: bool,
     ) -> Result<Self, RequestError> {
-        let params: HashMap<String, String> =
-            serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect();
-        let get =
-            |name: &str| header(name).or_else(|| params.get(&name.to_ascii_lowercase()).cloned());
+        let params = QueryParams::parse(query);
+        let get = |name: &str| header(name).or_else(|| params.get(name));
 
         let transport = match get("X-Atmosphere-Transport") {
             Some(t) => TransportKind::parse(&t).ok_or(RequestError::UnknownTransport(t))?,
@@ -131,6 +125,40 @@ impl AtmosphereRequest {
             track_message_size: self.track_message_size,
             sse: self.transport == TransportKind::Sse,
         }
+    }
+}
+
+/// The query parameters Nimbus reads (names compare case-insensitively).
+const PARAMS: [&str; 7] = [
+    "X-Atmosphere-Transport",
+    "X-Atmosphere-tracking-id",
+    "X-Atmosphere-Framework",
+    "X-Heartbeat-Server",
+    "X-atmo-protocol",
+    "X-Atmosphere-TrackMessageSize",
+    "X-Atmosphere-Session-Token",
+];
+
+/// The values of [`PARAMS`] in a query string (the last occurrence of a name wins). Every poll
+/// is parsed, and atmosphere.js sends a dozen parameters: only these are kept, borrowed from
+/// the query unless percent-encoded.
+struct QueryParams<'q>([Option<Cow<'q, str>>; PARAMS.len()]);
+
+impl<'q> QueryParams<'q> {
+    fn parse(query: &'q str) -> Self {
+        let mut values: [Option<Cow<'q, str>>; PARAMS.len()] = Default::default();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if let Some(i) = PARAMS.iter().position(|p| p.eq_ignore_ascii_case(&name)) {
+                values[i] = Some(value);
+            }
+        }
+        QueryParams(values)
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        let i = PARAMS.iter().position(|p| p.eq_ignore_ascii_case(name));
+        debug_assert!(i.is_some(), "{name} is not in PARAMS");
+        self.0[i?].as_deref().map(str::to_string)
     }
 }
 
@@ -173,6 +201,17 @@ mod tests {
         assert_eq!(r.tracking_id, None);
         assert!(r.protocol && r.track_message_size);
         assert_eq!(r.heartbeat_server, Some(90));
+    }
+
+    #[test]
+    fn query_names_ignore_case_values_are_decoded_and_the_last_one_wins() {
+        let r = parse(
+            "x-atmosphere-transport=streaming&X-ATMOSPHERE-TRANSPORT=long%2Dpolling&_=1700000000\
+             &x-atmosphere-session-token=17%2D42&Content-Type=text%2Fx-gwt-rpc",
+        )
+        .unwrap();
+        assert_eq!(r.transport, TransportKind::LongPolling);
+        assert_eq!(r.session_token.as_deref(), Some("17-42"));
     }
 
     #[test]
