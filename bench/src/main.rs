@@ -1,9 +1,10 @@
 //! `nimbus-bench`: a load generator that speaks the Atmosphere protocol (as atmosphere.js 5
 //! does) over WebSocket and long-polling, and prints one row of figures.
 //!
-//! It runs on a single thread so its own CPU use is bounded and measured (getrusage). Server
-//! CPU per delivered message comes from the server process's own counters
-//! (`/proc/<pid>/stat`), read at the start and the end of the measured window.
+//! The subscribers run on `--threads` single-threaded runtimes, each with its share of them;
+//! the publisher and the measurements run on the main thread. Its own CPU use is measured over
+//! all threads (getrusage). Server CPU per delivered message comes from the server process's
+//! own counters (`/proc/<pid>/stat`), read at the start and the end of the measured window.
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -67,7 +68,7 @@ fn query(transport: &str, id: &str) -> String {
     )
 }
 
-/// What every subscriber records.
+/// What the subscribers of one thread record (merged at the end).
 #[derive(Default)]
 struct Tally {
     received: u64,

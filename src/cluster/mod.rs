@@ -301,7 +301,7 @@ async fn health_loop(broker: Weak<RedisBroker>) {
     }
 }
 
-/// The fields of a session record, in the order `poll.lua` and `load_session` read them.
+/// The fields of a session record, in the order `begin_poll` and `load_session` read them.
 const RECORD_FIELDS: [&str; 5] = ["topic", "epoch", "cursor", "polling", "node"];
 
 /// A record from its [`RECORD_FIELDS`] (none if no field is set: there is no record).
