@@ -1,6 +1,7 @@
 //! The unit a topic fans out: one message, numbered, with its wire frames encoded once.
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use bytestring::ByteString;
 use tokio::time::Instant;
 
@@ -64,6 +65,9 @@ pub struct Envelope {
     pub accepted_at: Instant,
     /// Frames per wire format, built by the first recipient that needs them and shared after.
     frames: [OnceLock<ByteString>; FRAME_SLOTS],
+    /// The same frames wrapped for a transport that writes them whole (a WebSocket frame
+    /// header in front), so each delivery is one buffer handed to the kernel.
+    wrapped: [OnceLock<Bytes>; FRAME_SLOTS],
 }
 
 impl Envelope {
@@ -76,12 +80,18 @@ impl Envelope {
             json: message.json,
             accepted_at: Instant::now(),
             frames: Default::default(),
+            wrapped: Default::default(),
         }
     }
 
     /// The frame for wire format `slot`, encoding it with `encode` on first use.
     pub fn frame(&self, slot: usize, encode: impl FnOnce(&str) -> ByteString) -> &ByteString {
         self.frames[slot].get_or_init(|| encode(&self.text))
+    }
+
+    /// The frame for wire format `slot` wrapped by `wrap`, built on first use.
+    pub fn wrapped(&self, slot: usize, wrap: impl FnOnce() -> Bytes) -> &Bytes {
+        self.wrapped[slot].get_or_init(wrap)
     }
 
     /// Bytes this envelope holds, for history limits.

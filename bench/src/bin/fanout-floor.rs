@@ -4,8 +4,8 @@
 //!
 //! It does only what a fan-out must: the upgrade, an Atmosphere-looking handshake frame, and
 //! for every text frame a client sends, one `len|msg` frame encoded once and written to every
-//! connected socket, straight from the publisher's task (`try_write_vectored`: no per-recipient
-//! task, lock, allocation or copy). No topics, tracking ids, history, heartbeats or limits: it
+//! connected socket, straight from the publisher's task (one `try_write` of the whole frame: no
+//! per-recipient task, lock, allocation or copy). No topics, tracking ids, history, heartbeats or limits: it
 //! is a yardstick, not a server.
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -126,11 +126,10 @@ async fn connection(mut stream: TcpStream, members: Arc<Members>) {
                     if text == "X" {
                         continue; // a client heartbeat
                     }
-                    let message = atmosphere(&text);
-                    let header = header(message.len());
+                    let whole = frame(&atmosphere(&text));
                     let all = members.read().unwrap().clone();
                     for member in all.iter() {
-                        member.deliver(&header, &message);
+                        member.deliver(&whole);
                     }
                 }
                 8 => break 'read,
@@ -158,24 +157,16 @@ async fn connection(mut stream: TcpStream, members: Arc<Members>) {
 }
 
 impl Conn {
-    fn deliver(&self, header: &[u8], message: &[u8]) {
+    fn deliver(&self, frame: &[u8]) {
         let mut backlog = self.backlog.lock().unwrap();
         if backlog.is_empty() {
-            let slices = [
-                std::io::IoSlice::new(header),
-                std::io::IoSlice::new(message),
-            ];
-            match self.stream.try_write_vectored(&slices) {
-                Ok(n) if n == header.len() + message.len() => return,
-                Ok(n) => {
-                    let mut rest = [header, message].concat();
-                    rest.drain(..n);
-                    backlog.push_back(rest);
-                }
-                Err(_) => backlog.push_back([header, message].concat()),
+            match self.stream.try_write(frame) {
+                Ok(n) if n == frame.len() => return,
+                Ok(n) => backlog.push_back(frame[n..].to_vec()),
+                Err(_) => backlog.push_back(frame.to_vec()),
             }
         } else {
-            backlog.push_back([header, message].concat());
+            backlog.push_back(frame.to_vec());
         }
         self.wake_writer.notify_one();
     }

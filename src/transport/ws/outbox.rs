@@ -152,6 +152,61 @@ impl Pending {
     }
 }
 
+/// A frame to write: a message whose header is built here, or one built whole beforehand
+/// (shared by every recipient, so the kernel gets one buffer and `send` rather than
+/// `sendmsg`, which costs the kernel an iovec import per call).
+#[derive(Clone, Copy)]
+enum Frame<'a> {
+    Message(OpCode, &'a Bytes),
+    Whole(&'a Bytes),
+}
+
+// === impl Frame ===
+
+impl Frame<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Frame::Message(opcode, payload) => {
+                frame_header(*opcode, payload.len()).1 + payload.len()
+            }
+            Frame::Whole(frame) => frame.len(),
+        }
+    }
+
+    fn write(&self, socket: &Socket) -> io::Result<usize> {
+        let fd = socket.fd();
+        let socket = socket2::SockRef::from(&fd);
+        match self {
+            Frame::Message(opcode, payload) => {
+                let (header, header_len) = frame_header(*opcode, payload.len());
+                socket.send_vectored(&[IoSlice::new(&header[..header_len]), IoSlice::new(payload)])
+            }
+            Frame::Whole(frame) => socket.send(frame),
+        }
+    }
+
+    fn pending(&self) -> Pending {
+        match self {
+            Frame::Message(opcode, payload) => Pending::new(*opcode, (*payload).clone()),
+            Frame::Whole(frame) => Pending {
+                header: [0; 10],
+                header_len: 0,
+                payload: (*frame).clone(),
+                written: 0,
+            },
+        }
+    }
+}
+
+/// A whole unmasked text frame around `payload`, to share between recipients.
+pub fn whole_text_frame(payload: &[u8]) -> Bytes {
+    let (header, header_len) = frame_header(OpCode::Text, payload.len());
+    let mut frame = BytesMut::with_capacity(header_len + payload.len());
+    frame.put_slice(&header[..header_len]);
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
 /// The header of an unmasked, final server frame (RFC 6455, 5.2).
 fn frame_header(opcode: OpCode, len: usize) -> ([u8; 10], usize) {
     let mut header = [0u8; 10];
@@ -204,7 +259,7 @@ impl Outbox {
     /// Write a text (or binary) message frame now if the socket takes it, or queue it.
     pub fn send(&self, opcode: OpCode, payload: &Bytes) -> WriteOutcome {
         let mut state = self.shared.state.lock();
-        let outcome = state.send(opcode, payload);
+        let outcome = state.send(Frame::Message(opcode, payload));
         if state.broken {
             drop(state);
             self.finish();
@@ -466,10 +521,13 @@ impl DirectWrite for Shared {
             lane.cursor = envelope.seq;
             return true;
         }
-        let frame = crate::transport::atmosphere_frame(envelope, lane.framing);
+        let framing = lane.framing;
+        let frame = envelope.wrapped(framing.index(), || {
+            whole_text_frame(crate::transport::atmosphere_frame(envelope, framing).as_bytes())
+        });
         // Full or closed: the lane closes and the message goes to the actor, which sees the
         // same outcome when it writes and applies its policy.
-        if state.send(OpCode::Text, frame.as_bytes()) != WriteOutcome::Written {
+        if state.send(Frame::Whole(frame)) != WriteOutcome::Written {
             if let Some(lane) = state.lane.as_mut() {
                 lane.open = false;
             }
@@ -494,7 +552,7 @@ impl DirectWrite for Shared {
 impl State {
     /// Write a frame now if the socket takes it, or queue it (see [`Outbox::send`]). A failed
     /// write marks the socket closed; the caller finishes the outbox.
-    fn send(&mut self, opcode: OpCode, payload: &Bytes) -> WriteOutcome {
+    fn send(&mut self, frame: Frame<'_>) -> WriteOutcome {
         if self.closing || self.finished {
             return WriteOutcome::Closed;
         }
@@ -502,14 +560,12 @@ impl State {
             return WriteOutcome::Full;
         }
         if let (true, Some(socket)) = (self.queue.is_empty(), &self.socket) {
-            let (header, header_len) = frame_header(opcode, payload.len());
-            let slices = [IoSlice::new(&header[..header_len]), IoSlice::new(payload)];
             // Straight to the descriptor: the runtime's readiness bookkeeping is for the
             // writer task, which waits only when this fails.
-            match socket2::SockRef::from(&socket.fd()).send_vectored(&slices) {
-                Ok(n) if n == header_len + payload.len() => return WriteOutcome::Written,
+            match frame.write(socket) {
+                Ok(n) if n == frame.len() => return WriteOutcome::Written,
                 Ok(n) => {
-                    let mut rest = Pending::new(opcode, payload.clone());
+                    let mut rest = frame.pending();
                     rest.written = n;
                     self.push(rest);
                     return WriteOutcome::Written;
@@ -525,7 +581,7 @@ impl State {
                 }
             }
         }
-        self.push(Pending::new(opcode, payload.clone()));
+        self.push(frame.pending());
         WriteOutcome::Written
     }
 
@@ -555,5 +611,24 @@ mod tests {
         assert_eq!(&h[..n], &[0x82, 126, 1, 44]);
         let (h, n) = frame_header(OpCode::Text, 70_000);
         assert_eq!(&h[..n], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    #[test]
+    fn a_whole_frame_queues_what_the_socket_did_not_take() {
+        let payload = Bytes::from_static(b"5|hello");
+        let whole = whole_text_frame(&payload);
+        assert_eq!(&whole[..], b"\x81\x075|hello");
+        let message = Frame::Message(OpCode::Text, &payload);
+        assert_eq!(Frame::Whole(&whole).len(), message.len());
+
+        // The same bytes are left whichever way the frame was built.
+        for frame in [Frame::Whole(&whole), message] {
+            let mut rest = frame.pending();
+            rest.written = 3;
+            let mut slices = Vec::new();
+            rest.slices(&mut slices);
+            let left: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
+            assert_eq!(left, b"|hello");
+        }
     }
 }
