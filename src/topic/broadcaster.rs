@@ -186,7 +186,11 @@ impl Broadcaster {
 
     fn fan_out(&mut self, envelope: &Arc<Envelope>) {
         let epoch = self.state.epoch();
-        for (id, member) in self.members.iter_mut() {
+        let mut members = self.members.iter_mut().peekable();
+        while let Some((id, member)) = members.next() {
+            if let Some(direct) = members.peek().and_then(|(_, next)| next.direct.as_deref()) {
+                super::direct::prefetch(direct);
+            }
             if let Some(direct) = &member.direct {
                 if direct.try_deliver(epoch, envelope) {
                     continue;
