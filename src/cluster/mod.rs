@@ -302,21 +302,36 @@ async fn health_loop(broker: Weak<RedisBroker>) {
 }
 
 /// The fields of a session record, in the order `begin_poll` and `load_session` read them.
-const RECORD_FIELDS: [&str; 5] = ["topic", "epoch", "cursor", "polling", "node"];
+const RECORD_FIELDS: [&str; 6] = [
+    "topic",
+    "epoch",
+    "cursor",
+    "polling",
+    "node",
+    cursors::NOTED,
+];
 
 /// A record from its [`RECORD_FIELDS`] (none if no field is set: there is no record).
+///
+/// Its position is the later of the record's own and its cursor note's: cursors only move
+/// forward, and epochs are numbered by time, so the later one is the true one whichever was
+/// written last (see `cluster::cursors`).
 fn record_from(fields: Vec<Option<String>>) -> Option<SessionRecord> {
     if fields.iter().all(Option::is_none) {
         return None;
     }
     let mut fields = fields.into_iter();
     let mut next = || fields.next().flatten();
-    let (topic, epoch, cursor, polling, node) = (next(), next(), next(), next(), next());
+    let (topic, epoch, cursor, polling, node, noted) =
+        (next(), next(), next(), next(), next(), next());
     let number = |v: Option<String>| v.and_then(|v| v.parse().ok()).unwrap_or(0);
+    let saved = (number(epoch), number(cursor));
+    let noted = noted.as_deref().and_then(cursors::parse_noted);
+    let (epoch, cursor) = noted.map_or(saved, |noted| noted.max(saved));
     Some(SessionRecord {
         topic,
-        epoch: number(epoch),
-        cursor: number(cursor),
+        epoch,
+        cursor,
         polling: polling.is_some_and(|v| v == "1"),
         node,
     })
@@ -594,5 +609,41 @@ impl RedisBroker {
         self.me
             .upgrade()
             .expect("the broker outlives the calls made on it")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(epoch: &str, cursor: &str, noted: Option<&str>) -> Vec<Option<String>> {
+        let mut fields: Vec<Option<String>> = ["t", epoch, cursor, "0", "n1"]
+            .iter()
+            .map(|v| Some(v.to_string()))
+            .collect();
+        fields.push(noted.map(str::to_string));
+        fields
+    }
+
+    fn position(fields: Vec<Option<String>>) -> (u64, u64) {
+        let record = record_from(fields).expect("a record");
+        (record.epoch, record.cursor)
+    }
+
+    #[test]
+    fn a_record_stands_where_the_later_of_its_save_and_its_note_says() {
+        // No note, or a note behind the record (written late, after a detach saved it).
+        assert_eq!(position(fields("7", "40", None)), (7, 40));
+        assert_eq!(position(fields("7", "40", Some("7:35"))), (7, 40));
+        assert_eq!(position(fields("7", "40", Some("6:90"))), (7, 40));
+        // A note ahead of the record: the client moved on since the record was saved.
+        assert_eq!(position(fields("7", "40", Some("7:52"))), (7, 52));
+        assert_eq!(position(fields("7", "40", Some("8:3"))), (8, 3));
+        // A note alone (its record expired or was lost) still says where the client was.
+        let only_note = vec![None, None, None, None, None, Some("7:52".to_string())];
+        assert_eq!(position(only_note), (7, 52));
+        // A damaged note is ignored.
+        assert_eq!(position(fields("7", "40", Some("7-52"))), (7, 40));
+        assert!(record_from(vec![None; RECORD_FIELDS.len()]).is_none());
     }
 }
