@@ -596,7 +596,7 @@ async fn a_late_cursor_note_never_moves_a_session_record_back() {
         ((7, 12), (7, 12), "a newer cursor"),
         ((8, 3), (8, 3), "a newer epoch"),
     ] {
-        broker.note_cursor(session.clone(), record(note.0, note.1));
+        broker.note_cursor(session.clone(), note.0, note.1);
         settle().await;
         assert_eq!(stands(broker.clone()).await, Some(stands_then), "{what}");
     }

@@ -147,9 +147,10 @@ pub trait Broker: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
-    /// Note where a pushing client stands, without waiting: brokers that keep records write
-    /// these notes in batches, moving a record's cursor forward only (see `cluster::cursor`).
-    fn note_cursor(&self, _session: SessionId, _record: SessionRecord) {}
+    /// Note where a pushing client stands (`cursor` in topic `epoch`), without waiting: brokers
+    /// that keep records write these notes in batches, moving a record's cursor forward only
+    /// (see `cluster::cursors`).
+    fn note_cursor(&self, _session: SessionId, _epoch: u64, _cursor: u64) {}
 
     /// The cluster's control plane (records and a control channel), if the broker has one.
     fn control(&self) -> Option<Arc<dyn ControlPlane>> {

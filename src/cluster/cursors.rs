@@ -19,7 +19,6 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::{keys, RedisBroker};
-use crate::broker::SessionRecord;
 use crate::topic::SessionId;
 
 /// How often collected notes are written.
@@ -33,7 +32,8 @@ pub const NOTED: &str = "noted";
 
 /// Notes waiting for the next write.
 pub struct CursorNotes {
-    pending: Mutex<HashMap<SessionId, SessionRecord>>,
+    /// The newest position noted per client: topic epoch, cursor.
+    pending: Mutex<HashMap<SessionId, (u64, u64)>>,
 }
 
 // === impl CursorNotes ===
@@ -46,12 +46,12 @@ impl CursorNotes {
     }
 
     /// Keep the newest note of `session`. Returns `false` if it was dropped (too many).
-    pub fn note(&self, session: SessionId, record: SessionRecord) -> bool {
+    pub fn note(&self, session: SessionId, epoch: u64, cursor: u64) -> bool {
         let mut pending = self.pending.lock();
         if pending.len() >= MAX_NOTES && !pending.contains_key(&session) {
             return false;
         }
-        pending.insert(session, record);
+        pending.insert(session, (epoch, cursor));
         true
     }
 
@@ -60,7 +60,7 @@ impl CursorNotes {
         self.pending.lock().remove(session);
     }
 
-    fn take(&self) -> HashMap<SessionId, SessionRecord> {
+    fn take(&self) -> HashMap<SessionId, (u64, u64)> {
         std::mem::take(&mut *self.pending.lock())
     }
 }
@@ -86,9 +86,9 @@ pub async fn write_loop(broker: Weak<RedisBroker>) {
         }
         let ttl = broker.session_ttl_ms() as i64;
         let mut pipe = redis::pipe();
-        for (session, record) in &notes {
+        for (session, &(epoch, cursor)) in &notes {
             let key = keys::session(session);
-            pipe.hset(&key, NOTED, noted(record.epoch, record.cursor))
+            pipe.hset(&key, NOTED, noted(epoch, cursor))
                 .ignore()
                 .pexpire(&key, ttl)
                 .ignore();

@@ -558,8 +558,8 @@ impl Broker for RedisBroker {
         })
     }
 
-    fn note_cursor(&self, session: SessionId, record: SessionRecord) {
-        if !self.cursor_notes.note(session, record) {
+    fn note_cursor(&self, session: SessionId, epoch: u64, cursor: u64) {
+        if !self.cursor_notes.note(session, epoch, cursor) {
             tracing::debug!("too many cursor notes waiting; dropping one");
         }
     }

@@ -259,6 +259,16 @@ impl Connection {
         }
     }
 
+    /// Catch up with the cursor of the lane while it stays lent (the lane's stays the true one:
+    /// it only moves forward, and taking the lane back overwrites this copy).
+    fn peek_lane(&mut self) {
+        if let Some(Sink::Socket(outbox)) = &self.sink {
+            if let Some(cursor) = outbox.lane_cursor() {
+                self.cursor = cursor;
+            }
+        }
+    }
+
     /// Lend the fast lane to the topic if nothing is pending: a WebSocket with room, the
     /// cursor at the topic's last message, no backlog, no replay under way.
     fn lend_lane(&mut self) {
@@ -469,7 +479,7 @@ impl Connection {
         self.flushed_cursor = self.cursor;
         self.node
             .broker
-            .note_cursor(self.id.clone(), self.record(false));
+            .note_cursor(self.id.clone(), self.cursor_epoch, self.cursor);
     }
 
     fn save_cursor(&mut self) -> Option<impl std::future::Future<Output = ()> + 'static> {
@@ -735,9 +745,8 @@ impl Actor for Connection {
             ctx.run_later(offset, |_, ctx| {
                 ctx.run_interval(CURSOR_FLUSH, |act, _| {
                     if act.sink.is_some() {
-                        act.take_lane();
+                        act.peek_lane();
                         act.flush_cursor();
-                        act.lend_lane();
                     }
                 });
             });

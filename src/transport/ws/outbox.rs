@@ -368,6 +368,16 @@ impl Outbox {
         });
     }
 
+    /// The lane's cursor while it is lent (the lane stays lent).
+    pub fn lane_cursor(&self) -> Option<u64> {
+        self.shared
+            .state
+            .lock()
+            .lane
+            .as_ref()
+            .map(|lane| lane.cursor)
+    }
+
     /// Take the lane back; `None` if it was not lent.
     pub fn take_back(&self) -> Option<Returned> {
         let lane = self.shared.state.lock().lane.take()?;
