@@ -2,8 +2,9 @@
 //! into a small bounded queue drained by the socket's writer task when it cannot.
 //!
 //! Whoever delivers a frame (a connection actor, or a topic on the fast path) writes it to the
-//! kernel directly with `try_write_vectored`: the frame header from the stack and the payload
-//! shared by every recipient, so a delivery costs no copy, no allocation and no task wake-up.
+//! kernel directly: the topic a whole frame built once and shared by every recipient (one
+//! `send`), an actor a header from the stack and the payload (one `sendmsg`), so a delivery
+//! costs no copy, no allocation and no task wake-up.
 //! Only a socket that pushes back queues, and only a queue over [`QUEUE_LIMIT`] reports
 //! [`Full`](WriteOutcome::Full) to its writer, whose slow-consumer policy
 //! decides what happens next.
