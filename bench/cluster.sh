@@ -5,7 +5,7 @@
 #   - 500 long-polling subscribers whose every poll goes through the balancer, 20 msg/s.
 # Server CPU is the sum of the nodes and Redis (HAProxy's share is printed apart for the
 # long-polling row). The last column is how late the load generator's own timers fire: the part
-# of the latency that is the load generator (one thread for every subscriber).
+# of the latency that is the load generator itself (its subscribers share LOADGEN_THREADS threads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p nimbus -p nimbus-bench >/dev/null 2>&1

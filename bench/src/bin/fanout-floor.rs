@@ -5,8 +5,8 @@
 //! It does only what a fan-out must: the upgrade, an Atmosphere-looking handshake frame, and
 //! for every text frame a client sends, one `len|msg` frame encoded once and written to every
 //! connected socket, straight from the publisher's task (one `try_write` of the whole frame: no
-//! per-recipient task, lock, allocation or copy). No topics, tracking ids, history, heartbeats or limits: it
-//! is a yardstick, not a server.
+//! per-recipient task, lock, allocation or copy). No topics, tracking ids, history, heartbeats
+//! or limits: it is a yardstick, not a server.
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
