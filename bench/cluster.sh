@@ -12,7 +12,7 @@ cargo build --release -p nimbus -p nimbus-bench >/dev/null 2>&1
 ulimit -n "$(ulimit -Hn)"
 PORT=${PORT:-18900}
 DURATION=${DURATION:-15}
-# Subscriber threads of the load generator (one runtime each, its share of the subscribers).
+# Subscriber threads of the load generator (one readiness loop each, its share of the subscribers).
 LOADGEN_THREADS=${LOADGEN_THREADS:-2}
 DIR=target/bench-cluster
 export NIMBUS_BIN=$PWD/target/release/nimbus RUST_LOG=warn
@@ -24,8 +24,8 @@ trap down EXIT
 pid() { cat "$DIR/$1.pid"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-echo "| scenario | subscribers | rate | delivered msg/s | lost | dups | p50 ms | p99 ms | server CPU µs/delivery (nodes + Redis) | server CPU | loadgen CPU | loadgen timer lag p50 / p99 ms |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| scenario | subscribers | rate | delivered msg/s | lost | dups | p50 ms | p99 ms | arrival p50 / p99 ms | server CPU µs/delivery (nodes + Redis) | server CPU | loadgen CPU | loadgen timer lag p50 / p99 ms |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 # This machine's floor at this moment (the shared VM's speed drifts): the same 5,000 subscribers
 # on one fanout-floor process (bench/src/bin/fanout-floor.rs), just before the cluster row.
 ./target/release/fanout-floor --bind "127.0.0.1:$PORT" --workers 2 >/dev/null 2>&1 &

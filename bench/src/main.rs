@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+
+use stamped::{now_us, StampedStream};
+
+mod stamped;
+mod ws_subscribers;
 
 #[derive(Parser)]
 struct Args {
@@ -74,8 +77,23 @@ struct Tally {
     received: u64,
     duplicates: u64,
     latencies_us: Vec<u32>,
+    /// Publish-to-arrival in the subscriber's socket (the kernel's receive stamp), per message.
+    arrivals_us: Vec<u32>,
     /// How late the thread's 5 ms timer fired, each time.
     lag_us: Vec<u32>,
+}
+
+// === impl Tally ===
+
+impl Tally {
+    /// Move `other`'s figures into this one.
+    fn absorb(&mut self, other: &mut Tally) {
+        self.received += std::mem::take(&mut other.received);
+        self.duplicates += std::mem::take(&mut other.duplicates);
+        self.latencies_us.append(&mut other.latencies_us);
+        self.arrivals_us.append(&mut other.arrivals_us);
+        self.lag_us.append(&mut other.lag_us);
+    }
 }
 
 fn main() {
@@ -90,15 +108,18 @@ fn main() {
 /// A subscriber for a subscriber thread to start, and where it says it is connected.
 type Spawn = (SocketAddr, tokio::sync::oneshot::Sender<()>);
 
-/// One subscriber thread: a single-threaded runtime running its share of the subscribers and a
-/// timer that measures how late this thread's own timers fire (the part of the latency figures
-/// that is the load generator's own queueing).
+/// One subscriber thread: its share of the subscribers, and how late its own timer fires (the
+/// part of the latency figures that is the load generator's own queueing). WebSocket
+/// subscribers share one readiness loop ([`ws_subscribers`]); long-pollers are tasks on a
+/// single-threaded runtime (their cost is the server's HTTP round trips, not this).
 fn subscriber_thread(
     scenario: Scenario,
-    epoch: Instant,
     tally: Arc<Mutex<Tally>>,
     mut spawns: tokio::sync::mpsc::UnboundedReceiver<Spawn>,
 ) {
+    if scenario != Scenario::Longpoll {
+        return ws_subscribers::run(tally, spawns);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -116,22 +137,13 @@ fn subscriber_thread(
             }
         });
         while let Some((addr, ready)) = spawns.recv().await {
-            let tally = tally.clone();
-            match scenario {
-                Scenario::Idle | Scenario::Ws => {
-                    tokio::task::spawn_local(ws_subscriber(addr, epoch, tally, ready))
-                }
-                Scenario::Longpoll => {
-                    tokio::task::spawn_local(lp_subscriber(addr, epoch, tally, ready))
-                }
-            };
+            tokio::task::spawn_local(lp_subscriber(addr, tally.clone(), ready));
         }
         std::future::pending::<()>().await
     });
 }
 
 async fn run(args: Args) {
-    let epoch = Instant::now();
     let rss_before = rss_kib(args.server_pids[0]);
     // The subscribers run on their own threads; this one only publishes and measures.
     let threads: Vec<_> = (0..args.threads.max(1))
@@ -140,7 +152,7 @@ async fn run(args: Args) {
             let (spawn, spawns) = tokio::sync::mpsc::unbounded_channel::<Spawn>();
             let scenario = args.scenario;
             let thread_tally = tally.clone();
-            std::thread::spawn(move || subscriber_thread(scenario, epoch, thread_tally, spawns));
+            std::thread::spawn(move || subscriber_thread(scenario, thread_tally, spawns));
             (tally, spawn)
         })
         .collect();
@@ -179,7 +191,7 @@ async fn run(args: Args) {
         let per_conn =
             (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / args.subscribers as f64;
         println!(
-            "| idle websocket | {} | - | - | - | - | - | - | - | RSS {:.0} bytes/connection ({} KiB → {} KiB) | - |",
+            "| idle websocket | {} | - | - | - | - | - | - | - | - | RSS {:.0} bytes/connection ({} KiB → {} KiB) | - |",
             args.subscribers, per_conn, rss_before, rss_after
         );
         return;
@@ -210,7 +222,7 @@ async fn run(args: Args) {
     for seq in 0..total {
         let due = start + interval * seq as u32;
         tokio::time::sleep_until(due.into()).await;
-        let sent_us = epoch.elapsed().as_micros() as u64;
+        let sent_us = now_us();
         publish
             .send(Message::text(format!("{seq}:{sent_us}:{pad}")))
             .await
@@ -228,30 +240,14 @@ async fn run(args: Args) {
     // Every thread's figures together.
     let mut t = Tally::default();
     for (tally, _) in &threads {
-        let mut tally = tally.lock().unwrap();
-        t.received += tally.received;
-        t.duplicates += tally.duplicates;
-        t.latencies_us.append(&mut tally.latencies_us);
-        t.lag_us.append(&mut tally.lag_us);
+        t.absorb(&mut tally.lock().unwrap());
     }
-    let mut lag = std::mem::take(&mut t.lag_us);
-    lag.sort_unstable();
-    let lag_pct = |p: f64| {
-        lag.get(((lag.len() as f64 * p) as usize).min(lag.len().saturating_sub(1)))
-            .map_or(f64::NAN, |&us| us as f64 / 1000.0)
-    };
+    let lag = percentiles(std::mem::take(&mut t.lag_us));
     let own_cpu_us = own_cpu_us() - own_cpu_start;
 
     let delivered = t.received - received_start;
-    t.latencies_us.sort_unstable();
-    let pct = |p: f64| {
-        t.latencies_us
-            .get(
-                ((t.latencies_us.len() as f64 * p) as usize)
-                    .min(t.latencies_us.len().saturating_sub(1)),
-            )
-            .map_or(f64::NAN, |&us| us as f64 / 1000.0)
-    };
+    let latency = percentiles(std::mem::take(&mut t.latencies_us));
+    let arrival = percentiles(std::mem::take(&mut t.arrivals_us));
     let name = args.label.clone().unwrap_or_else(|| {
         match args.scenario {
             Scenario::Ws => "websocket fan-out",
@@ -260,24 +256,38 @@ async fn run(args: Args) {
         .to_string()
     });
     println!(
-        "| {name} | {} | {}/s | {:.0} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0}% | {:.0}% | {:.1} / {:.1} |",
+        "| {name} | {} | {}/s | {:.0} | {} | {} | {:.1} | {:.1} | {:.1} / {:.1} | {:.2} | {:.0}% | {:.0}% | {:.1} / {:.1} |",
         args.subscribers,
         args.rate,
         delivered as f64 / window,
         expected.saturating_sub(delivered),
         t.duplicates,
-        pct(0.50),
-        pct(0.99),
+        latency(0.50),
+        latency(0.99),
+        arrival(0.50),
+        arrival(0.99),
         server_cpu_us / delivered.max(1) as f64,
         server_cpu_us / window / 1e4,
         own_cpu_us as f64 / window / 1e4,
-        lag_pct(0.50),
-        lag_pct(0.99),
+        lag(0.50),
+        lag(0.99),
     );
 }
 
-/// Parse `seq:sent_us:...` and record it, noting duplicates per subscriber.
-fn record(tally: &Mutex<Tally>, seen: &mut Vec<bool>, epoch: Instant, message: &str) {
+/// The `p`-quantile of microsecond samples, in milliseconds (NaN without samples).
+fn percentiles(mut samples_us: Vec<u32>) -> impl Fn(f64) -> f64 {
+    samples_us.sort_unstable();
+    move |p| {
+        let at = ((samples_us.len() as f64 * p) as usize).min(samples_us.len().saturating_sub(1));
+        samples_us
+            .get(at)
+            .map_or(f64::NAN, |&us| us as f64 / 1000.0)
+    }
+}
+
+/// Parse `seq:sent_us:...` (µs since the Unix epoch) and record it, noting duplicates per
+/// subscriber; `arrived` is when the kernel received the bytes that completed it.
+fn record(t: &mut Tally, seen: &mut Vec<bool>, arrived: Option<u64>, message: &str) {
     let mut parts = message.splitn(3, ':');
     let (Some(seq), Some(sent)) = (parts.next(), parts.next()) else {
         return;
@@ -285,8 +295,7 @@ fn record(tally: &Mutex<Tally>, seen: &mut Vec<bool>, epoch: Instant, message: &
     let (Ok(seq), Ok(sent)) = (seq.parse::<usize>(), sent.parse::<u64>()) else {
         return;
     };
-    let now = epoch.elapsed().as_micros() as u64;
-    let mut t = tally.lock().unwrap();
+    let now = now_us();
     if seen.len() <= seq {
         seen.resize(seq + 1, false);
     }
@@ -296,8 +305,11 @@ fn record(tally: &Mutex<Tally>, seen: &mut Vec<bool>, epoch: Instant, message: &
     }
     seen[seq] = true;
     t.received += 1;
-    t.latencies_us
-        .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+    let since_sent = |at: u64| at.saturating_sub(sent).min(u32::MAX as u64) as u32;
+    t.latencies_us.push(since_sent(now));
+    if let Some(arrived) = arrived {
+        t.arrivals_us.push(since_sent(arrived));
+    }
 }
 
 /// Split a `len|msg` body (lengths in UTF-16 units; the bench sends ASCII) into messages.
@@ -312,66 +324,6 @@ fn unframe(mut body: &str, mut each: impl FnMut(&str)) {
         }
         each(&rest[..len]);
         body = &rest[len..];
-    }
-}
-
-async fn ws_subscriber(
-    addr: SocketAddr,
-    epoch: Instant,
-    tally: Arc<Mutex<Tally>>,
-    ready: tokio::sync::oneshot::Sender<()>,
-) {
-    // A minimal client: the upgrade by hand, then frames read straight off the socket. A full
-    // WebSocket client per subscriber would make the load generator, not the server, the
-    // bottleneck of the latency figures.
-    let mut stream = TcpStream::connect(addr).await.expect("subscriber connects");
-    let request = format!(
-        "GET {TOPIC}?{} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        query("websocket", "0")
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("upgrade sent");
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    let mut handshake_pending = true;
-    let mut ready = Some(ready);
-    loop {
-        let n = stream.read(&mut chunk).await.expect("upgrade answered");
-        assert!(n > 0, "node closed the upgrade");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            assert!(buf.starts_with(b"HTTP/1.1 101"), "upgrade refused");
-            buf.drain(..end + 4);
-            break;
-        }
-    }
-    let mut seen = Vec::new();
-    loop {
-        // Consume every whole frame in the buffer; the first is the Atmosphere handshake.
-        let mut at = 0;
-        while let Some((opcode, start, end)) = parse_frame(&buf[at..]) {
-            if opcode == 1 && handshake_pending {
-                handshake_pending = false;
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(());
-                }
-            } else if opcode == 1 {
-                if let Ok(text) = std::str::from_utf8(&buf[at + start..at + end]) {
-                    unframe(text, |m| record(&tally, &mut seen, epoch, m));
-                }
-            } else if opcode == 8 {
-                return;
-            }
-            at += end;
-        }
-        buf.drain(..at);
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
     }
 }
 
@@ -396,14 +348,13 @@ fn parse_frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
 
 async fn lp_subscriber(
     addr: SocketAddr,
-    epoch: Instant,
     tally: Arc<Mutex<Tally>>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
-    let mut stream = TcpStream::connect(addr)
+    let mut stream = StampedStream::connect(addr)
         .await
         .expect("long-poller connects");
-    let (_, body) = http_get(
+    let (_, body, _) = http_get(
         &mut stream,
         &format!("{TOPIC}?{}", query("long-polling", "0")),
     )
@@ -417,16 +368,19 @@ async fn lp_subscriber(
         if !token.is_empty() {
             path.push_str(&format!("&X-Atmosphere-Session-Token={token}"));
         }
-        let (headers, body) = http_get(&mut stream, &path).await;
+        let (headers, body, arrived) = http_get(&mut stream, &path).await;
         if let Some(t) = header(&headers, "x-atmosphere-session-token") {
             token = t;
         }
-        unframe(&body, |m| record(&tally, &mut seen, epoch, m));
+        unframe(&body, |m| {
+            record(&mut tally.lock().unwrap(), &mut seen, arrived, m)
+        });
     }
 }
 
-/// One keep-alive GET; the node answers long-polls with `Content-Length`.
-async fn http_get(stream: &mut TcpStream, path: &str) -> (String, String) {
+/// One keep-alive GET; the node answers long-polls with `Content-Length`. Returns the headers,
+/// the body, and when the response's last bytes arrived.
+async fn http_get(stream: &mut StampedStream, path: &str) -> (String, String, Option<u64>) {
     let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
     stream
         .write_all(request.as_bytes())
@@ -434,23 +388,22 @@ async fn http_get(stream: &mut TcpStream, path: &str) -> (String, String) {
         .expect("send poll");
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 16384];
+    let mut arrived = None;
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let headers = String::from_utf8_lossy(&buf[..end]).to_string();
             let len: usize = header(&headers, "content-length")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = stream.read(&mut chunk).await.expect("read poll");
-                assert!(n > 0, "node closed a long-poll connection");
-                buf.extend_from_slice(&chunk[..n]);
+            if buf.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                return (headers, body, arrived);
             }
-            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-            return (headers, body);
         }
-        let n = stream.read(&mut chunk).await.expect("read poll");
+        let (n, stamp) = stream.read(&mut chunk).await.expect("read poll");
         assert!(n > 0, "node closed a long-poll connection");
         buf.extend_from_slice(&chunk[..n]);
+        arrived = stamp;
     }
 }
 
