@@ -17,6 +17,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+/// The allocator Nimbus uses (same-size objects packed together: the fan-out's walk over the
+/// connections touches fewer pages), so that the floor is not dearer for want of it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Where to listen.
