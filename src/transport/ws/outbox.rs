@@ -135,6 +135,16 @@ impl Pending {
         }
     }
 
+    /// A frame built whole beforehand, header included.
+    fn whole(frame: Bytes) -> Self {
+        Pending {
+            header: [0; 10],
+            header_len: 0,
+            payload: frame,
+            written: 0,
+        }
+    }
+
     fn len(&self) -> usize {
         self.header_len as usize + self.payload.len()
     }
@@ -189,12 +199,7 @@ impl Frame<'_> {
     fn pending(&self) -> Pending {
         match self {
             Frame::Message(opcode, payload) => Pending::new(*opcode, (*payload).clone()),
-            Frame::Whole(frame) => Pending {
-                header: [0; 10],
-                header_len: 0,
-                payload: (*frame).clone(),
-                written: 0,
-            },
+            Frame::Whole(frame) => Pending::whole((*frame).clone()),
         }
     }
 }
