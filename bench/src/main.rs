@@ -1,10 +1,14 @@
 //! `nimbus-bench`: a load generator that speaks the Atmosphere protocol (as atmosphere.js 5
 //! does) over WebSocket and long-polling, and prints one row of figures.
 //!
-//! The subscribers run on `--threads` single-threaded runtimes, each with its share of them;
-//! the publisher and the measurements run on the main thread. Its own CPU use is measured over
-//! all threads (getrusage). Server CPU per delivered message comes from the server process's
-//! own counters (`/proc/<pid>/stat`), read at the start and the end of the measured window.
+//! The subscribers run on `--threads` threads, each with its share of them (WebSocket
+//! subscribers on one readiness loop per thread, long-pollers as tasks on a single-threaded
+//! runtime); the publisher and the measurements run on the main thread. Latency is measured
+//! twice: when a subscriber reads a message, and when its bytes arrived in the socket (the
+//! kernel's stamp, [`stamped`]), which leaves out the load generator's own queueing. Its own
+//! CPU use is measured over all threads (getrusage). Server CPU per delivered message comes
+//! from the server process's own counters (`/proc/<pid>/stat`), read at the start and the end
+//! of the measured window.
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,8 +50,8 @@ struct Args {
     /// Payload bytes per message (beyond the sequence and timestamp).
     #[arg(long, default_value_t = 64)]
     message_bytes: usize,
-    /// Threads running the subscribers (each a single-threaded runtime with its share); the
-    /// publisher and the measurements run on the main thread.
+    /// Threads running the subscribers, each with its share; the publisher and the
+    /// measurements run on the main thread.
     #[arg(long, default_value_t = 1)]
     threads: usize,
 }

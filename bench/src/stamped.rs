@@ -28,6 +28,8 @@ fn since_epoch_us(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 
+/// A stream on the tokio runtime whose reads carry the stamp (the long-pollers'; the WebSocket
+/// subscribers' loop calls [`recv_stamped`] itself).
 pub struct StampedStream {
     socket: AsyncFd<std::net::TcpStream>,
     control: Vec<u8>,
