@@ -10,6 +10,7 @@ cargo clippy --all-targets -- -D warnings
 cargo build --release --all-targets
 cargo test --release
 scripts/cettia-conformance.sh
+scripts/cettia-cluster.sh
 if [ -x e2e/run.sh ]; then
   e2e/run.sh
 fi

@@ -18,11 +18,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::PollSender;
 
+use crate::cettia::cluster::Handled;
 use crate::cettia::socket::{
     AttachLongPoll, AttachPush, InboundError, LongPoll, PollAnswer, PushFraming, SocketActor,
     TransportClosed, TransportInbound,
 };
-use crate::cettia::{websocket, Cettia, Dialect};
+use crate::cettia::{websocket, Cettia, Dialect, ForwardError};
 use crate::node::Node;
 use crate::protocol::cettia::{framing, CettiaRequest, TransportName, When, WireMessage};
 use crate::protocol::vibe::{self, VibeRequest, VibeTransport};
@@ -164,14 +165,18 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
             }
             Err(e) => error(StatusCode::NOT_IMPLEMENTED, e),
         },
-        Method::POST => match transport_of(cettia, &request) {
-            Some((socket, generation)) => {
-                post(req, body, &node, PostTo::Socket(socket, generation), true).await
+        Method::POST => match (
+            transport_of(cettia, &request),
+            request.transport_id.as_deref(),
+        ) {
+            (Some((socket, generation)), tid) => {
+                let to = PostTo::Socket(socket, generation, tid.map(Arc::from));
+                post(req, body, cettia, to, true).await
             }
             // Clustered: the transport may be on another node; the event is forwarded there.
-            None => match request.transport_id.as_deref() {
+            (None, tid) => match tid {
                 Some(tid) if cettia.control().is_some() => {
-                    post(req, body, &node, PostTo::Forward(cettia, tid), true).await
+                    post(req, body, cettia, PostTo::Forward(tid), true).await
                 }
                 _ => error(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -348,17 +353,17 @@ async fn poll(
 
 /// Where a POSTed client message goes.
 enum PostTo<'a> {
-    /// The transport's socket on this node.
-    Socket(Addr<SocketActor>, u64),
+    /// The transport's socket on this node: its generation and (Cettia) the transport's id.
+    Socket(Addr<SocketActor>, u64, Option<Arc<str>>),
     /// Clustered: a transport this node does not have; forwarded on the control channel.
-    Forward(&'a Cettia, &'a str),
+    Forward(&'a str),
 }
 
 /// A client message: `data=<text>` as text/plain, or a binary (MessagePack) body.
 async fn post(
     req: &HttpRequest,
     mut body: web::Payload,
-    node: &Node,
+    cettia: &Cettia,
     to: PostTo<'_>,
     binary_allowed: bool,
 ) -> HttpResponse {
@@ -383,8 +388,10 @@ async fn post(
         "application/octet-stream" if binary_allowed => true,
         _ => {
             match to {
-                PostTo::Socket(socket, generation) => socket.do_send(TransportClosed(generation)),
-                PostTo::Forward(cettia, tid) => cettia.forward_abort(tid),
+                PostTo::Socket(socket, generation, _) => {
+                    socket.do_send(TransportClosed(generation))
+                }
+                PostTo::Forward(tid) => cettia.forward_abort(tid),
             }
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -394,7 +401,7 @@ async fn post(
             );
         }
     };
-    let limit = node.config.max_message_bytes;
+    let limit = cettia.node().config.max_message_bytes;
     let mut bytes = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let Ok(chunk) = chunk else {
@@ -422,30 +429,49 @@ async fn post(
         };
         WireMessage::Text(event.into())
     };
-    let (socket, generation) = match to {
-        PostTo::Socket(socket, generation) => (socket, generation),
-        PostTo::Forward(cettia, tid) => {
-            // Whether the event is well-formed is judged where the transport is.
-            cettia.forward_inbound(tid, message);
-            return HttpResponse::Ok().finish();
-        }
+    let (socket, generation, transport) = match to {
+        PostTo::Socket(socket, generation, transport) => (socket, generation, transport),
+        PostTo::Forward(tid) => return forward(cettia, tid, message).await,
     };
-    match socket
-        .send(TransportInbound {
-            generation,
-            message,
-        })
-        .await
-    {
+    let inbound = TransportInbound {
+        generation,
+        transport: transport.clone(),
+        message: message.clone(),
+    };
+    match socket.send(inbound).await {
         Ok(Ok(())) => HttpResponse::Ok().finish(),
         Ok(Err(InboundError::Event(e))) => {
             socket.do_send(TransportClosed(generation));
             error(StatusCode::BAD_REQUEST, e)
         }
-        Ok(Err(InboundError::TransportClosed)) | Err(_) => error(
+        // Clustered: the socket has just moved (a poll took it to another node) or stopped
+        // since it was looked up; the event follows it.
+        Ok(Err(InboundError::Moved)) | Err(_) if cettia.control().is_some() => match transport {
+            Some(tid) => forward(cettia, &tid, message).await,
+            None => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "this transport is closed",
+            ),
+        },
+        Ok(Err(InboundError::TransportClosed | InboundError::Moved)) | Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "this transport is closed",
         ),
+    }
+}
+
+/// Clustered: hand a client event to the node that has its transport; answer when its socket
+/// has handled it (whether it is well-formed is judged there).
+async fn forward(cettia: &Cettia, tid: &str, message: WireMessage) -> HttpResponse {
+    match cettia.forward_inbound(tid, message).await {
+        Ok(Handled::Taken) => HttpResponse::Ok().finish(),
+        Ok(Handled::BadEvent(why)) => error(StatusCode::BAD_REQUEST, why),
+        Ok(Handled::TransportClosed) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this transport is closed",
+        ),
+        Err(e @ ForwardError::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
@@ -585,7 +611,14 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
         },
         Method::POST => match cettia.transport(&key) {
             Some((socket, generation)) => {
-                post(req, body, &node, PostTo::Socket(socket, generation), false).await
+                post(
+                    req,
+                    body,
+                    cettia,
+                    PostTo::Socket(socket, generation, None),
+                    false,
+                )
+                .await
             }
             None => error(StatusCode::INTERNAL_SERVER_ERROR, "no such socket (id)"),
         },

@@ -31,7 +31,10 @@
 //! that node and continue the *same* transport there (no new handshake). Polls of one transport
 //! come one at a time, so nothing is parked on the old node when a poll moves the socket. A
 //! POST (a client event) or an abort that lands on a node without the transport is forwarded
-//! on the control channel to the node that has it.
+//! on the control channel to the node that has it, and the POST is answered only when that node
+//! says the socket handled the event ([`Control::Handled`]): the client sends its next event
+//! after this answer, so each client's events are handled in the order it sent them, and a
+//! POST nobody handled is an error, never a silent 200.
 //!
 //! Binary-safe encoding for both: MessagePack maps built with `rmpv`.
 use std::io::Cursor;
@@ -48,6 +51,10 @@ use crate::protocol::cettia::{Value, WireMessage};
 pub const HANDOVER_WAIT: Duration = Duration::from_millis(1500);
 /// Control messages buffered for one socket while it moves to this node.
 pub const MAX_BUFFERED: usize = 1024;
+/// How long a node holds a forwarded POST for the socket's answer: long enough for the socket
+/// to move once, with the owner gone (a handover that times out).
+pub const INBOUND_WAIT: Duration =
+    Duration::from_millis(2 * HANDOVER_WAIT.as_millis() as u64 + 2000);
 
 /// A record or control message that does not decode.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -85,6 +92,17 @@ pub struct SocketRecord {
     pub pending: Vec<WireMessage>,
 }
 
+/// What became of a forwarded client event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// The socket handled it (its handlers ran).
+    Taken,
+    /// It was not a valid event; the transport closed.
+    BadEvent(String),
+    /// The transport had closed.
+    TransportClosed,
+}
+
 /// Who a forwarded send is for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -116,11 +134,19 @@ pub enum Control {
         data: Value,
         origin: String,
     },
-    /// A client event POSTed to a node without its transport.
+    /// A client event POSTed to a node without its transport; `ack` names the answer
+    /// ([`Control::Handled`]) the POST waits for.
     Inbound {
         transport: String,
         message: WireMessage,
         origin: String,
+        ack: String,
+    },
+    /// The socket of transport `Inbound::transport` took the event `ack`.
+    Handled {
+        ack: String,
+        to: String,
+        outcome: Handled,
     },
     /// An abort request for a transport on another node.
     Abort { transport: String, origin: String },
@@ -322,12 +348,28 @@ impl Control {
                 transport,
                 message,
                 origin,
+                ack,
             } => vec![
                 (s("op"), s("inbound")),
                 (s("transport"), s(transport)),
                 (s("message"), wire_value(message)),
                 (s("origin"), s(origin)),
+                (s("ack"), s(ack)),
             ],
+            Control::Handled { ack, to, outcome } => {
+                let (code, why) = match outcome {
+                    Handled::Taken => ("taken", ""),
+                    Handled::BadEvent(why) => ("bad", why.as_str()),
+                    Handled::TransportClosed => ("closed", ""),
+                };
+                vec![
+                    (s("op"), s("handled")),
+                    (s("ack"), s(ack)),
+                    (s("to"), s(to)),
+                    (s("outcome"), s(code)),
+                    (s("why"), s(why)),
+                ]
+            }
             Control::Abort { transport, origin } => vec![
                 (s("op"), s("abort")),
                 (s("transport"), s(transport)),
@@ -367,6 +409,17 @@ impl Control {
                 transport: f.str("transport")?,
                 message: wire_from(f.get("message")?).ok_or(CodecError::Field("message"))?,
                 origin: f.str("origin")?,
+                ack: f.str("ack")?,
+            },
+            "handled" => Control::Handled {
+                ack: f.str("ack")?,
+                to: f.str("to")?,
+                outcome: match f.str("outcome")?.as_str() {
+                    "taken" => Handled::Taken,
+                    "bad" => Handled::BadEvent(f.str("why")?),
+                    "closed" => Handled::TransportClosed,
+                    _ => return Err(CodecError::Field("outcome")),
+                },
             },
             "abort" => Control::Abort {
                 transport: f.str("transport")?,
@@ -435,6 +488,22 @@ mod tests {
                 transport: "t".into(),
                 message: WireMessage::Text("{}".into()),
                 origin: "n1".into(),
+                ack: "a".into(),
+            },
+            Control::Handled {
+                ack: "a".into(),
+                to: "n1".into(),
+                outcome: Handled::Taken,
+            },
+            Control::Handled {
+                ack: "a".into(),
+                to: "n1".into(),
+                outcome: Handled::BadEvent("not JSON".into()),
+            },
+            Control::Handled {
+                ack: "a".into(),
+                to: "n1".into(),
+                outcome: Handled::TransportClosed,
             },
             Control::Abort {
                 transport: "t".into(),

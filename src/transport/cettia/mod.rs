@@ -40,7 +40,7 @@ use crate::node::{Node, Stats};
 pub use crate::protocol::cettia::Value;
 use crate::protocol::cettia::WireMessage;
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
-use cluster::{Control, SocketRecord, Target, HANDOVER_WAIT, MAX_BUFFERED};
+use cluster::{Control, Handled, SocketRecord, Target, HANDOVER_WAIT, INBOUND_WAIT, MAX_BUFFERED};
 use socket::{
     CloseSocket, Emit, ForwardedInbound, HandOver, JoinTopic, LeaveTopic, SendReply, SocketActor,
 };
@@ -88,6 +88,30 @@ struct Inner {
     control: Option<Arc<dyn ControlPlane>>,
     /// Clustered: sockets being moved to this node from another one.
     resuming: Mutex<HashMap<SessionId, Resuming>>,
+    /// Clustered: POSTs forwarded to another node, waiting for the socket's answer.
+    acks: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Handled>>>,
+}
+
+/// POSTs this node holds while another node's socket handles their events, at most; beyond it
+/// a POST is refused with 503 (its client retries on a new transport).
+const MAX_FORWARDED_POSTS: usize = 4096;
+
+/// Clustered: who waits for the answer to a forwarded client event.
+#[derive(Debug, Clone)]
+pub(crate) struct InboundAck {
+    pub(crate) ack: String,
+    pub(crate) origin: String,
+}
+
+/// A forwarded client event got no answer.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub(crate) enum ForwardError {
+    #[error("no node answered for this transport in time")]
+    Unanswered,
+    #[error("too many client events are being forwarded; retry")]
+    Busy,
+    #[error("this node is not clustered")]
+    NotClustered,
 }
 
 /// A socket on its way to this node.
@@ -158,6 +182,7 @@ impl Cettia {
                 fast_heartbeat_ms: AtomicU64::new(fast_heartbeat_ms),
                 control: control.clone(),
                 resuming: Mutex::new(HashMap::new()),
+                acks: Mutex::new(HashMap::new()),
             }),
         };
         if let Some(control) = control {
@@ -589,15 +614,15 @@ impl Socket {
 /// The answer to an inbound event that asked for one; the first call wins.
 #[derive(Clone)]
 pub struct Reply {
-    addr: Addr<SocketActor>,
+    socket: Socket,
     id: Value,
     done: Arc<AtomicBool>,
 }
 
 impl Reply {
-    pub(crate) fn new(addr: Addr<SocketActor>, id: Value) -> Self {
+    pub(crate) fn new(socket: Socket, id: Value) -> Self {
         Reply {
-            addr,
+            socket,
             id,
             done: Arc::new(AtomicBool::new(false)),
         }
@@ -617,11 +642,18 @@ impl Reply {
         if self.done.swap(true, Ordering::AcqRel) {
             return;
         }
-        let _ = self.addr.try_send(SendReply {
+        let sent = self.socket.addr.try_send(SendReply {
             id: self.id.clone(),
             data,
             exception,
         });
+        // Moved to another node (clustered): the reply follows the socket there.
+        if let Err(actix::prelude::SendError::Closed(reply)) = sent {
+            if self.socket.server.control().is_some() {
+                let data = socket::reply_data(reply.id, reply.data, reply.exception);
+                let _ = self.socket.server.send_to(self.socket.id(), "reply", data);
+            }
+        }
     }
 }
 
@@ -642,6 +674,18 @@ impl Drop for ResumingGuard<'_> {
         {
             resuming.remove(&self.id);
         }
+    }
+}
+
+/// Removes a forwarded POST's waiter however the POST ends.
+struct AckGuard<'a> {
+    server: &'a Cettia,
+    ack: String,
+}
+
+impl Drop for AckGuard<'_> {
+    fn drop(&mut self) {
+        self.server.inner.acks.lock().remove(&self.ack);
     }
 }
 
@@ -811,10 +855,14 @@ impl Cettia {
                         }
                     }
                     Control::Inbound {
-                        transport, message, ..
+                        transport,
+                        message,
+                        origin,
+                        ack,
                     } => addr.do_send(ForwardedInbound {
                         transport: transport.into(),
                         message,
+                        ack: Some(InboundAck { ack, origin }),
                     }),
                     _ => {}
                 }
@@ -892,18 +940,59 @@ impl Cettia {
         }
     }
 
-    /// Clustered: hand a client event POSTed here to the node that has its transport.
-    /// Returns whether this node is clustered (and so forwarded it).
-    pub(crate) fn forward_inbound(&self, transport_id: &str, message: WireMessage) -> bool {
+    /// Clustered: hand a client event POSTed here to the node that has its transport, and wait
+    /// until its socket has handled it (so that the client's next event, sent after this POST is
+    /// answered, comes after it wherever it lands).
+    pub(crate) async fn forward_inbound(
+        &self,
+        transport_id: &str,
+        message: WireMessage,
+    ) -> Result<Handled, ForwardError> {
         let Some(control) = &self.inner.control else {
-            return false;
+            return Err(ForwardError::NotClustered);
+        };
+        let ack = uuid::Uuid::new_v4().to_string();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        {
+            let mut acks = self.inner.acks.lock();
+            if acks.len() >= MAX_FORWARDED_POSTS {
+                return Err(ForwardError::Busy);
+            }
+            acks.insert(ack.clone(), answer);
+        }
+        // Removes the waiter however this ends (answered, timed out, the client left).
+        let _waiting = AckGuard {
+            server: self,
+            ack: ack.clone(),
         };
         self.publish_control(Control::Inbound {
             transport: transport_id.to_string(),
             message,
             origin: control.node_id().to_string(),
+            ack,
         });
-        true
+        match tokio::time::timeout(INBOUND_WAIT, answered).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            _ => Err(ForwardError::Unanswered),
+        }
+    }
+
+    /// Clustered: tell the node holding a forwarded POST what became of its event.
+    pub(crate) fn answer_inbound(&self, ack: InboundAck, outcome: Handled) {
+        let Some(control) = &self.inner.control else {
+            return;
+        };
+        if ack.origin == control.node_id() {
+            if let Some(waiter) = self.inner.acks.lock().remove(&ack.ack) {
+                let _ = waiter.send(outcome);
+            }
+            return;
+        }
+        self.publish_control(Control::Handled {
+            ack: ack.ack,
+            to: ack.origin,
+            outcome,
+        });
     }
 
     /// Clustered: abort a transport held by another node.
@@ -1031,13 +1120,17 @@ impl Cettia {
                 transport,
                 message,
                 origin,
+                ack,
             } => {
                 // Also when this node posted it: the transport may have moved here since.
                 let mut resuming = self.inner.resuming.lock();
                 if let Some((addr, _)) = self.transport(&transport).filter(|(a, _)| a.connected()) {
+                    // The socket answers once it has handled the event (a socket that has just
+                    // moved on leaves the answer to its new node, which buffered the event).
                     addr.do_send(ForwardedInbound {
                         transport: transport.into(),
                         message,
+                        ack: Some(InboundAck { ack, origin }),
                     });
                     return;
                 }
@@ -1049,7 +1142,15 @@ impl Cettia {
                         transport,
                         message,
                         origin,
+                        ack,
                     });
+                }
+            }
+            Control::Handled { ack, to, outcome } => {
+                if to == me {
+                    if let Some(waiter) = self.inner.acks.lock().remove(&ack) {
+                        let _ = waiter.send(outcome);
+                    }
                 }
             }
             Control::Abort { transport, .. } => {

@@ -28,8 +28,8 @@ use bytestring::ByteString;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-use super::cluster::{Control, SocketRecord, TopicCursor};
-use super::{Cettia, Dialect, Reply, ReplyCallback, Socket, SocketShared};
+use super::cluster::{Control, Handled, SocketRecord, Target, TopicCursor};
+use super::{Cettia, Dialect, InboundAck, Reply, ReplyCallback, Socket, SocketShared};
 use crate::broker::RecordKind;
 use crate::node::Stats;
 use crate::protocol::cettia::{event, framing, Event, EventError, Value, WireMessage};
@@ -54,6 +54,11 @@ const RECORD_TICK: Duration = Duration::from_secs(1);
 /// Clustered: an attached socket whose cursors or counter moved rewrites its record at most
 /// this often (what a client of a killed node may receive twice).
 const ATTACHED_RECORD_EVERY: Duration = Duration::from_secs(2);
+/// Clustered: how long a socket handed over to another node keeps its mailbox open, forwarding
+/// to the new node what was already queued for it (an `echo` its last event asked for, a
+/// reply) instead of dropping it. Handles that send later find the actor stopped and send
+/// through the cluster themselves.
+const MOVED_LINGER: Duration = Duration::from_secs(1);
 
 /// How a pushing transport frames messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,11 +115,13 @@ pub struct LongPoll {
     pub last_event_ids: Vec<String>,
 }
 
-/// A message from the client on transport `generation`.
+/// A message from the client on transport `generation` (an HTTP transport also names itself:
+/// its id outlives generations when it moves between nodes).
 #[derive(Message)]
 #[rtype(result = "Result<(), InboundError>")]
 pub struct TransportInbound {
     pub generation: u64,
+    pub transport: Option<Arc<str>>,
     pub message: WireMessage,
 }
 
@@ -123,6 +130,9 @@ pub struct TransportInbound {
 pub enum InboundError {
     #[error("this transport is closed")]
     TransportClosed,
+    /// Clustered: the socket has just moved to another node; forward the message there.
+    #[error("the socket moved to another node")]
+    Moved,
     #[error(transparent)]
     Event(#[from] EventError),
 }
@@ -180,6 +190,8 @@ pub struct HandOver {
 pub struct ForwardedInbound {
     pub transport: Arc<str>,
     pub message: WireMessage,
+    /// Who waits for the outcome.
+    pub(crate) ack: Option<InboundAck>,
 }
 
 enum Transport {
@@ -710,6 +722,8 @@ impl SocketActor {
             return false;
         };
         self.generation += 1;
+        // The transport this socket was moved here to continue has come and gone.
+        self.continuing = None;
         match transport {
             Transport::Push {
                 sink, body_watch, ..
@@ -790,7 +804,7 @@ impl SocketActor {
                 let handlers = self.server.handlers().on_event.get(kind).cloned();
                 let reply = event
                     .reply
-                    .then(|| Reply::new(ctx.address(), event.id.clone()));
+                    .then(|| Reply::new(self.socket_handle(ctx), event.id.clone()));
                 let Some(handlers) = handlers else {
                     if let Some(reply) = reply {
                         reply.reject(Value::from(format!("no handler for event {kind}")));
@@ -1067,14 +1081,19 @@ impl Handler<TransportInbound> for SocketActor {
     type Result = Result<(), InboundError>;
 
     fn handle(&mut self, msg: TransportInbound, ctx: &mut Context<Self>) -> Self::Result {
-        if msg.generation != self.generation || self.transport.is_none() {
+        if self.moved {
+            return Err(InboundError::Moved);
+        }
+        let current = match &msg.transport {
+            // An HTTP transport: the same id, attached, or the one this socket moved here to
+            // continue (its poll has not attached it yet).
+            Some(id) => self.carries(id),
+            None => msg.generation == self.generation && self.transport.is_some(),
+        };
+        if !current {
             return Err(InboundError::TransportClosed);
         }
-        let event = match &msg.message {
-            WireMessage::Text(text) => Event::decode_text(text),
-            WireMessage::Binary(bytes) => Event::decode_binary(bytes),
-        };
-        match event {
+        match decode_inbound(&msg.message) {
             Ok(event) => {
                 self.on_event(event, ctx);
                 Ok(())
@@ -1102,6 +1121,11 @@ impl Handler<Emit> for SocketActor {
     type Result = ();
 
     fn handle(&mut self, msg: Emit, ctx: &mut Context<Self>) {
+        if self.moved {
+            // Queued before the move: it follows the socket (a reply callback cannot).
+            self.forward_send(msg.kind, msg.data);
+            return;
+        }
         let id = self.next_id();
         let reply = msg.on_reply.is_some();
         if let Some(callback) = msg.on_reply {
@@ -1133,12 +1157,12 @@ impl Handler<SendReply> for SocketActor {
     type Result = ();
 
     fn handle(&mut self, msg: SendReply, ctx: &mut Context<Self>) {
+        let data = reply_data(msg.id, msg.data, msg.exception);
+        if self.moved {
+            self.forward_send("reply".into(), data);
+            return;
+        }
         let id = self.next_id();
-        let data = Value::Map(vec![
-            (Value::from("id"), msg.id),
-            (Value::from("data"), msg.data),
-            (Value::from("exception"), Value::from(msg.exception)),
-        ]);
         self.send_event(Event::new(id, "reply", data), ctx);
     }
 }
@@ -1179,7 +1203,7 @@ impl Handler<JoinTopic> for SocketActor {
     type Result = ();
 
     fn handle(&mut self, JoinTopic(topic): JoinTopic, ctx: &mut Context<Self>) {
-        if self.topics.contains_key(&topic) {
+        if self.topics.contains_key(&topic) || self.moved {
             return;
         }
         self.join(topic.clone(), ctx, move |membership, act, _| {
@@ -1351,6 +1375,12 @@ impl Handler<HandOver> for SocketActor {
         if let Some(handle) = self.delete_timer.take() {
             ctx.cancel_future(handle);
         }
+        // Topic messages are the new node's from the record's cursors on.
+        for (_, membership) in self.topics.drain() {
+            membership.ack.addr.do_send(Leave {
+                session: self.shared.id.clone(),
+            });
+        }
         if let Some(control) = self.server.control() {
             let save = control.save_record(
                 RecordKind::CettiaSocket,
@@ -1376,7 +1406,7 @@ impl Handler<HandOver> for SocketActor {
             });
         }
         tracing::debug!(socket = %self.shared.id, node = %to, "socket handed over");
-        ctx.stop();
+        ctx.run_later(MOVED_LINGER, |_, ctx| ctx.stop());
     }
 }
 
@@ -1384,24 +1414,71 @@ impl Handler<ForwardedInbound> for SocketActor {
     type Result = ();
 
     fn handle(&mut self, msg: ForwardedInbound, ctx: &mut Context<Self>) {
-        let current = self.transport_id.as_deref() == Some(&*msg.transport);
-        if !current && self.continuing.as_deref() != Some(&*msg.transport) {
-            return; // a transport the socket no longer has
+        if self.moved {
+            // The new node buffered it too (it came after the handover request) and answers.
+            return;
         }
-        let event = match &msg.message {
-            WireMessage::Text(text) => Event::decode_text(text),
-            WireMessage::Binary(bytes) => Event::decode_binary(bytes),
-        };
-        match event {
-            Ok(event) => self.on_event(event, ctx),
-            Err(error) => {
-                tracing::debug!(socket = %self.shared.id, %error, "bad event: its transport closes");
-                if current {
-                    self.close_transport(ctx);
+        let outcome = if !self.carries(&msg.transport) {
+            Handled::TransportClosed // a transport the socket no longer has
+        } else {
+            match decode_inbound(&msg.message) {
+                Ok(event) => {
+                    self.on_event(event, ctx);
+                    Handled::Taken
+                }
+                Err(error) => {
+                    tracing::debug!(socket = %self.shared.id, %error, "bad event: its transport closes");
+                    if self.transport_id.as_deref() == Some(&*msg.transport) {
+                        self.close_transport(ctx);
+                    }
+                    Handled::BadEvent(error.to_string())
                 }
             }
+        };
+        if let Some(ack) = msg.ack {
+            self.server.answer_inbound(ack, outcome);
         }
     }
+}
+
+impl SocketActor {
+    /// Whether HTTP transport `id` is this socket's: attached, or the one it was moved here to
+    /// continue.
+    fn carries(&self, id: &str) -> bool {
+        let attached = self.transport.is_some() && self.transport_id.as_deref() == Some(id);
+        attached || self.continuing.as_deref() == Some(id)
+    }
+
+    /// Clustered, handed over: send what was queued for the socket to wherever it is now.
+    fn forward_send(&self, kind: String, data: Value) {
+        if self.server.control().is_none() {
+            return;
+        }
+        self.server.publish_control(Control::Send {
+            target: Target::Socket(self.shared.id.to_string()),
+            kind,
+            data,
+            // No origin: every node, this one too, delivers it to the socket if it holds it
+            // (the socket may even have come back here).
+            origin: String::new(),
+        });
+    }
+}
+
+fn decode_inbound(message: &WireMessage) -> Result<Event, EventError> {
+    match message {
+        WireMessage::Text(text) => Event::decode_text(text),
+        WireMessage::Binary(bytes) => Event::decode_binary(bytes),
+    }
+}
+
+/// The data of a `reply` event: which event it answers, with what, resolved or rejected.
+pub(crate) fn reply_data(id: Value, data: Value, exception: bool) -> Value {
+    Value::Map(vec![
+        (Value::from("id"), id),
+        (Value::from("data"), data),
+        (Value::from("exception"), Value::from(exception)),
+    ])
 }
 
 /// Resolves when the socket's pushing transport can take frames again, then flushes the queue.

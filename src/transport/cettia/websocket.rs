@@ -43,6 +43,7 @@ pub async fn attach(
                 match socket
                     .send(TransportInbound {
                         generation,
+                        transport: None,
                         message,
                     })
                     .await
@@ -51,7 +52,7 @@ pub async fn attach(
                     Ok(Err(InboundError::Event(error))) => {
                         Err(close_reason(CloseCode::Invalid, &error.to_string()))
                     }
-                    Ok(Err(InboundError::TransportClosed)) | Err(_) => {
+                    Ok(Err(InboundError::TransportClosed | InboundError::Moved)) | Err(_) => {
                         Err(close_reason(CloseCode::Away, "socket closed"))
                     }
                 }
