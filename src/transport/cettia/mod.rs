@@ -983,9 +983,7 @@ impl Cettia {
             return;
         };
         if ack.origin == control.node_id() {
-            if let Some(waiter) = self.inner.acks.lock().remove(&ack.ack) {
-                let _ = waiter.send(outcome);
-            }
+            self.resolve_forwarded(&ack.ack, outcome);
             return;
         }
         self.publish_control(Control::Handled {
@@ -993,6 +991,13 @@ impl Cettia {
             to: ack.origin,
             outcome,
         });
+    }
+
+    /// Answer the forwarded POST waiting for `ack`, if it still waits.
+    fn resolve_forwarded(&self, ack: &str, outcome: Handled) {
+        if let Some(waiter) = self.inner.acks.lock().remove(ack) {
+            let _ = waiter.send(outcome);
+        }
     }
 
     /// Clustered: abort a transport held by another node.
@@ -1148,9 +1153,7 @@ impl Cettia {
             }
             Control::Handled { ack, to, outcome } => {
                 if to == me {
-                    if let Some(waiter) = self.inner.acks.lock().remove(&ack) {
-                        let _ = waiter.send(outcome);
-                    }
+                    self.resolve_forwarded(&ack, outcome);
                 }
             }
             Control::Abort { transport, .. } => {

@@ -921,11 +921,7 @@ impl Actor for SocketActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
-        for (_, membership) in self.topics.drain() {
-            membership.ack.addr.do_send(Leave {
-                session: self.shared.id.clone(),
-            });
-        }
+        self.leave_topics();
         self.server.forget_socket(&self.shared.id, &ctx.address());
         for (_, callback) in self.replies.drain() {
             drop(callback);
@@ -1376,11 +1372,7 @@ impl Handler<HandOver> for SocketActor {
             ctx.cancel_future(handle);
         }
         // Topic messages are the new node's from the record's cursors on.
-        for (_, membership) in self.topics.drain() {
-            membership.ack.addr.do_send(Leave {
-                session: self.shared.id.clone(),
-            });
-        }
+        self.leave_topics();
         if let Some(control) = self.server.control() {
             let save = control.save_record(
                 RecordKind::CettiaSocket,
@@ -1442,6 +1434,15 @@ impl Handler<ForwardedInbound> for SocketActor {
 }
 
 impl SocketActor {
+    /// Leave every topic (the socket stops, or its topics continue on another node).
+    fn leave_topics(&mut self) {
+        for (_, membership) in self.topics.drain() {
+            membership.ack.addr.do_send(Leave {
+                session: self.shared.id.clone(),
+            });
+        }
+    }
+
     /// Whether HTTP transport `id` is this socket's: attached, or the one it was moved here to
     /// continue.
     fn carries(&self, id: &str) -> bool {
