@@ -147,6 +147,12 @@ impl Config {
     /// The bound on open WebSockets: `--max-websockets`, or three quarters of the process's
     /// descriptor limit, the rest left for HTTP connections, Redis and files (a node out of
     /// descriptors cannot even accept its health checks).
+    /// Whether `origin` may use the node (`--cors-origin`; none given allows every origin).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        let allow = &self.cors_origins;
+        allow.is_empty() || allow.iter().any(|a| a == origin || a == "*")
+    }
+
     pub fn websocket_limit(&self) -> u64 {
         self.max_websockets.unwrap_or_else(|| {
             rlimit::Resource::NOFILE

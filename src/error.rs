@@ -23,6 +23,9 @@ pub enum HttpError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Unavailable(&'static str),
+    /// The application refused the message, saying why.
+    #[error("message refused: {0}")]
+    Refused(String),
 }
 
 impl ResponseError for HttpError {
@@ -36,6 +39,7 @@ impl ResponseError for HttpError {
             }
             HttpError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::Refused(_) => StatusCode::FORBIDDEN,
             HttpError::Publish(_) | HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

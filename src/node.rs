@@ -1,15 +1,14 @@
-//! What one Nimbus node shares across its HTTP workers: configuration, topics, broker,
-//! connections and counters.
+//! What one Nimbus node shares across its HTTP workers: configuration, topics, broker and
+//! counters. The edge (`crate::server`) builds it; the sessions of both protocols read it.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::broker::{Broker, BrokerError, LocalBroker};
-use crate::cluster::{RedisBroker, RedisSettings};
+use crate::broker::{Broker, LocalBroker};
 use crate::config::Config;
 use crate::topic::TopicRegistry;
-use crate::transport::ConnectionRegistry;
+use crate::transport::ws::SocketGauge;
 
 /// The node's shared state; cheap to clone behind an `Arc`.
 pub struct Node {
@@ -18,7 +17,8 @@ pub struct Node {
     pub id: String,
     pub topics: TopicRegistry,
     pub broker: Arc<dyn Broker>,
-    pub connections: ConnectionRegistry,
+    /// WebSockets open now, against `--max-websockets`.
+    pub websockets: Arc<SocketGauge>,
     pub stats: Stats,
     /// Shutting down: not ready, handing clients to other nodes.
     draining: AtomicBool,
@@ -27,35 +27,33 @@ pub struct Node {
 impl Node {
     /// A node with the in-process broker.
     pub fn new(config: Config) -> Arc<Self> {
-        let id = Self::id_from(&config);
         let topics = TopicRegistry::new(config.history_limits());
         let broker = Arc::new(LocalBroker::new(topics.clone()));
-        Self::assemble(config, id, topics, broker)
+        Self::with_broker(config, topics, broker)
     }
 
-    /// A node of a cluster: the Redis broker at `config.redis_url`, which must be reachable now.
-    pub async fn clustered(config: Config) -> Result<Arc<Self>, BrokerError> {
-        let id = Self::id_from(&config);
-        let topics = TopicRegistry::new(config.history_limits());
-        let limits = config.history_limits();
-        let settings = RedisSettings {
-            urls: config
-                .redis_url
-                .as_deref()
-                .unwrap_or_default()
-                .split(',')
-                .map(|url| url.trim().to_string())
-                .filter(|url| !url.is_empty())
-                .collect(),
-            cluster: config.redis_cluster,
-            node_id: id.clone(),
-            history_messages: limits.max_messages,
-            history_age: limits.max_age,
-            session_ttl: config.session_ttl(),
-        };
-        let broker = RedisBroker::connect(settings, topics.clone()).await?;
-        topics.set_cluster(broker.clone());
-        Ok(Self::assemble(config, id, topics, broker))
+    /// A node whose messages go through `broker` to `topics` (the edge builds the cluster's,
+    /// see `crate::server::compose`).
+    pub fn with_broker(
+        config: Config,
+        topics: TopicRegistry,
+        broker: Arc<dyn Broker>,
+    ) -> Arc<Self> {
+        Arc::new(Node {
+            id: Self::id_for(&config),
+            websockets: Arc::new(SocketGauge::new(config.websocket_limit())),
+            config,
+            topics,
+            broker,
+            stats: Stats::default(),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether messages are numbered by a cluster (and sessions kept where every node reads
+    /// them) rather than by this node's topics.
+    pub fn is_clustered(&self) -> bool {
+        self.broker.numbers_messages()
     }
 
     pub fn is_draining(&self) -> bool {
@@ -66,26 +64,10 @@ impl Node {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    fn id_from(config: &Config) -> String {
+    /// The node's id: `--node-id`, or a fresh one.
+    pub fn id_for(config: &Config) -> String {
         config.node_id.clone().unwrap_or_else(|| {
             format!("nimbus-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
-        })
-    }
-
-    fn assemble(
-        config: Config,
-        id: String,
-        topics: TopicRegistry,
-        broker: Arc<dyn Broker>,
-    ) -> Arc<Self> {
-        Arc::new(Node {
-            config,
-            id,
-            topics,
-            broker,
-            connections: ConnectionRegistry::default(),
-            stats: Stats::default(),
-            draining: AtomicBool::new(false),
         })
     }
 }
@@ -103,8 +85,6 @@ pub struct Stats {
     pub slow_consumers_dropped: AtomicU64,
     /// Client heartbeats swallowed.
     pub client_heartbeats: AtomicU64,
-    /// WebSocket connections open now (Atmosphere and Cettia), closing ones included.
-    pub websockets_open: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -131,20 +111,21 @@ impl Stats {
 }
 
 impl Node {
-    pub fn snapshot(&self) -> StatsSnapshot {
+    /// The counters now, with the node's `connections` (Atmosphere clients) counted by the edge.
+    pub fn snapshot(&self, connections: usize) -> StatsSnapshot {
         let s = &self.stats;
         StatsSnapshot {
             node: self.id.clone(),
             clustered: self.broker.numbers_messages(),
             broker_ready: self.broker.is_ready(),
-            connections: self.connections.len(),
+            connections,
             topics: self.topics.len(),
             published: s.published.load(Ordering::Relaxed),
             delivered: s.delivered.load(Ordering::Relaxed),
             missed: s.missed.load(Ordering::Relaxed),
             slow_consumers_dropped: s.slow_consumers_dropped.load(Ordering::Relaxed),
             client_heartbeats: s.client_heartbeats.load(Ordering::Relaxed),
-            websockets_open: s.websockets_open.load(Ordering::Relaxed),
+            websockets_open: self.websockets.open(),
         }
     }
 }

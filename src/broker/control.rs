@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::BrokerError;
+use crate::topic::StoreError;
 
 /// Which kind of record a key names (each kind is its own key space).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub trait ControlPlane: Send + Sync + 'static {
 
     /// Publish a message on the control channel (one Redis write). Messages are queued at the
     /// call, so what one node publishes goes out in call order; the future tells when it did.
-    fn publish_control(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<(), BrokerError>>;
+    fn publish_control(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<(), StoreError>>;
 
     /// Where control messages go; replaces the previous handler.
     fn set_control_handler(&self, handler: ControlHandler);
@@ -45,7 +45,7 @@ pub trait ControlPlane: Send + Sync + 'static {
         id: &str,
         payload: Vec<u8>,
         ttl: Duration,
-    ) -> BoxFuture<'static, Result<(), BrokerError>>;
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
 
     /// Push back the expiry of a record, if it exists.
     fn touch_record(
@@ -53,17 +53,17 @@ pub trait ControlPlane: Send + Sync + 'static {
         kind: RecordKind,
         id: &str,
         ttl: Duration,
-    ) -> BoxFuture<'static, Result<(), BrokerError>>;
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
 
     fn load_record(
         &self,
         kind: RecordKind,
         id: &str,
-    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, BrokerError>>;
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, StoreError>>;
 
     fn delete_record(
         &self,
         kind: RecordKind,
         id: &str,
-    ) -> BoxFuture<'static, Result<(), BrokerError>>;
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
 }

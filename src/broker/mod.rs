@@ -1,7 +1,7 @@
 //! The broker seam: how a published message reaches the topics of every node.
 //!
-//! Transports and topics never talk to Redis or to each other across nodes; they go through a
-//! [`Broker`]. The in-process broker (the embedded default) hands a message to this node's
+//! Sessions never talk to Redis or to each other across nodes; they go through a [`Broker`]
+//! (topics reach the cluster through their own [`crate::topic::Upstream`]). The in-process broker (the embedded default) hands a message to this node's
 //! topic, which numbers it. A cluster broker (`crate::cluster`) numbers messages itself, keeps
 //! each topic's history where every node can read it, relays messages to the nodes that have
 //! local members, and keeps the session records that let a client continue on any node.
@@ -16,34 +16,8 @@ pub use session::SessionRecord;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use thiserror::Error;
 
-use crate::topic::{Audience, Envelope, Message, PublishError, SessionId, TopicId};
-
-/// Why a broker operation failed (the cluster store was unreachable or answered nonsense).
-#[derive(Debug, Error, Clone)]
-pub enum BrokerError {
-    #[error("the cluster store is unreachable: {0}")]
-    Unreachable(String),
-    #[error("the cluster store answered something unexpected: {0}")]
-    Protocol(String),
-}
-
-/// Where a topic stands in the cluster: its epoch and the last sequence number given out.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TopicPosition {
-    pub epoch: u64,
-    pub seq: u64,
-}
-
-/// Messages of a topic read back from the shared history.
-#[derive(Debug, Default)]
-pub struct Backlog {
-    /// The messages after the requested sequence, oldest first.
-    pub messages: Vec<Arc<Envelope>>,
-    /// Messages after the requested sequence that the history no longer holds.
-    pub missed: u64,
-}
+use crate::topic::{Audience, Message, PublishError, SessionId, StoreError};
 
 /// How far a publish got before its publisher was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,42 +65,13 @@ pub trait Broker: Send + Sync + 'static {
         false
     }
 
-    /// A topic got its first local member: start relaying its messages to this node and say
-    /// where it stands.
-    fn open_topic(
-        &self,
-        _topic: TopicId,
-    ) -> BoxFuture<'static, Result<TopicPosition, BrokerError>> {
-        Box::pin(async { Ok(TopicPosition::default()) })
-    }
-
-    /// The topic's last local member left: stop relaying it to this node.
-    fn close_topic(&self, _topic: TopicId) {}
-
-    /// Where a topic stands now, without opening it.
-    fn position(&self, _topic: TopicId) -> BoxFuture<'static, Result<TopicPosition, BrokerError>> {
-        Box::pin(async { Ok(TopicPosition::default()) })
-    }
-
-    /// Up to `limit` messages of `topic` (in `epoch`) after sequence `after`, from the shared
-    /// history. The in-process broker has none: topics keep their own.
-    fn backlog(
-        &self,
-        _topic: TopicId,
-        _epoch: u64,
-        _after: u64,
-        _limit: usize,
-    ) -> BoxFuture<'static, Result<Backlog, BrokerError>> {
-        Box::pin(async { Ok(Backlog::default()) })
-    }
-
     /// A long-poll of `session` arrives on this node: return the session's record as it was
     /// and mark it as polling here, in one step (a poll that finds the record still marked
     /// means the client gave up on its previous poll). `None` when the broker keeps no records.
     fn begin_poll(
         &self,
         _session: SessionId,
-    ) -> BoxFuture<'static, Result<Option<SessionRecord>, BrokerError>> {
+    ) -> BoxFuture<'static, Result<Option<SessionRecord>, StoreError>> {
         Box::pin(async { Ok(None) })
     }
 
@@ -134,7 +79,7 @@ pub trait Broker: Send + Sync + 'static {
     fn load_session(
         &self,
         _session: SessionId,
-    ) -> BoxFuture<'static, Result<Option<SessionRecord>, BrokerError>> {
+    ) -> BoxFuture<'static, Result<Option<SessionRecord>, StoreError>> {
         Box::pin(async { Ok(None) })
     }
 
@@ -143,7 +88,7 @@ pub trait Broker: Send + Sync + 'static {
         &self,
         _session: SessionId,
         _record: SessionRecord,
-    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
 

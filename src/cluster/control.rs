@@ -9,13 +9,14 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{keys, unreachable, RedisBroker};
-use crate::broker::{BrokerError, ControlHandler, ControlPlane, RecordKind};
+use crate::broker::{ControlHandler, ControlPlane, RecordKind};
+use crate::topic::StoreError;
 
 /// Control messages waiting to be published, at most; beyond it a publish is refused.
 pub(super) const CONTROL_QUEUE: usize = 10_000;
 
 /// A control message waiting for its PUBLISH, and who to tell.
-pub(super) type ControlJob = (Vec<u8>, oneshot::Sender<Result<(), BrokerError>>);
+pub(super) type ControlJob = (Vec<u8>, oneshot::Sender<Result<(), StoreError>>);
 
 /// Publish control messages one at a time, in the order they were handed over: what one node
 /// publishes (sends to one socket, a handover and what follows it) keeps its order.
@@ -45,17 +46,17 @@ impl ControlPlane for RedisBroker {
         &self.settings.node_id
     }
 
-    fn publish_control(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<(), BrokerError>> {
+    fn publish_control(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<(), StoreError>> {
         let (done, published) = oneshot::channel();
         let queued = self
             .control_jobs
             .try_send((payload, done))
-            .map_err(|_| BrokerError::Unreachable("the control queue is full".into()));
+            .map_err(|_| StoreError::Unreachable("the control queue is full".into()));
         Box::pin(async move {
             queued?;
             published
                 .await
-                .unwrap_or_else(|_| Err(BrokerError::Unreachable("the broker stopped".into())))
+                .unwrap_or_else(|_| Err(StoreError::Unreachable("the broker stopped".into())))
         })
     }
 
@@ -69,7 +70,7 @@ impl ControlPlane for RedisBroker {
         id: &str,
         payload: Vec<u8>,
         ttl: Duration,
-    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
         let mut conn = self.conn.clone();
         let key = keys::record(kind, id);
         Box::pin(async move {
@@ -89,7 +90,7 @@ impl ControlPlane for RedisBroker {
         kind: RecordKind,
         id: &str,
         ttl: Duration,
-    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
         let mut conn = self.conn.clone();
         let key = keys::record(kind, id);
         Box::pin(async move {
@@ -106,7 +107,7 @@ impl ControlPlane for RedisBroker {
         &self,
         kind: RecordKind,
         id: &str,
-    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, BrokerError>> {
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, StoreError>> {
         let mut conn = self.conn.clone();
         let key = keys::record(kind, id);
         Box::pin(async move {
@@ -122,7 +123,7 @@ impl ControlPlane for RedisBroker {
         &self,
         kind: RecordKind,
         id: &str,
-    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
         let mut conn = self.conn.clone();
         let key = keys::record(kind, id);
         Box::pin(async move {

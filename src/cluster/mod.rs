@@ -33,11 +33,11 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use self::link::Link;
-use crate::broker::{
-    Backlog, Broker, BrokerError, ControlHandler, ControlPlane, Published, SessionRecord,
-    TopicPosition,
+use crate::broker::{Broker, ControlHandler, ControlPlane, Published, SessionRecord};
+use crate::topic::{
+    Audience, Backlog, Envelope, Message, PublishError, SessionId, StoreError, TopicId,
+    TopicPosition, TopicRegistry, Upstream,
 };
-use crate::topic::{Audience, Envelope, Message, PublishError, SessionId, TopicId, TopicRegistry};
 
 /// Publishes that may wait for Redis during an outage before new ones are refused.
 const PUBLISH_QUEUE: usize = 10_000;
@@ -105,8 +105,8 @@ pub struct BridgeStats {
     pub relays_dropped: u64,
 }
 
-fn unreachable(error: redis::RedisError) -> BrokerError {
-    BrokerError::Unreachable(error.to_string())
+fn unreachable(error: redis::RedisError) -> StoreError {
+    StoreError::Unreachable(error.to_string())
 }
 
 fn now_ms() -> u64 {
@@ -121,7 +121,7 @@ impl RedisBroker {
     pub async fn connect(
         settings: RedisSettings,
         topics: TopicRegistry,
-    ) -> Result<Arc<Self>, BrokerError> {
+    ) -> Result<Arc<Self>, StoreError> {
         let (push_tx, push_rx) = mpsc::channel::<PushInfo>(RELAY_QUEUE);
         let relays_dropped = Arc::new(AtomicU64::new(0));
         let dropped_in_sender = relays_dropped.clone();
@@ -337,6 +337,135 @@ fn record_from(fields: Vec<Option<String>>) -> Option<SessionRecord> {
     })
 }
 
+// === impl Upstream for RedisBroker ===
+
+impl Upstream for RedisBroker {
+    fn open(&self, topic: TopicId) -> BoxFuture<'static, Result<TopicPosition, StoreError>> {
+        let this = self.arc();
+        Box::pin(async move {
+            {
+                let mut subscriptions = this.subscriptions.lock().await;
+                let count = subscriptions.entry(topic.clone()).or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    let mut conn = this.conn.clone();
+                    if let Err(error) = conn.subscribe(&keys::channel(&topic)).await {
+                        subscriptions.remove(&topic);
+                        return Err(unreachable(error));
+                    }
+                }
+            }
+            match this.position(topic.clone()).await {
+                Ok(position) => Ok(position),
+                Err(error) => {
+                    this.close(topic);
+                    Err(error)
+                }
+            }
+        })
+    }
+
+    fn close(&self, topic: TopicId) {
+        let this = self.arc();
+        tokio::spawn(async move {
+            let mut subscriptions = this.subscriptions.lock().await;
+            let Some(count) = subscriptions.get_mut(&topic) else {
+                return;
+            };
+            *count -= 1;
+            if *count == 0 {
+                subscriptions.remove(&topic);
+                let mut conn = this.conn.clone();
+                if let Err(error) = conn.unsubscribe(&keys::channel(&topic)).await {
+                    tracing::debug!(%topic, %error, "unsubscribe failed");
+                }
+            }
+        });
+    }
+
+    fn position(&self, topic: TopicId) -> BoxFuture<'static, Result<TopicPosition, StoreError>> {
+        let mut conn = self.conn.clone();
+        let script = self.open_script.clone();
+        Box::pin(async move {
+            let (epoch, seq): (u64, u64) = script
+                .key(keys::meta(&topic))
+                .key(keys::history(&topic))
+                .arg(now_ms())
+                .arg(META_TTL.as_millis() as u64)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unreachable)?;
+            Ok(TopicPosition { epoch, seq })
+        })
+    }
+
+    fn backlog(
+        &self,
+        topic: TopicId,
+        epoch: u64,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Backlog, StoreError>> {
+        let mut conn = self.conn.clone();
+        let max_age_ms = self.settings.history_age.as_millis() as u64;
+        Box::pin(async move {
+            let (current_epoch, reply): (Option<u64>, redis::streams::StreamRangeReply) =
+                redis::pipe()
+                    .cmd("HGET")
+                    .arg(keys::meta(&topic))
+                    .arg("epoch")
+                    .cmd("XRANGE")
+                    .arg(keys::history(&topic))
+                    .arg(format!("{}-0", after + 1))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit.max(1))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unreachable)?;
+            if current_epoch != Some(epoch) {
+                return Ok(Backlog::default());
+            }
+            let oldest_ms = now_ms().saturating_sub(max_age_ms);
+            let mut backlog = Backlog::default();
+            let mut expected = after + 1;
+            for entry in reply.ids {
+                let seq = entry
+                    .id
+                    .split_once('-')
+                    .and_then(|(seq, _)| seq.parse::<u64>().ok())
+                    .ok_or_else(|| StoreError::Protocol(format!("history id {}", entry.id)))?;
+                let published: u64 = entry.get("t").unwrap_or(0);
+                if seq < expected {
+                    continue;
+                }
+                backlog.missed += seq - expected;
+                expected = seq + 1;
+                if published < oldest_ms {
+                    backlog.missed += 1;
+                    continue;
+                }
+                let text: String = entry.get("m").unwrap_or_default();
+                let audience: String = entry.get("a").unwrap_or_else(|| "*".into());
+                let json: String = entry.get("j").unwrap_or_default();
+                let audience = relay::decode_audience(&audience)
+                    .map_err(|e| StoreError::Protocol(e.to_string()))?;
+                let message = Message {
+                    text: text.into(),
+                    json: json == "1",
+                };
+                backlog.messages.push(Arc::new(Envelope::new(
+                    topic.clone(),
+                    seq,
+                    audience,
+                    message,
+                )));
+            }
+            Ok(backlog)
+        })
+    }
+}
+
 // === impl Broker for RedisBroker ===
 
 impl Broker for RedisBroker {
@@ -389,135 +518,10 @@ impl Broker for RedisBroker {
         true
     }
 
-    fn open_topic(&self, topic: TopicId) -> BoxFuture<'static, Result<TopicPosition, BrokerError>> {
-        let this = self.arc();
-        Box::pin(async move {
-            {
-                let mut subscriptions = this.subscriptions.lock().await;
-                let count = subscriptions.entry(topic.clone()).or_insert(0);
-                *count += 1;
-                if *count == 1 {
-                    let mut conn = this.conn.clone();
-                    if let Err(error) = conn.subscribe(&keys::channel(&topic)).await {
-                        subscriptions.remove(&topic);
-                        return Err(unreachable(error));
-                    }
-                }
-            }
-            match this.position(topic.clone()).await {
-                Ok(position) => Ok(position),
-                Err(error) => {
-                    this.close_topic(topic);
-                    Err(error)
-                }
-            }
-        })
-    }
-
-    fn close_topic(&self, topic: TopicId) {
-        let this = self.arc();
-        tokio::spawn(async move {
-            let mut subscriptions = this.subscriptions.lock().await;
-            let Some(count) = subscriptions.get_mut(&topic) else {
-                return;
-            };
-            *count -= 1;
-            if *count == 0 {
-                subscriptions.remove(&topic);
-                let mut conn = this.conn.clone();
-                if let Err(error) = conn.unsubscribe(&keys::channel(&topic)).await {
-                    tracing::debug!(%topic, %error, "unsubscribe failed");
-                }
-            }
-        });
-    }
-
-    fn position(&self, topic: TopicId) -> BoxFuture<'static, Result<TopicPosition, BrokerError>> {
-        let mut conn = self.conn.clone();
-        let script = self.open_script.clone();
-        Box::pin(async move {
-            let (epoch, seq): (u64, u64) = script
-                .key(keys::meta(&topic))
-                .key(keys::history(&topic))
-                .arg(now_ms())
-                .arg(META_TTL.as_millis() as u64)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unreachable)?;
-            Ok(TopicPosition { epoch, seq })
-        })
-    }
-
-    fn backlog(
-        &self,
-        topic: TopicId,
-        epoch: u64,
-        after: u64,
-        limit: usize,
-    ) -> BoxFuture<'static, Result<Backlog, BrokerError>> {
-        let mut conn = self.conn.clone();
-        let max_age_ms = self.settings.history_age.as_millis() as u64;
-        Box::pin(async move {
-            let (current_epoch, reply): (Option<u64>, redis::streams::StreamRangeReply) =
-                redis::pipe()
-                    .cmd("HGET")
-                    .arg(keys::meta(&topic))
-                    .arg("epoch")
-                    .cmd("XRANGE")
-                    .arg(keys::history(&topic))
-                    .arg(format!("{}-0", after + 1))
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(limit.max(1))
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unreachable)?;
-            if current_epoch != Some(epoch) {
-                return Ok(Backlog::default());
-            }
-            let oldest_ms = now_ms().saturating_sub(max_age_ms);
-            let mut backlog = Backlog::default();
-            let mut expected = after + 1;
-            for entry in reply.ids {
-                let seq = entry
-                    .id
-                    .split_once('-')
-                    .and_then(|(seq, _)| seq.parse::<u64>().ok())
-                    .ok_or_else(|| BrokerError::Protocol(format!("history id {}", entry.id)))?;
-                let published: u64 = entry.get("t").unwrap_or(0);
-                if seq < expected {
-                    continue;
-                }
-                backlog.missed += seq - expected;
-                expected = seq + 1;
-                if published < oldest_ms {
-                    backlog.missed += 1;
-                    continue;
-                }
-                let text: String = entry.get("m").unwrap_or_default();
-                let audience: String = entry.get("a").unwrap_or_else(|| "*".into());
-                let json: String = entry.get("j").unwrap_or_default();
-                let audience = relay::decode_audience(&audience)
-                    .map_err(|e| BrokerError::Protocol(e.to_string()))?;
-                let message = Message {
-                    text: text.into(),
-                    json: json == "1",
-                };
-                backlog.messages.push(Arc::new(Envelope::new(
-                    topic.clone(),
-                    seq,
-                    audience,
-                    message,
-                )));
-            }
-            Ok(backlog)
-        })
-    }
-
     fn begin_poll(
         &self,
         session: SessionId,
-    ) -> BoxFuture<'static, Result<Option<SessionRecord>, BrokerError>> {
+    ) -> BoxFuture<'static, Result<Option<SessionRecord>, StoreError>> {
         let mut conn = self.conn.clone();
         let node = self.settings.node_id.clone();
         let ttl = self.session_ttl_ms();
@@ -545,7 +549,7 @@ impl Broker for RedisBroker {
     fn load_session(
         &self,
         session: SessionId,
-    ) -> BoxFuture<'static, Result<Option<SessionRecord>, BrokerError>> {
+    ) -> BoxFuture<'static, Result<Option<SessionRecord>, StoreError>> {
         let mut conn = self.conn.clone();
         Box::pin(async move {
             let fields: Vec<Option<String>> = redis::cmd("HMGET")
@@ -568,7 +572,7 @@ impl Broker for RedisBroker {
         &self,
         session: SessionId,
         record: SessionRecord,
-    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
         // This record is newer than any note of the session still waiting.
         self.cursor_notes.forget(&session);
         let mut conn = self.conn.clone();

@@ -2,7 +2,7 @@
 //!
 //! A protocol reads a request into protocol-neutral options (which transport, which session,
 //! how to frame) and encodes outgoing messages into the exact bytes its clients expect. The
-//! connection actors in [`crate::transport`] stay blind to the protocol beyond these calls.
+//! session actors of `crate::atmosphere` and `crate::cettia` call them; the transports under
+//! those stay blind to every protocol.
 pub mod atmosphere;
 pub mod cettia;
-pub mod vibe;

@@ -4,6 +4,8 @@ use actix_web::{web, HttpResponse, ResponseError};
 use bytestring::ByteString;
 use serde::Deserialize;
 
+use crate::atmosphere::messages::DropTransport;
+use crate::atmosphere::Atmosphere;
 use crate::error::HttpError;
 use crate::node::{Node, Stats};
 use crate::topic::{Audience, Message, SessionId};
@@ -16,13 +18,13 @@ fn disabled() -> HttpResponse {
 
 /// Close every client transport; clients reconnect and resume from their cursor (nothing is
 /// lost within the reconnect window).
-pub async fn drop_transports(node: web::Data<Node>) -> HttpResponse {
-    if !node.config.admin {
+pub async fn drop_transports(atmosphere: web::Data<Atmosphere>) -> HttpResponse {
+    if !atmosphere.node().config.admin {
         return disabled();
     }
-    let connections = node.connections.all();
+    let connections = atmosphere.connections();
     for connection in &connections {
-        connection.do_send(crate::transport::DropTransport);
+        connection.do_send(DropTransport);
     }
     HttpResponse::Ok().body(format!(
         "dropped the transports of {} connections\n",
@@ -85,5 +87,5 @@ async fn publish_as_asked(
         .publish_confirmed(&query.topic, audience, Message::text(text))
         .await?;
     Stats::add(&node.stats.published, 1);
-    Ok(super::atmosphere::published_response(published))
+    Ok(crate::atmosphere::http::published_response(published))
 }

@@ -81,10 +81,8 @@ pub async fn nimbus_headers(
     Ok(response)
 }
 
-pub(super) fn origin_allowed(node: &Node, origin: &HeaderValue) -> bool {
-    let allow = &node.config.cors_origins;
-    allow.is_empty()
-        || origin
-            .to_str()
-            .is_ok_and(|o| allow.iter().any(|a| a == o || a == "*"))
+fn origin_allowed(node: &Node, origin: &HeaderValue) -> bool {
+    origin
+        .to_str()
+        .is_ok_and(|origin| node.config.allows_origin(origin))
 }

@@ -1,12 +1,11 @@
-//! The HTTP edge: binds the listener, mounts the reserved routes, and sends every other path
-//! to the Atmosphere topic handler.
+//! The HTTP edge and the composition root: builds the node (`compose`), binds the listener,
+//! mounts the reserved routes, and sends every other path to the Atmosphere topic handler.
 //!
 //! Reserved paths: `/` (chat page), `/healthz`, `/readyz`, `/cettia`, `/vibe` and everything
 //! under `/_nimbus/` (assets, stats). Every other path is an Atmosphere topic.
 mod admin;
 mod assets;
-mod atmosphere;
-mod cettia;
+mod compose;
 mod headers;
 mod shutdown;
 mod upgrade;
@@ -19,6 +18,8 @@ use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_web::dev::AppConfig;
 use actix_web::{middleware::from_fn, web, App, HttpResponse};
 
+use crate::atmosphere::Atmosphere;
+use crate::cettia::Cettia;
 use crate::config::Config;
 use crate::node::Node;
 
@@ -50,9 +51,11 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         }
     };
     tracing::info!(node = %node.id, addr = %listener.local_addr()?,
-        clustered = node.broker.numbers_messages(), "nimbus serving");
-    let server = serve(node.clone(), listener)?;
-    actix_web::rt::spawn(shutdown::on_signal(node, server.handle()));
+        clustered = node.is_clustered(), "nimbus serving");
+    let atmosphere = Atmosphere::new(node.clone());
+    let cettia = Cettia::with_defaults(node.clone());
+    let server = serve_apps(node, listener, atmosphere.clone(), cettia, |_| {})?;
+    actix_web::rt::spawn(shutdown::on_signal(atmosphere, server.handle()));
     server.await
 }
 
@@ -73,19 +76,33 @@ fn raise_descriptor_limit(max_websockets: Option<u64>) {
 }
 
 /// Build the server on an already bound listener (tests bind port 0 and read the address),
-/// with the default Cettia application ([`crate::cettia::Cettia::with_defaults`]).
+/// with the stock applications: Atmosphere's echo-broadcast ([`Atmosphere::new`]) and Cettia's
+/// defaults ([`Cettia::with_defaults`]).
 pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
-    let cettia = crate::cettia::Cettia::with_defaults(node.clone());
+    let cettia = Cettia::with_defaults(node.clone());
     serve_with(node, listener, cettia, |_| {})
 }
 
-/// Build the server with an application's own [`crate::cettia::Cettia`] handlers, and its own
-/// routes added by `routes` (they take precedence over topics; handlers can extract
-/// `web::Data<Cettia>` and `web::Data<Node>`).
+/// Build the server with an application's own [`Cettia`] handlers, and its own routes added by
+/// `routes` (they take precedence over topics; handlers can extract `web::Data<Cettia>`,
+/// `web::Data<Atmosphere>` and `web::Data<Node>`). Atmosphere clients get the stock
+/// echo-broadcast.
 pub fn serve_with(
     node: Arc<Node>,
     listener: TcpListener,
-    cettia: crate::cettia::Cettia,
+    cettia: Cettia,
+    routes: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+) -> std::io::Result<actix_web::dev::Server> {
+    let atmosphere = Atmosphere::new(node.clone());
+    serve_apps(node, listener, atmosphere, cettia, routes)
+}
+
+/// Build the server with an application's own hooks for both protocols.
+pub fn serve_apps(
+    node: Arc<Node>,
+    listener: TcpListener,
+    atmosphere: Atmosphere,
+    cettia: Cettia,
     routes: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 ) -> std::io::Result<actix_web::dev::Server> {
     let workers = node
@@ -95,10 +112,12 @@ pub fn serve_with(
     let shutdown_timeout = node.config.drain_secs.max(1);
     let data = web::Data::from(node);
     let cettia_data = web::Data::new(cettia);
+    let atmosphere_data = web::Data::new(atmosphere);
     let app = move || {
         App::new()
             .app_data(data.clone())
             .app_data(cettia_data.clone())
+            .app_data(atmosphere_data.clone())
             .configure(routes.clone())
             .wrap(from_fn(headers::nimbus_headers))
             .route("/healthz", web::get().to(healthz))
@@ -118,9 +137,9 @@ pub fn serve_with(
             // client subscribe to e.g. `/_nimbus/stats/x`.
             .route("/_nimbus", web::to(not_found))
             .route("/_nimbus/{tail:.*}", web::to(not_found))
-            .route("/cettia", web::to(cettia::cettia))
-            .route("/vibe", web::to(cettia::vibe))
-            .default_service(web::to(atmosphere::topic))
+            .route("/cettia", web::to(crate::cettia::http::cettia))
+            .route("/vibe", web::to(crate::cettia::http::vibe))
+            .default_service(web::to(crate::atmosphere::http::topic))
     };
     // The application as an HTTP service (what `actix_web::HttpServer` builds internally).
     let service = move || {
@@ -184,8 +203,8 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
     }
 }
 
-async fn stats(node: web::Data<Node>) -> HttpResponse {
-    HttpResponse::Ok().json(node.snapshot())
+async fn stats(node: web::Data<Node>, atmosphere: web::Data<Atmosphere>) -> HttpResponse {
+    HttpResponse::Ok().json(node.snapshot(atmosphere.len()))
 }
 
 async fn not_found() -> HttpResponse {

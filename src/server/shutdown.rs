@@ -7,22 +7,22 @@
 //!    parked long-polls answered) after recording, in a cluster, where each client stands; the
 //!    clients reconnect through the balancer and resume on another node;
 //! 3. stops the HTTP server, giving in-flight requests what is left of `--drain-secs`.
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 
-use crate::node::Node;
-use crate::transport::DropTransport;
+use crate::atmosphere::messages::DropTransport;
+use crate::atmosphere::Atmosphere;
 
-pub async fn on_signal(node: Arc<Node>, server: ServerHandle) {
+pub async fn on_signal(atmosphere: Atmosphere, server: ServerHandle) {
+    let node = atmosphere.node().clone();
     wait_for_signal().await;
     let budget = Duration::from_secs(node.config.drain_secs);
     tracing::info!(?budget, "shutting down: draining");
     node.start_draining();
     // Leave the rotation first: a third of the budget, at most three health-check intervals.
     tokio::time::sleep((budget / 3).min(Duration::from_secs(3))).await;
-    let connections = node.connections.all();
+    let connections = atmosphere.connections();
     tracing::info!(count = connections.len(), "closing client transports");
     for connection in &connections {
         // `send`, not `do_send`: wait until each connection has handled it (and queued its

@@ -14,9 +14,8 @@ use actix::prelude::*;
 use parking_lot::RwLock;
 use tokio::time::Instant;
 
-use super::registry::TopicRegistry;
+use super::upstream::{Backlog, StoreError, TopicPosition, Upstream};
 use super::{Audience, DirectWrite, Envelope, History, HistoryLimits, Message, SessionId, TopicId};
-use crate::broker::{Backlog, Broker, BrokerError, TopicPosition};
 
 /// How long an empty topic lingers before it frees itself (a member may be between two polls).
 const IDLE_GRACE: Duration = Duration::from_secs(5);
@@ -134,13 +133,17 @@ struct Member {
     behind: bool,
 }
 
+/// Asked by an idle broadcaster whether it may free itself: `true` when the registry dropped
+/// it (a newer instance of the same topic id may have taken its place, and stays).
+pub type Release = Box<dyn Fn(&TopicState) -> bool + Send>;
+
 /// The broadcaster actor: members, sequence numbers, history.
 pub struct Broadcaster {
     state: Arc<TopicState>,
     members: HashMap<SessionId, Member>,
-    registry: TopicRegistry,
-    /// The cluster broker, when messages arrive numbered by it.
-    cluster: Option<Arc<dyn Broker>>,
+    release: Release,
+    /// The cluster, when messages arrive numbered by it.
+    cluster: Option<Arc<dyn Upstream>>,
     /// Numbered messages that arrived before their predecessors, by sequence.
     early: BTreeMap<u64, Arc<Envelope>>,
     /// A fetch of missing messages from the shared history is scheduled or running.
@@ -157,8 +160,8 @@ impl Broadcaster {
         id: TopicId,
         epoch: u64,
         limits: HistoryLimits,
-        registry: TopicRegistry,
-        cluster: Option<Arc<dyn Broker>>,
+        release: Release,
+        cluster: Option<Arc<dyn Upstream>>,
     ) -> Self {
         Broadcaster {
             state: Arc::new(TopicState {
@@ -170,7 +173,7 @@ impl Broadcaster {
                 last_seq: AtomicU64::new(0),
             }),
             members: HashMap::new(),
-            registry,
+            release,
             cluster,
             early: BTreeMap::new(),
             catching_up: false,
@@ -286,7 +289,7 @@ impl Broadcaster {
         let limit = ((target - last) as usize).min(CATCH_UP_BATCH);
         let fetch = cluster.backlog(self.state.id.clone(), epoch, last, limit);
         ctx.wait(fetch.into_actor(self).map(
-            move |result: Result<Backlog, BrokerError>, act, ctx| {
+            move |result: Result<Backlog, StoreError>, act, ctx| {
                 act.catching_up = false;
                 match result {
                     Ok(backlog) => {
@@ -325,12 +328,12 @@ impl Broadcaster {
             return;
         }
         let fetch = if self.detached {
-            cluster.open_topic(self.state.id.clone())
+            cluster.open(self.state.id.clone())
         } else {
             cluster.position(self.state.id.clone())
         };
         ctx.spawn(fetch.into_actor(self).map(
-            |result: Result<TopicPosition, BrokerError>, act, ctx| {
+            |result: Result<TopicPosition, StoreError>, act, ctx| {
                 let Ok(position) = result else { return };
                 if act.detached {
                     // Opened while the cluster was unreachable: members start from now.
@@ -369,10 +372,10 @@ impl Broadcaster {
     }
 
     fn free_if_idle(&mut self, ctx: &mut Context<Self>) {
-        if self.members.is_empty() && self.registry.remove_if_current(&self.state) {
+        if self.members.is_empty() && (self.release)(&self.state) {
             tracing::debug!(topic = %self.state.id, "freeing idle topic");
             if let Some(cluster) = &self.cluster {
-                cluster.close_topic(self.state.id.clone());
+                cluster.close(self.state.id.clone());
             }
             ctx.stop();
         }
@@ -385,7 +388,7 @@ impl Broadcaster {
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
-        let open = cluster.open_topic(self.state.id.clone());
+        let open = cluster.open(self.state.id.clone());
         ctx.wait(open.into_actor(self).map(|result, act, _| match result {
             Ok(position) => act.state.restart(position.epoch, position.seq),
             Err(error) => {

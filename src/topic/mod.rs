@@ -10,6 +10,7 @@ mod direct;
 mod envelope;
 mod history;
 mod registry;
+mod upstream;
 
 use std::sync::Arc;
 
@@ -20,8 +21,9 @@ pub use direct::DirectWrite;
 pub use envelope::{Audience, Envelope, Message, FRAME_SLOTS};
 pub use history::{History, HistoryLimits, Replay};
 pub use registry::{PublishError, TopicRegistry};
+pub use upstream::{Backlog, StoreError, TopicPosition, Upstream};
 
 /// A topic id: the request path.
 pub type TopicId = Arc<str>;
-/// A session id: the Atmosphere tracking id (or, later, the Cettia socket id).
+/// A session id: the Atmosphere tracking id, or the Cettia socket id.
 pub type SessionId = Arc<str>;

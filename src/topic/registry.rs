@@ -7,10 +7,12 @@ use actix::prelude::*;
 use parking_lot::Mutex;
 use thiserror::Error;
 
-use super::broadcaster::TopicState;
-use super::{Audience, Broadcaster, Join, JoinAck, Message, Publish, SessionId, TopicId};
-use crate::broker::Broker;
-use crate::topic::{Deliver, Envelope, HistoryLimits, Sequenced};
+use super::broadcaster::{Release, TopicState};
+use super::upstream::Upstream;
+use super::{
+    Audience, Broadcaster, Deliver, Envelope, HistoryLimits, Join, JoinAck, Message, Publish,
+    Sequenced, SessionId, TopicId,
+};
 
 /// Why a publish was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -33,8 +35,8 @@ struct Inner {
     topics: Mutex<HashMap<TopicId, Entry>>,
     limits: HistoryLimits,
     next_epoch: AtomicU64,
-    /// Set when the node runs with a cluster broker: topics then take numbered messages.
-    cluster: OnceLock<Arc<dyn Broker>>,
+    /// Set when the node runs in a cluster: topics then take numbered messages.
+    cluster: OnceLock<Arc<dyn Upstream>>,
 }
 
 #[derive(Clone)]
@@ -61,10 +63,15 @@ impl TopicRegistry {
         }
     }
 
-    /// Switch to clustered topics: `broker` numbers messages and holds the shared history.
+    /// Switch to clustered topics: `upstream` numbers messages and holds the shared history.
     /// Called once, before the first topic opens.
-    pub fn set_cluster(&self, broker: Arc<dyn Broker>) {
-        let _ = self.inner.cluster.set(broker);
+    pub fn set_cluster(&self, upstream: Arc<dyn Upstream>) {
+        let _ = self.inner.cluster.set(upstream);
+    }
+
+    /// The cluster's side of the topics, when the node is clustered.
+    pub fn upstream(&self) -> Option<&Arc<dyn Upstream>> {
+        self.inner.cluster.get()
     }
 
     fn get_or_create(&self, id: &str) -> Addr<Broadcaster> {
@@ -77,8 +84,9 @@ impl TopicRegistry {
         let id: TopicId = id.into();
         let epoch = self.inner.next_epoch.fetch_add(1, Ordering::Relaxed);
         let cluster = self.inner.cluster.get().cloned();
-        let addr =
-            Broadcaster::new(id.clone(), epoch, self.inner.limits, self.clone(), cluster).start();
+        let registry = self.clone();
+        let release: Release = Box::new(move |state| registry.remove_if_current(state));
+        let addr = Broadcaster::new(id.clone(), epoch, self.inner.limits, release, cluster).start();
         topics.insert(
             id,
             Entry {
@@ -161,7 +169,7 @@ impl TopicRegistry {
     }
 
     /// Called by an idle broadcaster: unregister it unless a newer instance took its place.
-    pub(super) fn remove_if_current(&self, state: &TopicState) -> bool {
+    fn remove_if_current(&self, state: &TopicState) -> bool {
         let mut topics = self.inner.topics.lock();
         if topics
             .get(&state.id)

@@ -1,23 +1,16 @@
-//! Transports: the connection actors and the one contract every transport implements.
+//! Transports: protocol-blind I/O for the session actors, and the one contract they write by.
 //!
-//! A [`Connection`] actor is one logical client (an Atmosphere tracking id). It outlives the
-//! transports attached to it: a long-polling client is one connection across many polls, and a
-//! WebSocket, SSE or streaming client that reconnects with its tracking id re-attaches to the
-//! same connection and resumes from its cursor. The per-transport modules turn an HTTP request
-//! into an attachment; [`Sink`] is what the connection writes frames into.
-mod connection;
-pub mod long_polling;
-mod registry;
+//! A session writes frames into a [`Sink`] without waiting: a WebSocket's [`ws::Outbox`] or a
+//! streaming [`body::Body`]. A full sink answers [`WriteOutcome::Full`] and the session waits
+//! with [`writable::WaitWritable`]; a long-poll is parked in a [`long_poll::Parked`] until there
+//! is something to answer. Nothing here knows topics, protocols or the node: this module
+//! imports no other module of the crate.
+pub mod body;
+pub mod long_poll;
 mod sink;
-pub mod sse_streaming;
-pub mod websocket;
+pub mod writable;
+mod write;
 pub mod ws;
 
-pub(crate) use connection::atmosphere_frame;
-pub use connection::{
-    client_message, publish_from_client, Attach, Close, Connection, Detach, DropTransport, Inbound,
-    InboundError, Mode, Poll, PollReply,
-};
-pub use registry::ConnectionRegistry;
-pub use sink::{Sink, WriteOutcome};
-pub mod cettia;
+pub use sink::Sink;
+pub use write::WriteOutcome;

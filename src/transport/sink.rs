@@ -1,9 +1,9 @@
-//! The transport contract for pushed frames: a bounded sink a connection writes into without
+//! The transport contract for pushed frames: a bounded sink a session writes into without
 //! waiting, and a way to be woken when it can take more.
 //!
 //! WebSocket frames go to the socket's [`Outbox`] (written at once when the socket can take
 //! them); SSE and streaming chunks go into the bounded channel behind the response body, polled
-//! with a no-op waker first. Only a full sink makes the connection wait.
+//! with a no-op waker first. Only a full sink makes the session wait.
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
@@ -13,28 +13,18 @@ use bytestring::ByteString;
 use futures_util::Sink as _;
 use tokio_util::sync::PollSender;
 
+use super::write::WriteOutcome;
 use super::ws::Outbox;
 
-/// Where a connection's frames go.
-pub enum Sink {
+/// Where a session's frames go; `L` is the fast lane a WebSocket may lend (see [`Outbox`]).
+pub enum Sink<L = ()> {
     /// A WebSocket's write half.
-    Socket(Outbox),
+    Socket(Outbox<L>),
     /// The body of an SSE or streaming response.
     Body(PollSender<Bytes>),
 }
 
-/// Result of a non-blocking write.
-#[derive(Debug, PartialEq, Eq)]
-pub enum WriteOutcome {
-    /// Taken by the transport (written, or queued within its bound).
-    Written,
-    /// The sink is full; poll [`Sink::poll_writable`] before writing again.
-    Full,
-    /// The client is gone.
-    Closed,
-}
-
-impl Sink {
+impl<L> Sink<L> {
     /// Write `frame` if the sink can take it now (a text frame on a WebSocket).
     pub fn try_write(&mut self, frame: &ByteString) -> WriteOutcome {
         self.try_send(OpCode::Text, frame.as_bytes())

@@ -53,6 +53,38 @@ impl TestServer {
         (TestServer { addr, node, handle }, cettia)
     }
 
+    /// Start a node whose Atmosphere application is what `app` registers on a bare
+    /// [`nimbus::atmosphere::Atmosphere`] (Cettia keeps its defaults); returns its handle too.
+    pub fn start_with_atmosphere(
+        configure: impl FnOnce(&mut Config),
+        app: impl FnOnce(&nimbus::atmosphere::Atmosphere),
+    ) -> (TestServer, nimbus::atmosphere::Atmosphere) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let mut config = Config::for_bind(addr);
+        config.workers = Some(2);
+        config.node_id = Some("test-node".into());
+        config.web_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/web").into();
+        configure(&mut config);
+        let node = Node::new(config);
+        let atmosphere = nimbus::atmosphere::Atmosphere::new(node.clone());
+        app(&atmosphere);
+        let cettia = nimbus::cettia::Cettia::with_defaults(node.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (served, served_atmosphere) = (node.clone(), atmosphere.clone());
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server =
+                    nimbus::server::serve_apps(served, listener, served_atmosphere, cettia, |_| {})
+                        .expect("serve");
+                tx.send(server.handle()).unwrap();
+                let _ = server.await;
+            })
+        });
+        let handle = rx.recv().expect("server started");
+        (TestServer { addr, node, handle }, atmosphere)
+    }
+
     /// Start a node of the cluster whose Redis is `redis_url` (the node's Cettia application
     /// is the default one plus what `app` registers); returns the application's handle too.
     pub fn start_clustered(

@@ -10,10 +10,21 @@ pub const STREAM_PADDING: usize = 2048;
 
 /// The padding chunk: 2047 spaces and a newline.
 pub fn stream_padding() -> Bytes {
-    let mut b = BytesMut::with_capacity(STREAM_PADDING);
-    b.put_bytes(b' ', STREAM_PADDING - 1);
+    padding(STREAM_PADDING)
+}
+
+/// `len - 1` spaces and a newline: the padding that makes browsers start handing a stream's
+/// chunks to the page (Cettia and Vibe differ only in its length).
+pub fn padding(len: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(len);
+    b.put_bytes(b' ', len - 1);
     b.put_u8(b'\n');
     b.freeze()
+}
+
+/// Whether `message` is a socket handshake (see [`socket_handshake`]).
+pub fn is_socket_handshake(message: &WireMessage) -> bool {
+    matches!(message, WireMessage::Text(t) if t.starts_with("?cettia-version="))
 }
 
 /// The transport handshake of HTTP transports: `?cettia-transport-version=1.0&cettia-transport-id=<id>`.

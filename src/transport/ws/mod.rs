@@ -11,7 +11,7 @@ mod outbox;
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
 
-use crate::node::Node;
-
-pub use outbox::{Outbox, Returned, QUEUE_LIMIT};
+pub use outbox::{whole_text_frame, LaneWriter, Outbox, Shared, QUEUE_LIMIT};
 
 /// How long a socket whose close frame is out waits for the client's side of the close
 /// handshake. (How long the close frame itself may take is `--ws-close-grace-secs`.)
@@ -50,6 +48,13 @@ pub struct PendingSocket {
     open: OpenSocket,
 }
 
+/// How many WebSockets a node has open, and how many it may: shared by every upgrade.
+#[derive(Debug)]
+pub struct SocketGauge {
+    open: AtomicU64,
+    limit: u64,
+}
+
 /// A whole message from the client (fragments gathered).
 #[derive(Debug)]
 pub enum WsMessage {
@@ -60,15 +65,15 @@ pub enum WsMessage {
 /// Check `req` is a WebSocket handshake and the node has room for another socket; returns the
 /// `101` response to answer with, the socket's write half (frames queue until the socket
 /// arrives) and the pending socket.
-pub fn accept(
+pub fn accept<L>(
     req: &HttpRequest,
-    node: &Arc<Node>,
-) -> Result<(HttpResponse, Outbox, PendingSocket), actix_web::Error> {
+    gauge: &Arc<SocketGauge>,
+) -> Result<(HttpResponse, Outbox<L>, PendingSocket), actix_web::Error> {
     let mut builder = actix_http::ws::handshake(req.head()).map_err(|error| {
         let response = HttpResponse::from(actix_http::Response::from(&error));
         actix_web::error::InternalError::from_response(error, response)
     })?;
-    let open = match OpenSocket::reserve(node) {
+    let open = match OpenSocket::reserve(gauge) {
         Ok(open) => open,
         Err(max) => {
             return Err(actix_web::error::InternalError::from_response(
@@ -101,14 +106,16 @@ pub fn close_reason(code: CloseCode, why: &str) -> CloseReason {
 /// Run the socket: start its writer, then read messages and hand each to `on_message` (one at
 /// a time; the socket is not read while a message is handled, so a client that sends faster
 /// than it is served is held back by TCP). An `Err` from `on_message` closes the socket with
-/// that reason. Returns when the socket is closed, or never arrived.
-pub async fn serve<F, Fut>(
+/// that reason. Once a close frame is queued, what is queued gets `close_grace` to go out.
+/// Returns when the socket is closed, or never arrived.
+pub async fn serve<L, F, Fut>(
     socket: PendingSocket,
-    outbox: Outbox,
+    outbox: Outbox<L>,
     max_message_bytes: usize,
-    node: Arc<Node>,
+    close_grace: Duration,
     mut on_message: F,
 ) where
+    L: Send + 'static,
     F: FnMut(WsMessage) -> Fut,
     Fut: Future<Output = Result<(), CloseReason>>,
 {
@@ -172,8 +179,7 @@ pub async fn serve<F, Fut>(
         // delivered: a slow client that still reads gets them), then read (and ignore) until
         // the client ends its side, so the socket closes cleanly rather than with a reset that
         // could overtake the close frame. A client that reads nothing any more is let go.
-        let flush_grace = Duration::from_secs(node.config.ws_close_grace_secs);
-        let _ = tokio::time::timeout(flush_grace, outbox.finished()).await;
+        let _ = tokio::time::timeout(close_grace, outbox.finished()).await;
         let _ = tokio::time::timeout(CLOSE_REPLY_GRACE, async {
             loop {
                 if stream.readable().await.is_err() {
@@ -191,26 +197,47 @@ pub async fn serve<F, Fut>(
     outbox.finish();
 }
 
-/// Counts the socket in `websockets_open` while it lives.
-struct OpenSocket(Arc<Node>);
+// === impl SocketGauge ===
+
+impl SocketGauge {
+    /// A gauge that allows `limit` sockets open at once.
+    pub fn new(limit: u64) -> Self {
+        SocketGauge {
+            open: AtomicU64::new(0),
+            limit,
+        }
+    }
+
+    /// Sockets open now (closing ones included).
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// Counts the socket in its gauge while it lives.
+struct OpenSocket(Arc<SocketGauge>);
 
 impl OpenSocket {
-    /// Count one more socket, unless the node has its bound (returned) open already.
-    fn reserve(node: &Arc<Node>) -> Result<Self, u64> {
-        let max = node.config.websocket_limit();
-        node.stats
-            .websockets_open
+    /// Count one more socket, unless the gauge is at its limit (returned).
+    fn reserve(gauge: &Arc<SocketGauge>) -> Result<Self, u64> {
+        let limit = gauge.limit;
+        gauge
+            .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < max).then_some(open + 1)
+                (open < limit).then_some(open + 1)
             })
-            .map_err(|_| max)?;
-        Ok(OpenSocket(node.clone()))
+            .map_err(|_| limit)?;
+        Ok(OpenSocket(gauge.clone()))
     }
 }
 
 impl Drop for OpenSocket {
     fn drop(&mut self) {
-        self.0.stats.websockets_open.fetch_sub(1, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -9,10 +9,12 @@
 //! [`Full`](WriteOutcome::Full) to its writer, whose slow-consumer policy
 //! decides what happens next.
 //!
-//! The outbox is also the socket's **fast lane**: while its client is caught up, the
-//! connection actor lends it to the topic (see [`DirectWrite`]), and the topic writes frames
-//! through it without messaging the actor. The lane's state (cursor, epoch, framing) sits
-//! under the same lock as the queue, so a direct delivery touches little of the connection.
+//! The outbox is also the socket's **fast lane**: while its client is caught up, the session
+//! actor lends it (a lane of its own type `L`, lent with [`Outbox::lend`]) to whoever may write
+//! without messaging the actor, which then writes through [`Shared::through_lane`]. The lane's
+//! state sits under the same lock as the queue, so a direct delivery touches little memory.
+//! What a lane holds and when it may write belong to the session; this file knows neither
+//! topics nor protocols.
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -24,12 +26,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
-use crate::node::{Node, Stats};
-use crate::protocol::atmosphere::Framing;
-use crate::topic::{DirectWrite, Envelope, SessionId};
-use crate::transport::WriteOutcome;
+use super::super::write::WriteOutcome;
 
 /// Bytes a socket may hold queued before writers are told it is full. One frame is always
 /// accepted into an empty queue, whatever its size.
@@ -37,24 +35,32 @@ pub const QUEUE_LIMIT: usize = 64 * 1024;
 /// Most queued frames handed to one `writev`.
 const MAX_IOVECS: usize = 64;
 
-/// The socket's write half, shared by everyone who writes to it.
-#[derive(Clone)]
-pub struct Outbox {
-    shared: Arc<Shared>,
+/// The socket's write half, shared by everyone who writes to it; `L` is the fast lane's state
+/// (`()` for sockets that never lend one).
+pub struct Outbox<L = ()> {
+    shared: Arc<Shared<L>>,
 }
 
-struct Shared {
-    state: Mutex<State>,
+impl<L> Clone for Outbox<L> {
+    fn clone(&self) -> Self {
+        Outbox {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// What the writers of one socket share: the queue, the socket and the lane, under one lock.
+pub struct Shared<L = ()> {
+    state: Mutex<State<L>>,
     /// Notified when the write half is finished (close frame written, or a write failed).
     finished: Notify,
     /// Notified when a close frame is queued.
     closing: Notify,
 }
 
-#[derive(Default)]
-struct State {
-    /// The fast lane, when lent to the topic.
-    lane: Option<Lane>,
+struct State<L> {
+    /// The fast lane, when lent.
+    lane: Option<L>,
     /// Set when the server hands the upgraded connection over; frames queue until then.
     socket: Option<Socket>,
     queue: VecDeque<Pending>,
@@ -87,26 +93,6 @@ struct Pending {
     payload: Bytes,
     /// Bytes of header then payload already written.
     written: usize,
-}
-
-/// The lane's state while lent: the client has every message up to `cursor` (in topic
-/// `epoch`), and the topic may write the next ones in `framing`.
-struct Lane {
-    /// The topic may write (cleared by the topic at the first message it cannot write).
-    open: bool,
-    session: SessionId,
-    node: Arc<Node>,
-    framing: Framing,
-    epoch: u64,
-    cursor: u64,
-    /// When the last message the topic wrote was accepted by the topic.
-    last_write: Option<Instant>,
-}
-
-/// What the actor gets back when it takes the lane.
-pub struct Returned {
-    pub cursor: u64,
-    pub last_write: Option<Instant>,
 }
 
 // === impl Socket ===
@@ -250,12 +236,22 @@ fn close_payload(reason: Option<CloseReason>) -> Bytes {
 
 // === impl Outbox ===
 
-impl Outbox {
+impl<L> Outbox<L> {
     /// An outbox whose socket is not handed over yet: frames queue until [`Outbox::connect`].
     pub fn new() -> Self {
         Outbox {
             shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    lane: None,
+                    socket: None,
+                    queue: VecDeque::new(),
+                    queued_bytes: 0,
+                    closing: false,
+                    finished: false,
+                    broken: false,
+                    writer: None,
+                    room: None,
+                }),
                 finished: Notify::new(),
                 closing: Notify::new(),
             }),
@@ -353,53 +349,28 @@ impl Outbox {
         }
     }
 
-    /// Lend the fast lane to the topic: `session`'s client has every message up to `cursor`
-    /// of topic `epoch`, and the next ones may be written in `framing`.
-    pub fn lend(
-        &self,
-        session: &SessionId,
-        node: &Arc<Node>,
-        framing: Framing,
-        epoch: u64,
-        cursor: u64,
-    ) {
-        self.shared.state.lock().lane = Some(Lane {
-            open: true,
-            session: session.clone(),
-            node: node.clone(),
-            framing,
-            epoch,
-            cursor,
-            last_write: None,
-        });
+    /// Lend the fast lane: from now on [`Shared::through_lane`] writes with `lane`.
+    pub fn lend(&self, lane: L) {
+        self.shared.state.lock().lane = Some(lane);
     }
 
-    /// The lane's cursor while it is lent (the lane stays lent).
-    pub fn lane_cursor(&self) -> Option<u64> {
-        self.shared
-            .state
-            .lock()
-            .lane
-            .as_ref()
-            .map(|lane| lane.cursor)
+    /// Read the lane while it stays lent; `None` if it is not.
+    pub fn peek_lane<R>(&self, read: impl FnOnce(&L) -> R) -> Option<R> {
+        self.shared.state.lock().lane.as_ref().map(read)
     }
 
     /// Take the lane back; `None` if it was not lent.
-    pub fn take_back(&self) -> Option<Returned> {
-        let lane = self.shared.state.lock().lane.take()?;
-        Some(Returned {
-            cursor: lane.cursor,
-            last_write: lane.last_write,
-        })
+    pub fn take_back(&self) -> Option<L> {
+        self.shared.state.lock().lane.take()
     }
 
-    /// The outbox as the topic sees it, for direct writes through the lane.
-    pub fn direct(&self) -> Arc<dyn DirectWrite> {
+    /// What every writer of this socket shares, for whoever writes through the lane.
+    pub fn shared(&self) -> Arc<Shared<L>> {
         self.shared.clone()
     }
 
     /// Whether `self` and `other` are the same socket's outbox.
-    pub fn same(&self, other: &Outbox) -> bool {
+    pub fn same(&self, other: &Outbox<L>) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
@@ -497,7 +468,7 @@ impl Outbox {
     }
 }
 
-impl Default for Outbox {
+impl<L> Default for Outbox<L> {
     fn default() -> Self {
         Self::new()
     }
@@ -505,7 +476,7 @@ impl Default for Outbox {
 
 // === impl Shared ===
 
-impl Shared {
+impl<L> Shared<L> {
     fn finish(&self) {
         let mut state = self.state.lock();
         state.finished = true;
@@ -523,49 +494,40 @@ impl Shared {
 
 // === impl Shared (the fast lane) ===
 
-impl DirectWrite for Shared {
-    fn try_deliver(&self, epoch: u64, envelope: &Envelope) -> bool {
+impl<L> Shared<L> {
+    /// Deliver through the lent lane, under the socket's lock: `deliver` gets the lane and a
+    /// writer for whole frames, and says whether it delivered. `false` when no lane is lent.
+    pub fn through_lane(
+        &self,
+        deliver: impl FnOnce(&mut L, &mut LaneWriter<'_, L>) -> bool,
+    ) -> bool {
         let mut state = self.state.lock();
-        let Some(lane) = state.lane.as_mut().filter(|lane| lane.open) else {
+        let Some(mut lane) = state.lane.take() else {
             return false;
         };
-        if lane.epoch != epoch || envelope.seq != lane.cursor + 1 {
-            lane.open = false;
-            return false;
+        let delivered = deliver(&mut lane, &mut LaneWriter(&mut state));
+        state.lane = Some(lane);
+        if state.broken {
+            drop(state);
+            self.finish();
         }
-        if !envelope.audience.includes(&lane.session) {
-            lane.cursor = envelope.seq;
-            return true;
-        }
-        let framing = lane.framing;
-        let frame = envelope.wrapped(framing.index(), || {
-            whole_text_frame(crate::transport::atmosphere_frame(envelope, framing).as_bytes())
-        });
-        // Full or closed: the lane closes and the message goes to the actor, which sees the
-        // same outcome when it writes and applies its policy.
-        if state.send(Frame::Whole(frame)) != WriteOutcome::Written {
-            if let Some(lane) = state.lane.as_mut() {
-                lane.open = false;
-            }
-            if state.broken {
-                drop(state);
-                self.finish();
-            }
-            return false;
-        }
-        let Some(lane) = state.lane.as_mut() else {
-            return false;
-        };
-        lane.cursor = envelope.seq;
-        lane.last_write = Some(envelope.accepted_at);
-        Stats::add(&lane.node.stats.delivered, 1);
-        true
+        delivered
+    }
+}
+
+/// Writes whole frames for [`Shared::through_lane`].
+pub struct LaneWriter<'a, L>(&'a mut State<L>);
+
+impl<L> LaneWriter<'_, L> {
+    /// Write `frame` (built whole with [`whole_text_frame`]) now, or queue it within the bound.
+    pub fn write_whole(&mut self, frame: &Bytes) -> WriteOutcome {
+        self.0.send(Frame::Whole(frame))
     }
 }
 
 // === impl State ===
 
-impl State {
+impl<L> State<L> {
     /// Write a frame now if the socket takes it, or queue it (see [`Outbox::send`]). A failed
     /// write marks the socket closed; the caller finishes the outbox.
     fn send(&mut self, frame: Frame<'_>) -> WriteOutcome {

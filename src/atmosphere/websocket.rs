@@ -1,39 +1,41 @@
 //! The Atmosphere WebSocket transport: the socket's write half is the connection's sink, and its
-//! messages go to the connection actor one at a time (see [`super::ws`]).
+//! messages go to the connection actor one at a time (see [`crate::session::websocket`]).
+use std::sync::Arc;
+
 use actix::Addr;
 use actix_http::ws::CloseCode;
 use actix_web::{HttpRequest, HttpResponse};
 use bytestring::ByteString;
 
-use std::sync::Arc;
-
+use super::connection::Connection;
+use super::messages::{Attach, Detach, Inbound, Mode};
 use crate::broker::SessionRecord;
 use crate::node::Node;
-
-use super::ws::{self, close_reason, WsMessage};
-use super::{Attach, Connection, Detach, Inbound, Sink};
+use crate::session::websocket::{self, gone, refusal};
+use crate::transport::ws::{close_reason, WsMessage};
 
 /// Accept the upgrade in `req` and attach the socket to `connection`; returns the `101` response.
 pub async fn attach(
     req: &HttpRequest,
     connection: Addr<Connection>,
-    mode: super::Mode,
-    max_message_bytes: usize,
+    mode: Mode,
     resume: Option<SessionRecord>,
-    node: Arc<Node>,
+    node: &Arc<Node>,
 ) -> actix_web::Result<HttpResponse> {
-    let (response, outbox, socket) = ws::accept(req, &node)?;
-    let generation = connection
-        .send(Attach {
-            sink: Sink::Socket(outbox.clone()),
-            mode,
-            body_closed: None,
-            resume,
-        })
-        .await
-        .map_err(actix_web::error::ErrorServiceUnavailable)?;
-    actix_web::rt::spawn(async move {
-        ws::serve(socket, outbox, max_message_bytes, node, |message| {
+    let attaching = connection.clone();
+    let detaching = connection.clone();
+    websocket::attach(
+        req,
+        node,
+        move |sink| {
+            attaching.send(Attach {
+                sink,
+                mode,
+                body: None,
+                resume,
+            })
+        },
+        move |_generation, message| {
             let connection = connection.clone();
             async move {
                 // Atmosphere messages are text; a binary message must be UTF-8 too.
@@ -45,13 +47,12 @@ pub async fn attach(
                 };
                 match connection.send(Inbound(text)).await {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(refused)) => Err(close_reason(CloseCode::Again, &refused.to_string())),
-                    Err(_) => Err(close_reason(CloseCode::Away, "connection closed")),
+                    Ok(Err(refused)) => Err(refusal(&refused)),
+                    Err(error) => Err(gone(error)),
                 }
             }
-        })
-        .await;
-        connection.do_send(Detach(generation));
-    });
-    Ok(response)
+        },
+        move |generation| detaching.do_send(Detach(generation)),
+    )
+    .await
 }

@@ -5,7 +5,6 @@
 //! transport id or an unsupported POST content type → 500, other methods → 405; plus 400 for a
 //! malformed request (query string, JSONP callback, topic) and 413 for a message over
 //! `--max-message-bytes`. Every error has a plain-text body saying what is wrong.
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use actix::Addr;
@@ -14,23 +13,20 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::PollSender;
+use tokio::sync::oneshot;
 
-use crate::cettia::cluster::Handled;
-use crate::cettia::socket::{
-    AttachLongPoll, AttachPush, InboundError, LongPoll, PollAnswer, PushFraming, SocketActor,
-    TransportClosed, TransportInbound,
+use super::cluster::Handled;
+use super::messages::{
+    AttachLongPoll, AttachPush, LongPoll, PollAnswer, PushFraming, TransportClosed,
+    TransportInbound,
 };
-use crate::cettia::{websocket, Cettia, Dialect, ForwardError};
+use super::socket::SocketActor;
+use super::{websocket, Cettia, Dialect, ForwardError};
 use crate::node::Node;
+use crate::protocol::cettia::vibe::{self, VibeRequest, VibeTransport};
 use crate::protocol::cettia::{framing, CettiaRequest, TransportName, When, WireMessage};
-use crate::protocol::vibe::{self, VibeRequest, VibeTransport};
-use crate::transport::Sink;
-
-/// Chunks queued for a streaming body before the socket counts its client as slow.
-const BODY_CHANNEL: usize = 64;
+use crate::session::InboundError;
+use crate::transport::body;
 /// Longest topic id a socket may name.
 const MAX_TOPIC_LEN: usize = 512;
 
@@ -80,7 +76,10 @@ fn websocket_refused(node: &Node, req: &HttpRequest) -> Option<HttpResponse> {
         ));
     }
     let origin = req.headers().get(header::ORIGIN)?;
-    (!super::headers::origin_allowed(node, origin)).then(|| {
+    let allowed = origin
+        .to_str()
+        .is_ok_and(|origin| node.config.allows_origin(origin));
+    (!allowed).then(|| {
         error(
             StatusCode::FORBIDDEN,
             "this origin is not in the node's CORS allow-list",
@@ -127,15 +126,9 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
                 Ok(socket) => socket,
                 Err(refused) => return *refused,
             };
-            websocket::attach(
-                req,
-                socket,
-                node.config.max_message_bytes,
-                None,
-                node.clone(),
-            )
-            .await
-            .unwrap_or_else(|e| e.error_response())
+            websocket::attach(req, socket, None, &node)
+                .await
+                .unwrap_or_else(|e| e.error_response())
         }
         Method::GET => match request.when() {
             Ok(When::Open) => open(cettia, &request).await,
@@ -302,13 +295,13 @@ async fn stream(
     content_type: &'static str,
     heartbeat_ms: Option<u64>,
 ) -> HttpResponse {
-    let (tx, rx) = mpsc::channel::<Bytes>(BODY_CHANNEL);
+    let (body, stream) = body::channel();
     // The channel is new and empty: the first chunk always fits.
-    let _ = tx.try_send(first);
+    body.preface(first);
     let attach = AttachPush {
-        sink: Sink::Body(PollSender::new(tx.clone())),
+        sink: body.sink(),
         framing,
-        body_closed: Some(tx),
+        body: Some(body),
         transport_id: Some(transport_id.clone()),
         heartbeat_ms,
     };
@@ -316,13 +309,9 @@ async fn stream(
         return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
     };
     cettia.register_transport(transport_id, socket, generation);
-    let mut response = HttpResponse::Ok();
-    response.content_type(content_type);
-    if framing == PushFraming::CettiaStream {
-        // Ask nginx-style proxies not to buffer the stream (Vibe keeps the seed's header set).
-        response.insert_header(("X-Accel-Buffering", "no"));
-    }
-    response.streaming(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
+    // Proxies in the nginx style are asked not to buffer Cettia streams (Vibe keeps the
+    // seed's header set).
+    stream.respond(content_type, framing == PushFraming::CettiaStream)
 }
 
 /// One long-poll: answered with the next message, or parked until there is one.
@@ -444,6 +433,9 @@ async fn post(
             socket.do_send(TransportClosed(generation));
             error(StatusCode::BAD_REQUEST, e)
         }
+        Ok(Err(e @ (InboundError::Publish(_) | InboundError::Refused(_)))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
         // Clustered: the socket has just moved (a poll took it to another node) or stopped
         // since it was looked up; the event follows it.
         Ok(Err(InboundError::Moved)) | Err(_) if cettia.control().is_some() => match transport {
@@ -516,15 +508,9 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
                 Ok(socket) => socket,
                 Err(e) => return error(StatusCode::CONFLICT, e),
             };
-            websocket::attach(
-                req,
-                socket,
-                node.config.max_message_bytes,
-                heartbeat,
-                node.clone(),
-            )
-            .await
-            .unwrap_or_else(|e| e.error_response())
+            websocket::attach(req, socket, heartbeat, &node)
+                .await
+                .unwrap_or_else(|e| e.error_response())
         }
         Method::GET => match request.when.as_deref() {
             Some("open") => {

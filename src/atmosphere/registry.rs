@@ -5,7 +5,8 @@ use std::sync::Arc;
 use actix::Addr;
 use parking_lot::Mutex;
 
-use super::Connection;
+use super::connection::Connection;
+use super::messages::Close;
 
 /// Shared handle; lookups happen once per request, never per delivered message.
 #[derive(Clone, Default)]
@@ -30,6 +31,14 @@ impl ConnectionRegistry {
             .cloned()
     }
 
+    /// The topic of the live connection with `id`, if any.
+    pub fn topic_of(&self, id: &str) -> Option<Arc<str>> {
+        let map = self.inner.lock();
+        map.get(id)
+            .filter(|e| e.addr.connected())
+            .map(|e| e.topic.clone())
+    }
+
     /// The live connection with `id`, or a new one made by `start` (which must not block).
     /// The flag says whether it was created now.
     pub fn get_or_start(
@@ -44,7 +53,7 @@ impl ConnectionRegistry {
                 return (entry.addr.clone(), false);
             }
             // The same id on another topic: the old client moved; let it go.
-            entry.addr.do_send(super::Close);
+            entry.addr.do_send(Close);
         }
         let addr = start();
         map.insert(
@@ -72,9 +81,5 @@ impl ConnectionRegistry {
 
     pub fn len(&self) -> usize {
         self.inner.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

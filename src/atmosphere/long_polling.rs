@@ -12,22 +12,11 @@ use actix::Addr;
 use actix_web::HttpResponse;
 use tokio::sync::oneshot;
 
-use super::{Connection, Mode, Poll, PollReply};
+use super::connection::Connection;
+use super::messages::{Poll, PollReply, PollRequest};
 use crate::broker::SessionRecord;
 use crate::node::Node;
 use crate::topic::SessionId;
-
-/// What one poll asks of its connection.
-pub struct PollRequest {
-    pub mode: Mode,
-    /// The tracking-id `0` poll: answer with only the handshake.
-    pub handshake_only: bool,
-    /// The client is (re)connecting: start the body with a handshake.
-    pub reconnect: bool,
-    pub session_token: Option<String>,
-    /// Clustered: the session's record as this poll found it.
-    pub resume: Option<SessionRecord>,
-}
 
 /// Run one poll of session `id` against `connection`.
 pub async fn poll(
@@ -38,14 +27,7 @@ pub async fn poll(
     request: PollRequest,
 ) -> HttpResponse {
     let (reply, answer) = oneshot::channel();
-    let poll = Poll {
-        mode: request.mode,
-        handshake_only: request.handshake_only,
-        reconnect: request.reconnect,
-        session_token: request.session_token,
-        resume: request.resume,
-        reply,
-    };
+    let poll = Poll { request, reply };
     let answer = match connection.send(poll).await {
         Ok(()) => answer.await.ok(),
         Err(_) => None,
@@ -62,7 +44,7 @@ pub async fn poll(
     else {
         return response.finish();
     };
-    if node.broker.numbers_messages() {
+    if node.is_clustered() {
         let record = SessionRecord {
             topic: Some(topic.to_string()),
             epoch,

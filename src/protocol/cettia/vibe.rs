@@ -5,7 +5,7 @@
 //! opens the socket); stream events are `data: <json>\n\n`; a long-poll answer carries every
 //! event the client has not acknowledged (`lastEventIds`), one as an object, several as an
 //! array. Events, replies and heartbeats are the same as Cettia's.
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use thiserror::Error;
 
 /// Vibe's stream padding: 2048 spaces and a newline (a 0x801-byte first chunk).
@@ -143,15 +143,12 @@ impl VibeRequest {
 
 /// The padding a stream starts with.
 pub fn stream_padding() -> Bytes {
-    let mut b = BytesMut::with_capacity(STREAM_PADDING);
-    b.put_bytes(b' ', STREAM_PADDING - 1);
-    b.put_u8(b'\n');
-    b.freeze()
+    super::framing::padding(STREAM_PADDING)
 }
 
 /// One event on a stream: `data: <json>` lines and an empty line.
 pub fn stream_event(json: &str) -> Bytes {
-    super::cettia::framing::sse_event(json)
+    super::framing::sse_event(json)
 }
 
 /// A long-poll body: one event as is, several as a JSON array.

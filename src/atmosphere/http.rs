@@ -12,23 +12,27 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_util::StreamExt;
 
-use crate::broker::{BrokerError, Published, SessionRecord};
+use super::connection::Connection;
+use super::messages::{Close, Mode, PollRequest};
+use super::{long_polling, streaming, websocket, Atmosphere, Client};
+use crate::broker::{Published, SessionRecord};
 use crate::error::HttpError;
-use crate::node::Node;
-use crate::node::Stats;
+use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
-use crate::topic::Audience;
-use crate::topic::SessionId;
-use crate::transport::{
-    client_message, long_polling, sse_streaming, websocket, Close, Connection, Mode,
-};
+use crate::session::InboundError;
+use crate::topic::{Audience, SessionId, StoreError};
 
 /// Longest topic path accepted.
 const MAX_TOPIC_LEN: usize = 512;
 
-pub async fn topic(req: HttpRequest, body: web::Payload, node: web::Data<Node>) -> HttpResponse {
+/// Every path Nimbus does not reserve.
+pub async fn topic(
+    req: HttpRequest,
+    body: web::Payload,
+    atmosphere: web::Data<Atmosphere>,
+) -> HttpResponse {
     // Answer errors here rather than returning them, so the node's headers are added to them.
-    match handle(req, body, node).await {
+    match handle(req, body, atmosphere.get_ref()).await {
         Ok(response) => response,
         Err(error) => error.error_response(),
     }
@@ -37,9 +41,8 @@ pub async fn topic(req: HttpRequest, body: web::Payload, node: web::Data<Node>) 
 async fn handle(
     req: HttpRequest,
     body: web::Payload,
-    node: web::Data<Node>,
+    atmosphere: &Atmosphere,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let node = node.into_inner();
     let topic = req.path().to_string();
     if topic.len() > MAX_TOPIC_LEN {
         return Ok(HttpResponse::UriTooLong()
@@ -61,12 +64,20 @@ async fn handle(
     match *req.method() {
         Method::GET => {
             let request = parsed.map_err(HttpError::from)?;
-            open(&node, &topic, request, &req).await
+            open(atmosphere, &topic, request, &req).await
         }
         Method::POST => match parsed {
-            Ok(request) if request.transport == TransportKind::Close => Ok(close(&node, &request)),
+            Ok(request) if request.transport == TransportKind::Close => {
+                Ok(close(atmosphere, &request))
+            }
             // A POST is a message whatever else it says; only a malformed request is refused.
-            Ok(_) | Err(RequestError::NotAtmosphere) => post_message(&node, &topic, body).await,
+            Ok(request) => {
+                let from = sender(atmosphere, &topic, request.tracking_id.as_deref());
+                post_message(atmosphere, from, body).await
+            }
+            Err(RequestError::NotAtmosphere) => {
+                post_message(atmosphere, sender(atmosphere, &topic, None), body).await
+            }
             Err(error) => Err(HttpError::from(error).into()),
         },
         ref other => Err(HttpError::MethodNotAllowed(other.to_string()).into()),
@@ -91,7 +102,7 @@ fn mode_for(node: &Node, request: &AtmosphereRequest) -> Mode {
 
 /// The connection for this request's tracking id (a new one, with a fresh id, for `0`).
 fn connection_for(
-    node: &Arc<Node>,
+    atmosphere: &Atmosphere,
     topic: &str,
     request: &AtmosphereRequest,
 ) -> (SessionId, Addr<Connection>, bool) {
@@ -99,83 +110,43 @@ fn connection_for(
         Some(id) => id.as_str().into(),
         None => uuid::Uuid::new_v4().to_string().into(),
     };
-    let mode = mode_for(node, request);
-    let (addr, created) = node.connections.get_or_start(&id, topic, || {
-        Connection::new(id.clone(), topic.into(), node.clone(), mode).start()
+    let mode = mode_for(atmosphere.node(), request);
+    let (addr, created) = atmosphere.registry().get_or_start(&id, topic, || {
+        Connection::new(id.clone(), topic.into(), atmosphere.clone(), mode).start()
     });
     (id, addr, created)
 }
 
+/// Who POSTed a message: the client of `tracking_id` (atmosphere.js always sends it), or an
+/// anonymous sender of the topic.
+fn sender(atmosphere: &Atmosphere, topic: &str, tracking_id: Option<&str>) -> Client {
+    let id = tracking_id.unwrap_or_default();
+    Client::new(id.into(), topic.into(), atmosphere.clone())
+}
+
 async fn open(
-    node: &Arc<Node>,
+    atmosphere: &Atmosphere,
     topic: &str,
     request: AtmosphereRequest,
     req: &HttpRequest,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let node = atmosphere.node();
     if request.transport == TransportKind::Close {
-        return Ok(close(node, &request));
+        return Ok(close(atmosphere, &request));
     }
-    // Browsers do not apply CORS to WebSocket upgrades, so the allow-list is enforced here:
-    // otherwise any site could open a socket with the user's cookies (cross-site hijacking).
     if request.transport == TransportKind::WebSocket {
-        if let Some(origin) = req.headers().get(header::ORIGIN) {
-            if !super::headers::origin_allowed(node, origin) {
-                return Ok(HttpResponse::Forbidden()
-                    .content_type("text/plain; charset=utf-8")
-                    .body("this origin is not in the node's CORS allow-list\n"));
-            }
+        if let Some(refused) = websocket_refused(node, req) {
+            return Ok(refused);
         }
-    }
-    if request.transport == TransportKind::WebSocket && node.config.disable_websocket {
-        return Ok(HttpResponse::NotImplemented()
-            .insert_header(("X-Atmosphere-error", "Websocket protocol not supported"))
-            .body("WebSocket is disabled on this node; use sse, streaming or long-polling\n"));
     }
     let first_request = request.tracking_id.is_none();
-    let (id, connection, created) = connection_for(node, topic, &request);
-    let mode = mode_for(node, &request);
-    let clustered = node.broker.numbers_messages() && !first_request;
+    let (id, connection, created) = connection_for(atmosphere, topic, &request);
     let mut response = match request.transport {
         TransportKind::WebSocket | TransportKind::Sse | TransportKind::Streaming => {
-            // Clustered: where the client stood when it left another node.
-            let resume = if clustered {
-                session_record(topic, &id, node.broker.load_session(id.clone())).await
-            } else {
-                None
-            };
-            if request.transport == TransportKind::WebSocket {
-                let limit = node.config.max_message_bytes;
-                websocket::attach(req, connection, mode, limit, resume, node.clone()).await?
-            } else {
-                sse_streaming::attach(connection, mode, resume).await?
-            }
+            push(node, topic, &id, connection, &request, req).await?
         }
         TransportKind::LongPolling => {
-            // A client holds one poll at a time and re-polls only after an answer: a poll that
-            // finds its previous one unanswered (still parked, dropped by the client, or on a
-            // node that died) comes from a client that is reconnecting. In a cluster the
-            // session record knows that, whichever node had the previous poll.
-            let resume = if clustered {
-                session_record(topic, &id, node.broker.begin_poll(id.clone())).await
-            } else {
-                None
-            };
-            let reconnect = match &resume {
-                Some(record) => record.polling,
-                None => created && !first_request,
-            };
-            // Only a client that asked for the protocol gets the handshake-only answer; without
-            // `X-atmo-protocol` (atmosphere.js 5's default) the first poll is an ordinary poll,
-            // or the client would deliver `uuid|hb|X|` to its application as a message.
-            let handshake_only = first_request && request.protocol;
-            let poll = long_polling::PollRequest {
-                mode,
-                handshake_only,
-                reconnect,
-                session_token: request.session_token,
-                resume,
-            };
-            long_polling::poll(node, &id, topic, connection, poll).await
+            long_poll(node, topic, &id, connection, request, created).await
         }
         TransportKind::Close => unreachable!("handled above"),
     };
@@ -195,13 +166,90 @@ async fn open(
     Ok(response)
 }
 
+/// Browsers do not apply CORS to WebSocket upgrades, so the allow-list is enforced here:
+/// otherwise any site could open a socket with the user's cookies (cross-site hijacking).
+fn websocket_refused(node: &Node, req: &HttpRequest) -> Option<HttpResponse> {
+    let origin = req.headers().get(header::ORIGIN);
+    if origin.is_some_and(|o| !o.to_str().is_ok_and(|o| node.config.allows_origin(o))) {
+        return Some(
+            HttpResponse::Forbidden()
+                .content_type("text/plain; charset=utf-8")
+                .body("this origin is not in the node's CORS allow-list\n"),
+        );
+    }
+    node.config.disable_websocket.then(|| {
+        HttpResponse::NotImplemented()
+            .insert_header(("X-Atmosphere-error", "Websocket protocol not supported"))
+            .body("WebSocket is disabled on this node; use sse, streaming or long-polling\n")
+    })
+}
+
+/// Attach a pushing transport (WebSocket, SSE, streaming) to the client's connection.
+async fn push(
+    node: &Arc<Node>,
+    topic: &str,
+    id: &SessionId,
+    connection: Addr<Connection>,
+    request: &AtmosphereRequest,
+    req: &HttpRequest,
+) -> Result<HttpResponse, actix_web::Error> {
+    let mode = mode_for(node, request);
+    // Clustered: where the client stood when it left another node.
+    let resume = if node.is_clustered() && request.tracking_id.is_some() {
+        session_record(topic, id, node.broker.load_session(id.clone())).await
+    } else {
+        None
+    };
+    if request.transport == TransportKind::WebSocket {
+        websocket::attach(req, connection, mode, resume, node).await
+    } else {
+        streaming::attach(connection, mode, resume).await
+    }
+}
+
+/// One long-poll of the client's connection.
+async fn long_poll(
+    node: &Arc<Node>,
+    topic: &str,
+    id: &SessionId,
+    connection: Addr<Connection>,
+    request: AtmosphereRequest,
+    created: bool,
+) -> HttpResponse {
+    let first_request = request.tracking_id.is_none();
+    // A client holds one poll at a time and re-polls only after an answer: a poll that finds
+    // its previous one unanswered (still parked, dropped by the client, or on a node that
+    // died) comes from a client that is reconnecting. In a cluster the session record knows
+    // that, whichever node had the previous poll.
+    let resume = if node.is_clustered() && !first_request {
+        session_record(topic, id, node.broker.begin_poll(id.clone())).await
+    } else {
+        None
+    };
+    let reconnect = match &resume {
+        Some(record) => record.polling,
+        None => created && !first_request,
+    };
+    // Only a client that asked for the protocol gets the handshake-only answer; without
+    // `X-atmo-protocol` (atmosphere.js 5's default) the first poll is an ordinary poll, or the
+    // client would deliver `uuid|hb|X|` to its application as a message.
+    let poll = PollRequest {
+        mode: mode_for(node, &request),
+        handshake_only: first_request && request.protocol,
+        reconnect,
+        session_token: request.session_token,
+        resume,
+    };
+    long_polling::poll(node, id, topic, connection, poll).await
+}
+
 /// A session record read from the cluster; an unreachable cluster reads as none (the node then
 /// treats the client as it would on a single node).
 /// A record of another topic (the same tracking id used on another path) does not apply.
 async fn session_record(
     topic: &str,
     id: &SessionId,
-    read: impl std::future::Future<Output = Result<Option<SessionRecord>, BrokerError>>,
+    read: impl std::future::Future<Output = Result<Option<SessionRecord>, StoreError>>,
 ) -> Option<SessionRecord> {
     match read.await {
         Ok(record) => record.filter(|r| r.topic.as_deref().is_none_or(|t| t == topic)),
@@ -213,11 +261,11 @@ async fn session_record(
 }
 
 /// `X-Atmosphere-Transport=close`: the client leaves; its connection ends now.
-fn close(node: &Node, request: &AtmosphereRequest) -> HttpResponse {
+fn close(atmosphere: &Atmosphere, request: &AtmosphereRequest) -> HttpResponse {
     if let Some(connection) = request
         .tracking_id
         .as_deref()
-        .and_then(|id| node.connections.get(id))
+        .and_then(|id| atmosphere.registry().get(id))
     {
         connection.do_send(Close);
     }
@@ -225,10 +273,11 @@ fn close(node: &Node, request: &AtmosphereRequest) -> HttpResponse {
 }
 
 async fn post_message(
-    node: &Node,
-    topic: &str,
+    atmosphere: &Atmosphere,
+    from: Client,
     mut body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let node = atmosphere.node();
     let limit = node.config.max_message_bytes;
     let mut bytes = BytesMut::new();
     while let Some(chunk) = body.next().await {
@@ -243,12 +292,15 @@ async fn post_message(
         bytes.extend_from_slice(&chunk);
     }
     let text = ByteString::try_from(bytes.freeze()).map_err(|_| HttpError::InvalidUtf8)?;
-    let Some(message) = client_message(node, text) else {
-        return Ok(HttpResponse::Ok().finish());
+    let message = match atmosphere.judge(&from, text) {
+        Ok(Some(message)) => message,
+        Ok(None) => return Ok(HttpResponse::Ok().finish()),
+        Err(InboundError::Refused(why)) => return Err(HttpError::Refused(why).into()),
+        Err(error) => return Err(HttpError::Body(error.to_string()).into()),
     };
     let published = node
         .broker
-        .publish_confirmed(topic, Audience::All, message)
+        .publish_confirmed(from.topic(), Audience::All, message)
         .await
         .map_err(HttpError::Publish)?;
     Stats::add(&node.stats.published, 1);

@@ -1,0 +1,38 @@
+//! Composition: the edge builds the node, and in a cluster the Redis broker under it. Nothing
+//! below the edge knows which broker it got.
+use std::sync::Arc;
+
+use crate::cluster::{RedisBroker, RedisSettings};
+use crate::config::Config;
+use crate::node::Node;
+use crate::topic::{StoreError, TopicRegistry};
+
+impl Node {
+    /// A node of a cluster: the Redis broker at `config.redis_url`, which must be reachable now.
+    /// Its topics take their numbering and shared history from the same broker.
+    pub async fn clustered(config: Config) -> Result<Arc<Node>, StoreError> {
+        let topics = TopicRegistry::new(config.history_limits());
+        let limits = config.history_limits();
+        let settings = RedisSettings {
+            urls: config
+                .redis_url
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(|url| url.trim().to_string())
+                .filter(|url| !url.is_empty())
+                .collect(),
+            cluster: config.redis_cluster,
+            node_id: Node::id_for(&config),
+            history_messages: limits.max_messages,
+            history_age: limits.max_age,
+            session_ttl: config.session_ttl(),
+        };
+        let broker = RedisBroker::connect(settings.clone(), topics.clone()).await?;
+        topics.set_cluster(broker.clone());
+        let mut config = config;
+        // The broker and the node must answer to the same id.
+        config.node_id = Some(settings.node_id);
+        Ok(Node::with_broker(config, topics, broker))
+    }
+}

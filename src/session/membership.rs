@@ -1,0 +1,237 @@
+//! A session's membership of one topic: where its client stands (the cursor), and catching up
+//! from there, from this node's replay history or, in a cluster, from the shared history.
+//!
+//! Both protocols' actors keep one [`Membership`] per topic they joined and ask it, whenever
+//! their client can take more, what comes next: a [`Replay`] of messages after the cursor, or
+//! a [`Fetch`] from the shared history first (the cursor is older than what this node's topic
+//! holds: the client was served by another node until now). Nothing is copied per client while
+//! it is away; the topic's history is shared by every member.
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use futures_util::future::BoxFuture;
+
+use crate::topic::{Backlog, Envelope, JoinAck, StoreError, TopicState, Upstream};
+
+/// Most messages fetched from the shared history at once.
+const FETCH_BATCH: usize = 1000;
+/// How long to wait before asking an unreachable cluster again (nothing is skipped meanwhile).
+const FETCH_RETRY: Duration = Duration::from_secs(1);
+
+/// One topic joined by one session.
+pub struct Membership {
+    /// The topic's answer to the join: its shared state and its broadcaster.
+    pub ack: JoinAck,
+    /// The topic epoch `cursor` belongs to (cursors of two epochs are not comparable).
+    pub epoch: u64,
+    /// The sequence of the last message handed to the client.
+    pub cursor: u64,
+    /// Messages after the cursor fetched from the shared history, oldest first.
+    backlog: VecDeque<Arc<Envelope>>,
+    /// A fetch from the shared history is under way.
+    fetching: bool,
+}
+
+/// Messages after the cursor, oldest first, and how many the histories no longer held.
+pub struct Replay {
+    pub messages: Vec<Arc<Envelope>>,
+    pub missed: u64,
+}
+
+/// A read of the shared history this membership needs before it can go on.
+pub struct Fetch {
+    epoch: u64,
+    read: BoxFuture<'static, Result<Backlog, StoreError>>,
+}
+
+// === impl Membership ===
+
+impl Membership {
+    /// A new member starts after the topic's last message.
+    pub fn new(ack: JoinAck) -> Self {
+        Membership {
+            epoch: ack.topic.epoch(),
+            cursor: ack.cursor,
+            ack,
+            backlog: VecDeque::new(),
+            fetching: false,
+        }
+    }
+
+    pub fn topic(&self) -> &Arc<TopicState> {
+        &self.ack.topic
+    }
+
+    /// Whether a fetch from the shared history is under way (what arrives meanwhile is read
+    /// from the histories when it ends).
+    pub fn is_fetching(&self) -> bool {
+        self.fetching
+    }
+
+    /// Whether the client has every message the topic numbered: nothing to replay or fetch.
+    pub fn caught_up(&self) -> bool {
+        !self.fetching
+            && self.backlog.is_empty()
+            && self.epoch == self.ack.topic.epoch()
+            && self.cursor == self.ack.topic.last_seq()
+    }
+
+    /// Whether `envelope` is the next message for the client, in the current epoch.
+    pub fn is_next(&self, envelope: &Envelope) -> bool {
+        self.epoch == self.ack.topic.epoch() && envelope.seq == self.cursor + 1
+    }
+
+    /// Follow the topic into a new epoch: the old cursor means nothing there. Returns whether
+    /// the epoch changed.
+    pub fn sync_epoch(&mut self) -> bool {
+        let epoch = self.ack.topic.epoch();
+        if epoch == self.epoch {
+            return false;
+        }
+        self.epoch = epoch;
+        self.cursor = self.ack.topic.start_seq();
+        self.backlog.clear();
+        true
+    }
+
+    /// Take over a cursor recorded elsewhere (another node's record, a client's token), if it
+    /// belongs to the current epoch. `forward_only`: a membership that already served its
+    /// client only moves forward.
+    pub fn resume(&mut self, epoch: u64, cursor: u64, forward_only: bool) {
+        self.sync_epoch();
+        if epoch != self.epoch || epoch == 0 {
+            return;
+        }
+        self.cursor = if forward_only {
+            self.cursor.max(cursor)
+        } else {
+            cursor
+        };
+    }
+
+    /// Clustered: the read of the shared history needed before replaying, if this node's
+    /// history does not reach back to the cursor. `None` without a cluster, while a fetch is
+    /// under way, or when the local history (or the fetched backlog) has what comes next.
+    pub fn fetch(&mut self, upstream: Option<&Arc<dyn Upstream>>) -> Option<Fetch> {
+        let upstream = upstream?;
+        if self.fetching {
+            return None;
+        }
+        self.sync_epoch();
+        self.drop_delivered();
+        let topic = &self.ack.topic;
+        if !self.backlog.is_empty() || topic.last_seq() <= self.cursor {
+            return None;
+        }
+        let first = topic.history.read().first_seq();
+        if first.is_some_and(|first| first <= self.cursor + 1) {
+            return None;
+        }
+        self.fetching = true;
+        Some(Fetch {
+            epoch: self.epoch,
+            read: upstream.backlog(topic.id.clone(), self.epoch, self.cursor, FETCH_BATCH),
+        })
+    }
+
+    /// Take the result of a [`Fetch`]. Returns how many messages neither history holds any
+    /// more (the cursor skips them), or the error (the caller retries later).
+    pub fn fetched(
+        &mut self,
+        epoch: u64,
+        result: Result<Backlog, StoreError>,
+    ) -> Result<u64, StoreError> {
+        self.fetching = false;
+        let backlog = result?;
+        if epoch != self.epoch {
+            return Ok(0); // the topic restarted its numbering meanwhile
+        }
+        if backlog.messages.is_empty() {
+            // Nothing more in the shared history: continue where this node's history begins.
+            let topic = &self.ack.topic;
+            let target = topic
+                .history
+                .read()
+                .first_seq()
+                .map_or(topic.last_seq(), |first| first - 1);
+            let missed = target.saturating_sub(self.cursor);
+            self.cursor = self.cursor.max(target);
+            return Ok(missed);
+        }
+        self.backlog.extend(backlog.messages);
+        Ok(backlog.missed)
+    }
+
+    /// Up to `limit` messages after the cursor: the fetched backlog first, then this node's
+    /// history. When the history lost everything after the cursor, the cursor jumps to the
+    /// topic's last message and the loss is counted in `missed`.
+    pub fn replay(&mut self, limit: usize) -> Replay {
+        self.sync_epoch();
+        self.drop_delivered();
+        if !self.backlog.is_empty() {
+            return Replay {
+                messages: self.backlog.iter().take(limit).cloned().collect(),
+                missed: 0,
+            };
+        }
+        let topic = self.ack.topic.clone();
+        let replay = topic.history.read().after(self.cursor, limit, |_| true);
+        let mut missed = replay.missed;
+        if replay.messages.is_empty() && topic.last_seq() > self.cursor {
+            missed = topic.last_seq() - self.cursor;
+            self.cursor = topic.last_seq();
+        }
+        Replay {
+            messages: replay.messages,
+            missed,
+        }
+    }
+
+    fn drop_delivered(&mut self) {
+        while self.backlog.front().is_some_and(|e| e.seq <= self.cursor) {
+            self.backlog.pop_front();
+        }
+    }
+}
+
+// === impl Fetch ===
+
+impl Fetch {
+    /// Run the fetch inside actor `A`, holding its mailbox (nothing else is handled until the
+    /// backlog is in), then hand the result to the membership `find` returns and run `then`:
+    /// at once, or after a pause if the cluster could not be read. `then` normally asks the
+    /// membership again, so an unreachable cluster delays the client but skips nothing.
+    pub fn run<A, F, T>(self, ctx: &mut Context<A>, find: F, then: T)
+    where
+        A: Actor<Context = Context<A>> + Reports,
+        F: FnOnce(&mut A) -> Option<&mut Membership> + 'static,
+        T: FnOnce(&mut A, &mut Context<A>) + 'static,
+    {
+        let Fetch { epoch, read } = self;
+        ctx.wait(wrap_future(read).map(move |result, act: &mut A, ctx| {
+            let outcome = match find(act) {
+                Some(membership) => membership.fetched(epoch, result),
+                None => return,
+            };
+            match outcome {
+                Ok(missed) => {
+                    act.missed(missed);
+                    then(act, ctx);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the cluster history; retrying");
+                    ctx.run_later(FETCH_RETRY, then);
+                }
+            }
+        }));
+    }
+}
+
+/// What a session actor reports about its client, counted the same way for every protocol.
+pub trait Reports {
+    /// `missed` messages were lost for the client: the histories no longer held them.
+    fn missed(&mut self, missed: u64);
+}

@@ -1,0 +1,71 @@
+//! The session core: what every client has, whichever protocol it speaks and whichever
+//! transport carries it.
+//!
+//! An Atmosphere connection (`crate::atmosphere`) and a Cettia socket (`crate::cettia`) are
+//! both session actors. What they have in common is written once, here:
+//!
+//! - [`Membership`]: a topic joined, the client's cursor in it, and catching up from this
+//!   node's replay history or the cluster's shared history;
+//! - the slow-consumer policy ([`slow_consumer`]): a client too far behind loses its
+//!   transport, keeps its place, and resumes when it reconnects;
+//! - why a client's message was refused ([`InboundError`]);
+//! - the mailbox bound of a session actor ([`MAILBOX`]);
+//! - attaching a WebSocket to a session ([`websocket`]).
+//!
+//! The transports under them are protocol-blind (`crate::transport`); the codecs over them are
+//! pure (`crate::protocol`).
+mod membership;
+pub mod websocket;
+
+use actix_http::ws::{CloseCode, CloseReason};
+use thiserror::Error;
+
+pub use membership::{Fetch, Membership, Replay, Reports};
+
+use crate::node::{Node, Stats};
+use crate::protocol::cettia::EventError;
+use crate::topic::PublishError;
+
+/// Messages a session actor's mailbox holds. Topic deliveries beyond it are skipped by the
+/// topic and read back from the history, so a full mailbox delays a client but loses nothing
+/// the history still has.
+pub const MAILBOX: usize = 256;
+
+/// Why a client's message was refused.
+#[derive(Debug, Error)]
+pub enum InboundError {
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The application refused it (an Atmosphere `on_message` hook), saying why.
+    #[error("message refused: {0}")]
+    Refused(String),
+    #[error("this transport is closed")]
+    TransportClosed,
+    /// Clustered: the socket has just moved to another node; forward the message there.
+    #[error("the socket moved to another node")]
+    Moved,
+    #[error(transparent)]
+    Event(#[from] EventError),
+}
+
+/// The slow-consumer policy, the same for every session: count it, say so, and return the
+/// close reason its WebSocket gets (`1013`, "slow consumer"). The session keeps where its
+/// client stands; the client resumes from there when it reconnects.
+pub fn slow_consumer(node: &Node, session: &str, behind: u64) -> CloseReason {
+    Stats::add(&node.stats.slow_consumers_dropped, 1);
+    tracing::warn!(%session, behind,
+        "slow consumer: closing its transport; it resumes from where it stands on reconnect");
+    CloseReason {
+        code: CloseCode::Again,
+        description: Some("slow consumer".into()),
+    }
+}
+
+/// Count messages a client lost because the histories no longer held them.
+pub fn count_missed(node: &Node, session: &str, missed: u64) {
+    if missed > 0 {
+        Stats::add(&node.stats.missed, missed);
+        tracing::warn!(%session, missed,
+            "client fell behind the topic history; messages lost for it");
+    }
+}

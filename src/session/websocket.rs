@@ -1,0 +1,66 @@
+//! Attaching a WebSocket to a session actor, the same for both protocols: accept the upgrade,
+//! hand the socket's outbox to the actor, feed it the client's messages one at a time, and
+//! tell it when the socket is gone.
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::MailboxError;
+use actix_http::ws::{CloseCode, CloseReason};
+use actix_web::{HttpRequest, HttpResponse};
+
+use super::InboundError;
+use crate::node::Node;
+use crate::transport::ws::{self, close_reason, WsMessage};
+use crate::transport::Sink;
+
+/// Accept the upgrade in `req` and attach its socket with `attach` (which sends the sink to the
+/// actor and returns the transport's generation); returns the `101` response. Each message of
+/// the client goes through `handle` (an `Err` closes the socket with that reason), and
+/// `detach` runs with the generation when the socket is gone.
+pub async fn attach<L, Attached, Handle, Handled>(
+    req: &HttpRequest,
+    node: &Arc<Node>,
+    attach: impl FnOnce(Sink<L>) -> Attached,
+    mut handle: Handle,
+    detach: impl FnOnce(u64) + 'static,
+) -> actix_web::Result<HttpResponse>
+where
+    L: Send + 'static,
+    Attached: Future<Output = Result<u64, MailboxError>>,
+    Handle: FnMut(u64, WsMessage) -> Handled + 'static,
+    Handled: Future<Output = Result<(), CloseReason>> + 'static,
+{
+    let (response, outbox, pending) = ws::accept(req, &node.websockets)?;
+    let generation = attach(Sink::Socket(outbox.clone()))
+        .await
+        .map_err(actix_web::error::ErrorServiceUnavailable)?;
+    let max_message_bytes = node.config.max_message_bytes;
+    let close_grace = Duration::from_secs(node.config.ws_close_grace_secs);
+    actix_web::rt::spawn(async move {
+        ws::serve(pending, outbox, max_message_bytes, close_grace, |message| {
+            handle(generation, message)
+        })
+        .await;
+        detach(generation);
+    });
+    Ok(response)
+}
+
+/// How a refused message closes its WebSocket: `1013` when the node is overloaded (retry),
+/// `1008` when the application refused it, `1007` for a malformed event, `1001` when the
+/// session is gone.
+pub fn refusal(error: &InboundError) -> CloseReason {
+    let code = match error {
+        InboundError::Publish(_) => CloseCode::Again,
+        InboundError::Refused(_) => CloseCode::Policy,
+        InboundError::Event(_) => CloseCode::Invalid,
+        InboundError::TransportClosed | InboundError::Moved => CloseCode::Away,
+    };
+    close_reason(code, &error.to_string())
+}
+
+/// The actor did not answer (it stopped): the socket closes with `1001`.
+pub fn gone(_: MailboxError) -> CloseReason {
+    close_reason(CloseCode::Away, "session closed")
+}
