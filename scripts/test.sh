@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p nimbus
 cargo build --release --all-targets
 cargo test --release
 scripts/cettia-conformance.sh

@@ -23,6 +23,11 @@
 //! descriptor borrowed from the stream that owns it (`transport::ws::outbox`), and a prefetch
 //! hint for the next member of a fan-out (`topic::direct::prefetch`).
 #![deny(unsafe_code)]
+#![deny(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    clippy::too_many_lines
+)]
 
 pub mod atmosphere;
 pub mod broker;

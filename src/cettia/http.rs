@@ -248,18 +248,13 @@ async fn open(cettia: &Cettia, request: &CettiaRequest) -> HttpResponse {
         TransportName::Stream => {
             let mut first = BytesMut::from(&framing::stream_padding()[..]);
             first.extend_from_slice(&framing::sse_event(&handshake));
-            let content_type = if request.sse {
-                "text/event-stream; charset=utf-8"
-            } else {
-                TEXT
-            };
             stream(
                 cettia,
                 socket,
                 transport_id,
                 first.freeze(),
                 PushFraming::CettiaStream,
-                content_type,
+                request.sse,
                 None,
             )
             .await
@@ -292,9 +287,14 @@ async fn stream(
     transport_id: Arc<str>,
     first: Bytes,
     framing: PushFraming,
-    content_type: &'static str,
+    sse: bool,
     heartbeat_ms: Option<u64>,
 ) -> HttpResponse {
+    let content_type = if sse {
+        "text/event-stream; charset=utf-8"
+    } else {
+        TEXT
+    };
     let (body, stream) = body::channel();
     // The channel is new and empty: the first chunk always fits.
     body.preface(first);
@@ -351,72 +351,28 @@ enum PostTo<'a> {
 /// A client message: `data=<text>` as text/plain, or a binary (MessagePack) body.
 async fn post(
     req: &HttpRequest,
-    mut body: web::Payload,
+    body: web::Payload,
     cettia: &Cettia,
     to: PostTo<'_>,
     binary_allowed: bool,
 ) -> HttpResponse {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let charset_ok = content_type
-        .split(';')
-        .skip(1)
-        .all(|p| matches!(p.trim(), "charset=utf-8" | "charset=utf8"));
-    let binary = match essence.as_str() {
-        "text/plain" if charset_ok => false,
-        "application/octet-stream" if binary_allowed => true,
-        _ => {
+    let binary = match is_binary(req, binary_allowed) {
+        Ok(binary) => binary,
+        Err(refused) => {
+            // A transport that posts what it cannot is broken: it closes.
             match to {
                 PostTo::Socket(socket, generation, _) => {
                     socket.do_send(TransportClosed(generation))
                 }
                 PostTo::Forward(tid) => cettia.forward_abort(tid),
             }
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "unsupported content-type {content_type:?}: use text/plain; charset=utf-8 (data=<event>) or application/octet-stream"
-                ),
-            );
+            return error(StatusCode::INTERNAL_SERVER_ERROR, refused);
         }
     };
     let limit = cettia.node().config.max_message_bytes;
-    let mut bytes = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let Ok(chunk) = chunk else {
-            return error(StatusCode::BAD_REQUEST, "could not read the request body");
-        };
-        if bytes.len() + chunk.len() > limit + 5 {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("message exceeds the limit of {limit} bytes"),
-            );
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    let message = if binary {
-        WireMessage::Binary(bytes.freeze())
-    } else {
-        let Ok(text) = ByteString::try_from(bytes.freeze()) else {
-            return error(StatusCode::BAD_REQUEST, "message body is not valid UTF-8");
-        };
-        let Some(event) = text.strip_prefix("data=") else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "a text message is posted as data=<event>",
-            );
-        };
-        WireMessage::Text(event.into())
+    let message = match read_message(body, limit, binary).await {
+        Ok(message) => message,
+        Err(refused) => return refused,
     };
     let (socket, generation, transport) = match to {
         PostTo::Socket(socket, generation, transport) => (socket, generation, transport),
@@ -452,6 +408,70 @@ async fn post(
     }
 }
 
+/// Whether a POST carries a binary message (`application/octet-stream`, where allowed) or a
+/// text one (`text/plain; charset=utf-8`); anything else is refused with 500, as the reference
+/// server does.
+fn is_binary(req: &HttpRequest, binary_allowed: bool) -> Result<bool, String> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let charset_ok = content_type
+        .split(';')
+        .skip(1)
+        .all(|p| matches!(p.trim(), "charset=utf-8" | "charset=utf8"));
+    match essence {
+        "text/plain" if charset_ok => Ok(false),
+        "application/octet-stream" if binary_allowed => Ok(true),
+        _ => Err(format!(
+            "unsupported content-type {content_type:?}: use text/plain; charset=utf-8 (data=<event>) or application/octet-stream"
+        )),
+    }
+}
+
+/// Read a POSTed message of at most `limit` bytes (and the `data=` prefix of a text one).
+async fn read_message(
+    mut body: web::Payload,
+    limit: usize,
+    binary: bool,
+) -> Result<WireMessage, HttpResponse> {
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "could not read the request body",
+            ));
+        };
+        if bytes.len() + chunk.len() > limit + 5 {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("message exceeds the limit of {limit} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if binary {
+        return Ok(WireMessage::Binary(bytes.freeze()));
+    }
+    let Ok(text) = ByteString::try_from(bytes.freeze()) else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "message body is not valid UTF-8",
+        ));
+    };
+    match text.strip_prefix("data=") {
+        Some(event) => Ok(WireMessage::Text(event.into())),
+        None => Err(error(
+            StatusCode::BAD_REQUEST,
+            "a text message is posted as data=<event>",
+        )),
+    }
+}
+
 /// Clustered: hand a client event to the node that has its transport; answer when its socket
 /// has handled it (whether it is well-formed is judged there).
 async fn forward(cettia: &Cettia, tid: &str, message: WireMessage) -> HttpResponse {
@@ -464,6 +484,71 @@ async fn forward(cettia: &Cettia, tid: &str, message: WireMessage) -> HttpRespon
         ),
         Err(e @ ForwardError::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Vibe `when=open` of an HTTP transport: a stream, or the first exchange of long-polling.
+async fn vibe_open(
+    cettia: &Cettia,
+    request: &VibeRequest,
+    id: &str,
+    key: String,
+    heartbeat: Option<u64>,
+) -> HttpResponse {
+    let transport = match request.transport() {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::NOT_IMPLEMENTED, e),
+    };
+    if let Err(bad) = check_topics(request.values_topic()) {
+        return *bad;
+    }
+    let jsonp = if transport == VibeTransport::LongPollJsonp {
+        match request.callback.as_deref() {
+            Some(c) if framing::valid_callback(c) => Some(c.to_string()),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "longpolljsonp needs callback=<JavaScript identifier>",
+                )
+            }
+        }
+    } else {
+        None
+    };
+    if transport == VibeTransport::Ws {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "transport=ws needs a WebSocket upgrade",
+        );
+    }
+    let socket = match cettia.socket_for(Dialect::Vibe, Some(id), &request.params) {
+        Ok(socket) => socket,
+        Err(e) => return error(StatusCode::CONFLICT, e),
+    };
+    if transport.is_stream() {
+        stream(
+            cettia,
+            socket,
+            key.into(),
+            vibe::stream_padding(),
+            PushFraming::VibeStream,
+            transport == VibeTransport::Sse,
+            heartbeat,
+        )
+        .await
+    } else {
+        let attach = AttachLongPoll {
+            transport_id: key.clone().into(),
+            jsonp: jsonp.clone(),
+            heartbeat_ms: heartbeat,
+            continued: false,
+        };
+        let Ok(generation) = socket.send(attach).await else {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
+        };
+        cettia.register_transport(key.into(), socket, generation);
+        let content_type = if jsonp.is_some() { JAVASCRIPT } else { TEXT };
+        HttpResponse::Ok().content_type(content_type).finish()
     }
 }
 
@@ -513,68 +598,7 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
                 .unwrap_or_else(|e| e.error_response())
         }
         Method::GET => match request.when.as_deref() {
-            Some("open") => {
-                let transport = match request.transport() {
-                    Ok(t) => t,
-                    Err(e) => return error(StatusCode::NOT_IMPLEMENTED, e),
-                };
-                if let Err(bad) = check_topics(request.values_topic()) {
-                    return *bad;
-                }
-                let jsonp = if transport == VibeTransport::LongPollJsonp {
-                    match request.callback.as_deref() {
-                        Some(c) if framing::valid_callback(c) => Some(c.to_string()),
-                        _ => {
-                            return error(
-                                StatusCode::BAD_REQUEST,
-                                "longpolljsonp needs callback=<JavaScript identifier>",
-                            )
-                        }
-                    }
-                } else {
-                    None
-                };
-                if transport == VibeTransport::Ws {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "transport=ws needs a WebSocket upgrade",
-                    );
-                }
-                let socket = match cettia.socket_for(Dialect::Vibe, Some(&id), &request.params) {
-                    Ok(socket) => socket,
-                    Err(e) => return error(StatusCode::CONFLICT, e),
-                };
-                if transport.is_stream() {
-                    let content_type = if transport == VibeTransport::Sse {
-                        "text/event-stream; charset=utf-8"
-                    } else {
-                        TEXT
-                    };
-                    stream(
-                        cettia,
-                        socket,
-                        key.into(),
-                        vibe::stream_padding(),
-                        PushFraming::VibeStream,
-                        content_type,
-                        heartbeat,
-                    )
-                    .await
-                } else {
-                    let attach = AttachLongPoll {
-                        transport_id: key.clone().into(),
-                        jsonp: jsonp.clone(),
-                        heartbeat_ms: heartbeat,
-                        continued: false,
-                    };
-                    let Ok(generation) = socket.send(attach).await else {
-                        return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
-                    };
-                    cettia.register_transport(key.into(), socket, generation);
-                    let content_type = if jsonp.is_some() { JAVASCRIPT } else { TEXT };
-                    HttpResponse::Ok().content_type(content_type).finish()
-                }
-            }
+            Some("open") => vibe_open(cettia, &request, &id, key, heartbeat).await,
             Some("poll") => match cettia.transport(&key) {
                 Some((socket, generation)) => {
                     poll(socket, generation, request.last_event_ids).await

@@ -3,7 +3,9 @@
 //! control plane (see `cluster.rs` for the messages and the socket record).
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use actix::prelude::*;
 use parking_lot::Mutex;
@@ -17,7 +19,7 @@ use super::{
     Cettia, Dialect, ForwardError, IdInUse, InboundAck, Resuming, SocketShared, MAX_FORWARDED_POSTS,
 };
 use crate::broker::{ControlPlane, RecordKind};
-use crate::protocol::cettia::WireMessage;
+use crate::protocol::cettia::{Value, WireMessage};
 use crate::topic::{SessionId, TopicId};
 
 /// Removes a [`Resuming`] entry however the resumption ends (also when the request that started
@@ -368,52 +370,15 @@ impl Cettia {
                 from,
                 owner,
                 nonce,
-            } => {
-                if from == me {
-                    if let Some(r) = self.inner.resuming.lock().get_mut(id.as_str()) {
-                        if r.nonce == nonce {
-                            r.seen_request = true;
-                        }
-                    }
-                    return;
-                }
-                // From now on this node no longer has the socket: later sends are the new
-                // node's (it buffers what follows its request).
-                let held = {
-                    let mut sockets = self.inner.sockets.lock();
-                    match sockets.get(id.as_str()) {
-                        Some((shared, _)) if shared.dialect == Dialect::Cettia => {
-                            sockets.remove(id.as_str())
-                        }
-                        _ => None,
-                    }
-                };
-                match held {
-                    Some((_, addr)) => addr.do_send(HandOver { to: from, nonce }),
-                    None if owner == me => self.publish_control(Control::Handed {
-                        id,
-                        to: from,
-                        nonce,
-                        held: false,
-                    }),
-                    None => {}
-                }
-            }
+            } => self.on_handover(me, id, from, owner, nonce),
             Control::Handed {
                 id,
                 to,
                 nonce,
                 held,
             } => {
-                if to != me {
-                    return;
-                }
-                if let Some(r) = self.inner.resuming.lock().get_mut(id.as_str()) {
-                    if r.nonce == nonce {
-                        if let Some(handed) = r.handed.take() {
-                            let _ = handed.send(held);
-                        }
-                    }
+                if to == me {
+                    self.on_handed(&id, &nonce, held);
                 }
             }
             Control::Send { ref origin, .. } if origin == me => {
@@ -424,72 +389,13 @@ impl Cettia {
                 kind,
                 data,
                 origin,
-            } => {
-                // Held while delivering: a socket being moved here is registered under it too.
-                let mut resuming = self.inner.resuming.lock();
-                let mut moving_here = false;
-                for (socket, r) in resuming.iter_mut() {
-                    let for_it = match &target {
-                        Target::Socket(id) => id == &**socket,
-                        Target::Tag(_) => true,
-                    };
-                    if r.seen_request && for_it {
-                        moving_here |= matches!(target, Target::Socket(_));
-                        if r.buffered.len() < MAX_BUFFERED {
-                            r.buffered.push(Control::Send {
-                                target: target.clone(),
-                                kind: kind.clone(),
-                                data: data.clone(),
-                                origin: origin.clone(),
-                            });
-                        } else {
-                            tracing::warn!(socket = %socket, "too many sends while the socket moves; dropped");
-                        }
-                    }
-                }
-                if moving_here {
-                    return;
-                }
-                let reached = match &target {
-                    Target::Socket(id) => self.socket(id).into_iter().collect(),
-                    Target::Tag(tag) => self.tagged(tag),
-                };
-                for socket in reached {
-                    if let Err(error) = socket.send(&kind, data.clone()) {
-                        tracing::warn!(socket = %socket.id(), %error, "send from another node dropped");
-                    }
-                }
-            }
+            } => self.on_send(target, kind, data, origin),
             Control::Inbound {
                 transport,
                 message,
                 origin,
                 ack,
-            } => {
-                // Also when this node posted it: the transport may have moved here since.
-                let mut resuming = self.inner.resuming.lock();
-                if let Some((addr, _)) = self.transport(&transport).filter(|(a, _)| a.connected()) {
-                    // The socket answers once it has handled the event (a socket that has just
-                    // moved on leaves the answer to its new node, which buffered the event).
-                    addr.do_send(ForwardedInbound {
-                        transport: transport.into(),
-                        message,
-                        ack: Some(InboundAck { ack, origin }),
-                    });
-                    return;
-                }
-                let moving = resuming
-                    .values_mut()
-                    .find(|r| r.seen_request && r.transport.as_deref() == Some(transport.as_str()));
-                if let Some(r) = moving.filter(|r| r.buffered.len() < MAX_BUFFERED) {
-                    r.buffered.push(Control::Inbound {
-                        transport,
-                        message,
-                        origin,
-                        ack,
-                    });
-                }
-            }
+            } => self.on_inbound(transport, message, origin, ack),
             Control::Handled { ack, to, outcome } => {
                 if to == me {
                     self.resolve_forwarded(&ack, outcome);
@@ -500,6 +406,116 @@ impl Cettia {
                     addr.do_send(TransportClosed(generation));
                 }
             }
+        }
+    }
+
+    /// Node `from` asks for socket `id`: this node's own request seen on the channel (what
+    /// follows is this node's to buffer), or another's (hand the socket over if it is here).
+    fn on_handover(&self, me: &str, id: String, from: String, owner: String, nonce: String) {
+        if from == me {
+            if let Some(r) = self.inner.resuming.lock().get_mut(id.as_str()) {
+                if r.nonce == nonce {
+                    r.seen_request = true;
+                }
+            }
+            return;
+        }
+        // From now on this node no longer has the socket: later sends are the new node's (it
+        // buffers what follows its request).
+        let held = {
+            let mut sockets = self.inner.sockets.lock();
+            match sockets.get(id.as_str()) {
+                Some((shared, _)) if shared.dialect == Dialect::Cettia => {
+                    sockets.remove(id.as_str())
+                }
+                _ => None,
+            }
+        };
+        match held {
+            Some((_, addr)) => addr.do_send(HandOver { to: from, nonce }),
+            None if owner == me => self.publish_control(Control::Handed {
+                id,
+                to: from,
+                nonce,
+                held: false,
+            }),
+            None => {}
+        }
+    }
+
+    /// The owner answered this node's request for socket `id`.
+    fn on_handed(&self, id: &str, nonce: &str, held: bool) {
+        if let Some(r) = self.inner.resuming.lock().get_mut(id) {
+            if r.nonce == nonce {
+                if let Some(handed) = r.handed.take() {
+                    let _ = handed.send(held);
+                }
+            }
+        }
+    }
+
+    /// A send from another node: buffered for sockets moving here, delivered to the others.
+    fn on_send(&self, target: Target, kind: String, data: Value, origin: String) {
+        // Held while delivering: a socket being moved here is registered under it too.
+        let mut resuming = self.inner.resuming.lock();
+        let mut moving_here = false;
+        for (socket, r) in resuming.iter_mut() {
+            let for_it = match &target {
+                Target::Socket(id) => id == &**socket,
+                Target::Tag(_) => true,
+            };
+            if r.seen_request && for_it {
+                moving_here |= matches!(target, Target::Socket(_));
+                if r.buffered.len() < MAX_BUFFERED {
+                    r.buffered.push(Control::Send {
+                        target: target.clone(),
+                        kind: kind.clone(),
+                        data: data.clone(),
+                        origin: origin.clone(),
+                    });
+                } else {
+                    tracing::warn!(socket = %socket, "too many sends while the socket moves; dropped");
+                }
+            }
+        }
+        if moving_here {
+            return;
+        }
+        let reached = match &target {
+            Target::Socket(id) => self.socket(id).into_iter().collect(),
+            Target::Tag(tag) => self.tagged(tag),
+        };
+        for socket in reached {
+            if let Err(error) = socket.send(&kind, data.clone()) {
+                tracing::warn!(socket = %socket.id(), %error, "send from another node dropped");
+            }
+        }
+    }
+
+    /// A client event POSTed to some node for an HTTP transport this node may have (also when
+    /// this node posted it: the transport may have moved here since).
+    fn on_inbound(&self, transport: String, message: WireMessage, origin: String, ack: String) {
+        let mut resuming = self.inner.resuming.lock();
+        if let Some((addr, _)) = self.transport(&transport).filter(|(a, _)| a.connected()) {
+            // The socket answers once it has handled the event (a socket that has just moved on
+            // leaves the answer to its new node, which buffered the event).
+            addr.do_send(ForwardedInbound {
+                transport: transport.into(),
+                message,
+                ack: Some(InboundAck { ack, origin }),
+            });
+            return;
+        }
+        let moving = resuming
+            .values_mut()
+            .find(|r| r.seen_request && r.transport.as_deref() == Some(transport.as_str()));
+        if let Some(r) = moving.filter(|r| r.buffered.len() < MAX_BUFFERED) {
+            r.buffered.push(Control::Inbound {
+                transport,
+                message,
+                origin,
+                ack,
+            });
         }
     }
 }

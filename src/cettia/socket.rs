@@ -12,12 +12,14 @@
 //! (counted as `missed`). On resume the queue is written in order after the handshake, once.
 //!
 //! In a cluster (see `cluster.rs`) the socket keeps its record up to date, hands itself over
-//! to the node its client came back to ([`HandOver`]: its transport ends without `close`, it
+//! to the node its client came back to ([`HandOver`](super::messages::HandOver): its transport ends without `close`, it
 //! stops without `delete`), and a socket recreated from a record continues its topics from the
 //! record's cursors, reading what this node's topic no longer holds from the shared history.
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;

@@ -175,26 +175,36 @@ pub async fn serve<L, F, Fut>(
         }
     };
     if closing {
-        // Wait for what is queued and the close frame to go out (frames queued count as
-        // delivered: a slow client that still reads gets them), then read (and ignore) until
-        // the client ends its side, so the socket closes cleanly rather than with a reset that
-        // could overtake the close frame. A client that reads nothing any more is let go.
-        let _ = tokio::time::timeout(close_grace, outbox.finished()).await;
-        let _ = tokio::time::timeout(CLOSE_REPLY_GRACE, async {
-            loop {
-                if stream.readable().await.is_err() {
-                    return;
-                }
-                reader.buf.clear();
-                match reader.read_from(&stream) {
-                    Ok(true) => {}
-                    Ok(false) | Err(_) => return,
-                }
-            }
-        })
-        .await;
+        close_cleanly(&stream, &mut reader, &outbox, close_grace).await;
     }
     outbox.finish();
+}
+
+/// The close handshake, once a close frame is queued.
+async fn close_cleanly<L>(
+    stream: &TcpStream,
+    reader: &mut Reader,
+    outbox: &Outbox<L>,
+    close_grace: Duration,
+) {
+    // Wait for what is queued and the close frame to go out (frames queued count as
+    // delivered: a slow client that still reads gets them), then read (and ignore) until
+    // the client ends its side, so the socket closes cleanly rather than with a reset that
+    // could overtake the close frame. A client that reads nothing any more is let go.
+    let _ = tokio::time::timeout(close_grace, outbox.finished()).await;
+    let _ = tokio::time::timeout(CLOSE_REPLY_GRACE, async {
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            reader.buf.clear();
+            match reader.read_from(stream) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return,
+            }
+        }
+    })
+    .await;
 }
 
 // === impl SocketGauge ===
