@@ -7,7 +7,8 @@ use actix::prelude::*;
 
 use super::messages::{CloseSocket, Emit, JoinTopic, LeaveTopic, SendReply};
 use super::socket::{reply_data, SocketActor};
-use super::{Cettia, Dialect, ReplyCallback, SendError, SocketShared, Value};
+use super::{Cettia, ReplyCallback, SendError, SocketShared, Value};
+use crate::protocol::cettia::Dialect;
 use crate::topic::TopicId;
 
 /// A handle to one socket; cheap to clone and usable from any thread.

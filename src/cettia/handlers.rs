@@ -10,7 +10,6 @@ use super::socket::{
     decode_inbound, reply_data, SocketActor, Transport, LONG_POLL_REPOLL, MAX_REPLY_CALLBACKS,
     MOVED_LINGER,
 };
-use super::Dialect;
 use crate::broker::RecordKind;
 use crate::protocol::cettia::{Event, Value};
 use crate::session::InboundError;
@@ -57,7 +56,7 @@ impl Handler<AttachLongPoll> for SocketActor {
             msg.continued,
             ctx,
         );
-        if !msg.continued && self.shared.dialect == Dialect::Cettia {
+        if !msg.continued && self.shared.dialect.resumes() {
             // Clustered: its next poll may land on another node, which looks its socket up.
             self.server
                 .record_transport(&msg.transport_id, &self.shared.id);
@@ -97,7 +96,7 @@ impl Handler<LongPoll> for SocketActor {
         if let Some(old) = parked.take() {
             let _ = old.send(empty());
         }
-        if self.shared.dialect == Dialect::Vibe {
+        if self.shared.dialect.acknowledges_events() {
             let acked = msg.last_event_ids;
             self.pending
                 .retain(|o| !o.vibe_id.as_ref().is_some_and(|id| acked.contains(id)));
@@ -127,17 +126,14 @@ impl Handler<LongPoll> for SocketActor {
                     }
                 }),
         );
-        match self.shared.dialect {
-            Dialect::Cettia => {
-                if !self.pending.is_empty() {
-                    if let Some(Transport::LongPoll { parked, .. }) = &mut self.transport {
-                        if let Some(reply) = parked.take() {
-                            self.answer_poll(reply, ctx);
-                        }
-                    }
+        if self.shared.dialect.acknowledges_events() {
+            self.complete_vibe_poll(ctx);
+        } else if !self.pending.is_empty() {
+            if let Some(Transport::LongPoll { parked, .. }) = &mut self.transport {
+                if let Some(reply) = parked.take() {
+                    self.answer_poll(reply, ctx);
                 }
             }
-            Dialect::Vibe => self.complete_vibe_poll(ctx),
         }
     }
 }

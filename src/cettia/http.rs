@@ -21,10 +21,10 @@ use super::messages::{
     TransportInbound,
 };
 use super::socket::SocketActor;
-use super::{websocket, Cettia, Dialect, ForwardError};
+use super::{websocket, Cettia, ForwardError};
 use crate::node::Node;
 use crate::protocol::cettia::vibe::{self, VibeRequest, VibeTransport};
-use crate::protocol::cettia::{framing, CettiaRequest, TransportName, When, WireMessage};
+use crate::protocol::cettia::{framing, CettiaRequest, Dialect, TransportName, When, WireMessage};
 use crate::session::InboundError;
 use crate::transport::body;
 /// Longest topic id a socket may name.

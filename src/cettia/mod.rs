@@ -44,21 +44,13 @@ use thiserror::Error;
 
 use crate::broker::ControlPlane;
 use crate::node::{Node, Stats};
+use crate::protocol::cettia::Dialect;
 pub use crate::protocol::cettia::Value;
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
 use cluster::{Control, Handled, Target};
 use socket::SocketActor;
 
 pub use handle::{Reply, Socket};
-
-/// Which wire dialect a socket speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// Cettia 1.0 (`/cettia`): server-issued ids, handshakes, resumption.
-    Cettia,
-    /// Vibe 3.0.0-Alpha1 (`/vibe`): client-chosen ids, one transport per socket.
-    Vibe,
-}
 
 /// Called with the outcome of an outbound event the client replied to: `Ok` when it resolved,
 /// `Err` when it rejected (or the reply can no longer come).

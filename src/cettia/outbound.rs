@@ -7,7 +7,6 @@ use tokio::sync::oneshot;
 
 use super::messages::{PollAnswer, PushFraming};
 use super::socket::{Outgoing, SocketActor, Transport, LONG_POLL_REPOLL, TOPIC_TAIL_SLOT};
-use super::Dialect;
 use crate::node::Stats;
 use crate::protocol::cettia::{event, framing, vibe, Event, WireMessage};
 use crate::session;
@@ -60,7 +59,7 @@ impl SocketActor {
                     }
                 },
                 Some(Transport::LongPoll { parked, .. })
-                    if parked.is_some() && self.shared.dialect == Dialect::Cettia =>
+                    if parked.is_some() && !self.shared.dialect.acknowledges_events() =>
                 {
                     if let Some(reply) = parked.take() {
                         self.pending.push_back(outgoing);
@@ -72,7 +71,7 @@ impl SocketActor {
             }
         }
         self.enqueue(outgoing, ctx);
-        if self.shared.dialect == Dialect::Vibe {
+        if self.shared.dialect.acknowledges_events() {
             self.complete_vibe_poll(ctx);
         }
     }

@@ -16,10 +16,10 @@ use super::cluster::{
 use super::messages::{Emit, ForwardedInbound, HandOver, TransportClosed};
 use super::socket::SocketActor;
 use super::{
-    Cettia, Dialect, ForwardError, IdInUse, InboundAck, Resuming, SocketShared, MAX_FORWARDED_POSTS,
+    Cettia, ForwardError, IdInUse, InboundAck, Resuming, SocketShared, MAX_FORWARDED_POSTS,
 };
 use crate::broker::{ControlPlane, RecordKind};
-use crate::protocol::cettia::{Value, WireMessage};
+use crate::protocol::cettia::{Dialect, Value, WireMessage};
 use crate::topic::{SessionId, TopicId};
 
 /// Removes a [`Resuming`] entry however the resumption ends (also when the request that started
@@ -79,7 +79,7 @@ impl Cettia {
         let sockets = self.inner.sockets.lock();
         sockets
             .get(id)
-            .filter(|(shared, addr)| shared.dialect == Dialect::Cettia && addr.connected())
+            .filter(|(shared, addr)| shared.dialect.resumes() && addr.connected())
             .map(|(_, addr)| addr.clone())
     }
 
@@ -425,9 +425,7 @@ impl Cettia {
         let held = {
             let mut sockets = self.inner.sockets.lock();
             match sockets.get(id.as_str()) {
-                Some((shared, _)) if shared.dialect == Dialect::Cettia => {
-                    sockets.remove(id.as_str())
-                }
+                Some((shared, _)) if shared.dialect.resumes() => sockets.remove(id.as_str()),
                 _ => None,
             }
         };

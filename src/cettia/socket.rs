@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 
 use super::cluster::{Control, SocketRecord, Target, TopicCursor};
 use super::messages::{PollAnswer, PushFraming};
-use super::{Cettia, Dialect, Reply, ReplyCallback, Socket, SocketShared};
+use super::{Cettia, Reply, ReplyCallback, Socket, SocketShared};
 use crate::broker::RecordKind;
 use crate::node::Stats;
 use crate::protocol::cettia::{framing, Event, EventError, Value, WireMessage};
@@ -114,11 +114,7 @@ pub struct SocketActor {
 impl SocketActor {
     pub(super) fn new(shared: Arc<SocketShared>, server: Cettia) -> Self {
         let (heartbeat_ms, fast_heartbeat_ms) = server.heartbeat();
-        let first_id = match shared.dialect {
-            Dialect::Cettia => 0,
-            // The Vibe seed's first server event is "1", as the Java server numbers them.
-            Dialect::Vibe => 1,
-        };
+        let first_id = shared.dialect.first_event_id();
         SocketActor {
             shared,
             server,
@@ -203,7 +199,7 @@ impl SocketActor {
         let Some(control) = self.server.control() else {
             return;
         };
-        if self.shared.dialect != Dialect::Cettia || self.moved {
+        if !self.shared.dialect.resumes() || self.moved {
             return;
         }
         let record = self.snapshot(control.node_id());
@@ -284,7 +280,7 @@ impl SocketActor {
         self.transport_id = transport_id;
         if let Some(hb) = heartbeat_ms {
             self.heartbeat_ms = hb;
-        } else if self.shared.dialect == Dialect::Cettia && !continued {
+        } else if self.shared.dialect.handshakes() && !continued {
             // Every handshake carries the server's current heartbeat (as the reference server's
             // does): a socket resumed after the application changed it takes the new value.
             (self.heartbeat_ms, self.fast_heartbeat_ms) = self.server.heartbeat();
@@ -296,7 +292,7 @@ impl SocketActor {
                 handler(&socket);
             }
         }
-        if self.shared.dialect == Dialect::Cettia && !continued {
+        if self.shared.dialect.handshakes() && !continued {
             // A handshake owed to a transport that never took it (it came in the record).
             if matches!(self.pending.front(), Some(o) if framing::is_socket_handshake(&o.message)) {
                 self.pending.pop_front();
@@ -357,19 +353,18 @@ impl SocketActor {
         if !dropped {
             return;
         }
-        match self.shared.dialect {
-            Dialect::Vibe => ctx.stop(),
-            Dialect::Cettia => {
-                self.save_record();
-                let window = self.server.resume_window();
-                self.delete_timer = Some(ctx.run_later(window, |act, ctx| {
-                    if act.transport.is_none() {
-                        tracing::debug!(socket = %act.shared.id, "resume window over: deleting the socket");
-                        ctx.stop();
-                    }
-                }));
-            }
+        if !self.shared.dialect.resumes() {
+            ctx.stop();
+            return;
         }
+        self.save_record();
+        let window = self.server.resume_window();
+        self.delete_timer = Some(ctx.run_later(window, |act, ctx| {
+            if act.transport.is_none() {
+                tracing::debug!(socket = %act.shared.id, "resume window over: deleting the socket");
+                ctx.stop();
+            }
+        }));
     }
 
     /// End the current transport (and fire `close`); returns whether there was one.
@@ -488,7 +483,7 @@ impl Actor for SocketActor {
                 ctx.stop();
             }
         }));
-        if self.server.control().is_some() && self.shared.dialect == Dialect::Cettia {
+        if self.server.control().is_some() && self.shared.dialect.resumes() {
             ctx.run_interval(RECORD_TICK, |act, _| act.record_tick());
             // Recreated from a record: rejoin its topics before anything else is handled,
             // continuing from the record's cursors.
@@ -531,7 +526,7 @@ impl Actor for SocketActor {
             }
         }
         if let Some(control) = self.server.control() {
-            if self.shared.dialect == Dialect::Cettia {
+            if self.shared.dialect.resumes() {
                 let delete = control.delete_record(RecordKind::CettiaSocket, &self.shared.id);
                 actix::spawn(async move {
                     let _ = delete.await;
