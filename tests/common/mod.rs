@@ -28,29 +28,8 @@ impl TestServer {
         configure: impl FnOnce(&mut Config),
         app: impl FnOnce(&nimbus::cettia::Cettia),
     ) -> (TestServer, nimbus::cettia::Cettia) {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = listener.local_addr().unwrap();
-        let mut config = Config::for_bind(addr);
-        config.workers = Some(2);
-        config.node_id = Some("test-node".into());
-        config.web_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/web").into();
-        configure(&mut config);
-        let node = Node::new(config);
-        let cettia = nimbus::cettia::Cettia::with_defaults(node.clone());
-        app(&cettia);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let served = node.clone();
-        let served_cettia = cettia.clone();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = nimbus::server::serve_with(served, listener, served_cettia, |_| {})
-                    .expect("serve");
-                tx.send(server.handle()).unwrap();
-                let _ = server.await;
-            })
-        });
-        let handle = rx.recv().expect("server started");
-        (TestServer { addr, node, handle }, cettia)
+        let (server, _, cettia) = Self::start_apps(configure, |_| {}, app);
+        (server, cettia)
     }
 
     /// Start a node whose Atmosphere application is what `app` registers on a bare
@@ -59,6 +38,21 @@ impl TestServer {
         configure: impl FnOnce(&mut Config),
         app: impl FnOnce(&nimbus::atmosphere::Atmosphere),
     ) -> (TestServer, nimbus::atmosphere::Atmosphere) {
+        let (server, atmosphere, _) = Self::start_apps(configure, app, |_| {});
+        (server, atmosphere)
+    }
+
+    /// Start a node with both applications: a bare Atmosphere plus `atmosphere_app`, and the
+    /// default Cettia plus `cettia_app`.
+    fn start_apps(
+        configure: impl FnOnce(&mut Config),
+        atmosphere_app: impl FnOnce(&nimbus::atmosphere::Atmosphere),
+        cettia_app: impl FnOnce(&nimbus::cettia::Cettia),
+    ) -> (
+        TestServer,
+        nimbus::atmosphere::Atmosphere,
+        nimbus::cettia::Cettia,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().unwrap();
         let mut config = Config::for_bind(addr);
@@ -68,21 +62,22 @@ impl TestServer {
         configure(&mut config);
         let node = Node::new(config);
         let atmosphere = nimbus::atmosphere::Atmosphere::new(node.clone());
-        app(&atmosphere);
+        atmosphere_app(&atmosphere);
         let cettia = nimbus::cettia::Cettia::with_defaults(node.clone());
+        cettia_app(&cettia);
         let (tx, rx) = std::sync::mpsc::channel();
-        let (served, served_atmosphere) = (node.clone(), atmosphere.clone());
+        let served = (node.clone(), atmosphere.clone(), cettia.clone());
         std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let server =
-                    nimbus::server::serve_apps(served, listener, served_atmosphere, cettia, |_| {})
-                        .expect("serve");
+                let (node, atmosphere, cettia) = served;
+                let server = nimbus::server::serve_apps(node, listener, atmosphere, cettia, |_| {})
+                    .expect("serve");
                 tx.send(server.handle()).unwrap();
                 let _ = server.await;
             })
         });
         let handle = rx.recv().expect("server started");
-        (TestServer { addr, node, handle }, atmosphere)
+        (TestServer { addr, node, handle }, atmosphere, cettia)
     }
 
     /// Start a node of the cluster whose Redis is `redis_url` (the node's Cettia application
