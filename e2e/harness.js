@@ -147,6 +147,7 @@ const CLIENT_PAGE = `<!doctype html><meta charset="utf-8"><script src="/_nimbus/
       reconnect: () => c.events.push('reconnect'),
       transportFailure: () => c.events.push('transportFailure'),
       error: (e) => c.events.push('error:' + (e && e.message)),
+      authExpired: () => c.events.push('authExpired'),
     });
     return true;
   };

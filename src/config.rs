@@ -82,6 +82,11 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_HISTORY_AGE_SECS", default_value_t = 120)]
     pub history_age_secs: u64,
 
+    /// Replay history of every topic together: most bytes of memory (messages and the frames
+    /// built from them). Over it, a topic that adds a message evicts its own oldest.
+    #[arg(long, env = "NIMBUS_HISTORY_BUDGET_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub history_budget_bytes: usize,
+
     /// Messages a connection may fall behind its socket before the server drops the connection
     /// (slow-consumer policy; the client resumes from the topic history when it reconnects).
     #[arg(long, env = "NIMBUS_MAX_LAG_MESSAGES", default_value_t = 512)]
@@ -118,6 +123,55 @@ pub struct Config {
     /// server's heartbeat echo.
     #[arg(long, env = "NIMBUS_CETTIA_FAST_HEARTBEAT_MS", default_value_t = 5_000)]
     pub cettia_fast_heartbeat_ms: u64,
+
+    /// HS256 secret that signs clients' JSON Web Tokens. With it (or `--jwt-public-key`) every
+    /// client needs a valid token (`sub` = user id), unless `--allow-anonymous`.
+    #[arg(long, env = "NIMBUS_JWT_HMAC_SECRET", hide_env_values = true)]
+    pub jwt_hmac_secret: Option<String>,
+
+    /// A previous HS256 secret, still accepted until `--jwt-hmac-previous-until` (key rotation).
+    #[arg(long, env = "NIMBUS_JWT_HMAC_PREVIOUS_SECRET", hide_env_values = true)]
+    pub jwt_hmac_previous_secret: Option<String>,
+
+    /// Until when the previous secret is accepted (RFC 3339, e.g. `2026-12-31T00:00:00Z`).
+    #[arg(long, env = "NIMBUS_JWT_HMAC_PREVIOUS_UNTIL", value_parser = humantime::parse_rfc3339_weak)]
+    pub jwt_hmac_previous_until: Option<std::time::SystemTime>,
+
+    /// PEM file with the RSA or EC public key that verifies tokens (RS256/384/512, ES256/384).
+    #[arg(long, env = "NIMBUS_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Required `aud` claim of tokens.
+    #[arg(long, env = "NIMBUS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim of tokens.
+    #[arg(long, env = "NIMBUS_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// With token keys configured, still let clients without a token in, as anonymous.
+    #[arg(long, env = "NIMBUS_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// Secret that signs the session ids the node issues (tracking ids, Cettia socket ids).
+    /// Default: in a cluster one the nodes share through Redis; alone, a random one.
+    #[arg(long, env = "NIMBUS_SESSION_SECRET", hide_env_values = true)]
+    pub session_secret: Option<String>,
+
+    /// `signed`: a session id must be one the cluster issued to the same user (403 otherwise);
+    /// `open`: any well-formed id. Default: `signed` when tokens are checked, else `open`.
+    #[arg(long, env = "NIMBUS_SESSION_IDS", value_enum)]
+    pub session_ids: Option<crate::session::IdPolicy>,
+
+    /// Messages a session may publish per second (bursts as large); `0` = no limit. Over it a
+    /// POST gets 429 and a WebSocket is closed with 1008.
+    #[arg(long, env = "NIMBUS_MAX_PUBLISHES_PER_SEC", default_value_t = 1000)]
+    pub max_publishes_per_sec: u32,
+
+    /// Key of the backend API (`POST /api/<method>` with `Authorization: apikey <key>`);
+    /// without it the API is off.
+    #[arg(long, env = "NIMBUS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 
     /// HTTP worker threads (default: one per CPU).
     #[arg(long, env = "NIMBUS_WORKERS")]
@@ -171,6 +225,7 @@ impl Config {
             max_messages: self.history_messages.max(1),
             max_bytes: self.history_bytes.max(1),
             max_age: Duration::from_secs(self.history_age_secs.max(1)),
+            budget_bytes: self.history_budget_bytes.max(1),
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum HttpError {
     /// The application refused the message, saying why.
     #[error("message refused: {0}")]
     Refused(String),
+    #[error("publish rate limit exceeded; slow down")]
+    RateLimited,
 }
 
 impl ResponseError for HttpError {
@@ -40,12 +42,16 @@ impl ResponseError for HttpError {
             HttpError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Refused(_) => StatusCode::FORBIDDEN,
+            HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             HttpError::Publish(_) | HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
+        if let HttpError::RateLimited = self {
+            response.insert_header(("Retry-After", "1"));
+        }
         if let HttpError::Atmosphere(RequestError::UnsupportedVersion(_)) = self {
             response.insert_header((
                 "X-Atmosphere-error",

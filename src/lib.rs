@@ -18,6 +18,7 @@
 //!   the cluster through their own [`topic::Upstream`].
 //! - [`transport`]: protocol-blind I/O: the WebSocket writer, streaming bodies, parked polls.
 //! - [`config`]: command-line flags and their environment twins.
+//! - [`metrics`]: the Prometheus page, read from the node's counters at scrape time.
 //!
 //! There are two `unsafe` blocks, each saving a cache miss per delivered message: a WebSocket's
 //! descriptor borrowed from the stream that owns it (`transport::ws::outbox`), and a prefetch
@@ -35,6 +36,7 @@ pub mod cettia;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod server;

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::broker::{Broker, LocalBroker};
 use crate::config::Config;
+use crate::session::Access;
 use crate::topic::TopicRegistry;
 use crate::transport::ws::SocketGauge;
 
@@ -19,7 +20,13 @@ pub struct Node {
     pub broker: Arc<dyn Broker>,
     /// WebSockets open now, against `--max-websockets`.
     pub websockets: Arc<SocketGauge>,
+    /// Who clients are, and whose session ids they present.
+    pub access: Access,
     pub stats: Stats,
+    /// Rate limits of its sessions.
+    pub limits: crate::session::limits::Limits,
+    /// Labelled counters for `/metrics` (see `crate::metrics`).
+    pub metrics: crate::metrics::Metrics,
     /// Shutting down: not ready, handing clients to other nodes.
     draining: AtomicBool,
 }
@@ -34,18 +41,26 @@ impl Node {
 
     /// A node whose messages go through `broker` to `topics` (the edge builds the cluster's,
     /// see `crate::server::compose`).
+    ///
+    /// Panics if the token keys the configuration names cannot be read; `crate::server::run`
+    /// checks them first and refuses to start with a clear error.
     pub fn with_broker(
         config: Config,
         topics: TopicRegistry,
         broker: Arc<dyn Broker>,
     ) -> Arc<Self> {
+        let access = Access::from_config(&config, None)
+            .unwrap_or_else(|error| panic!("token keys: {error}"));
         Arc::new(Node {
+            access,
+            limits: crate::session::limits::Limits::new(config.max_publishes_per_sec),
             id: Self::id_for(&config),
             websockets: Arc::new(SocketGauge::new(config.websocket_limit())),
             config,
             topics,
             broker,
             stats: Stats::default(),
+            metrics: crate::metrics::Metrics::default(),
             draining: AtomicBool::new(false),
         })
     }

@@ -43,7 +43,8 @@ async fn closed(ws: Ws) {
 async fn handshake_echo_and_ids_as_sent() {
     let server = common::TestServer::start(|_| {});
     let (mut ws, id) = open(&server, "").await;
-    assert_eq!(id.len(), 36, "a UUID");
+    // An id the node issued: 32 random hex digits, `-`, 22 characters of signature.
+    assert_eq!(id.len(), 55, "{id}");
     ws_send(
         &mut ws,
         r#"{"id":7,"type":"echo","data":{"a":[1,2.5,null]},"reply":false}"#,

@@ -22,7 +22,8 @@ use super::{Atmosphere, Client};
 use crate::broker::SessionRecord;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{frame::PADDING, handshake};
-use crate::session::{self, Membership, Reports};
+use crate::session::expiry::{self, Expires};
+use crate::session::{self, Identity, Membership, Reports};
 use crate::topic::{Envelope, Leave, SessionId, SetDirect, TopicId};
 use crate::transport::body::Body;
 use crate::transport::long_poll::Parked;
@@ -70,6 +71,10 @@ pub struct Connection {
     direct: Option<Outbox<Lane>>,
     /// The application was told the client opened: it is told when it leaves.
     opened: bool,
+    /// Who the client is (from its newest request).
+    pub(super) identity: Identity,
+    /// Runs out with the identity's token.
+    token_timer: Option<SpawnHandle>,
 }
 
 impl Connection {
@@ -93,6 +98,8 @@ impl Connection {
             replay_target: 0,
             direct: None,
             opened: false,
+            identity: Identity::anonymous(),
+            token_timer: None,
             id,
         }
     }
@@ -104,6 +111,13 @@ impl Connection {
     /// The client as the application's hooks see it.
     pub(super) fn client(&self) -> Client {
         Client::new(self.id.clone(), self.topic_id.clone(), self.server.clone())
+            .with_user(self.identity.user_arc())
+    }
+
+    /// The client's newest identity; its token's expiry ends the transport.
+    pub(super) fn identify(&mut self, identity: Identity, ctx: &mut Context<Self>) {
+        expiry::arm(self, &identity, ctx);
+        self.identity = identity;
     }
 
     /// Sequence of the last message handed to the client.
@@ -557,4 +571,23 @@ pub(super) fn poll_frames(
         }
     }
     (cursor, count)
+}
+
+impl Expires for Connection {
+    fn token_timer(&mut self) -> &mut Option<SpawnHandle> {
+        &mut self.token_timer
+    }
+
+    /// A parked poll is answered (the client's next one is refused at the door); a pushing
+    /// transport is closed, a WebSocket with `1008` "token expired".
+    fn token_expired(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!(session = %self.id, "token expired: ending the transport");
+        crate::metrics::count_auth_failure(&self.node, "expired_live");
+        if self.release_parked_poll(ctx) {
+            self.arm_expiry(ctx, self.node.config.long_poll_expiry());
+        }
+        if self.sink.is_some() {
+            self.detach(ctx, Some(expiry::token_expired()));
+        }
+    }
 }

@@ -4,7 +4,7 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use super::connection::Connection;
-use super::messages::{Attach, Close, Detach, DropTransport, Inbound, Poll};
+use super::messages::{Attach, Close, Detach, Disconnect, DropTransport, Identify, Inbound, Poll};
 use crate::session::InboundError;
 use crate::topic::Deliver;
 use crate::transport::WriteOutcome;
@@ -142,6 +142,26 @@ impl Handler<DropTransport> for Connection {
         if self.sink.is_some() {
             self.detach(ctx, Some(actix_http::ws::CloseCode::Restart.into()));
         }
+    }
+}
+
+impl Handler<Identify> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, Identify(identity): Identify, ctx: &mut Context<Self>) {
+        self.identify(identity, ctx);
+    }
+}
+
+impl Handler<Disconnect> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: Disconnect, ctx: &mut Context<Self>) {
+        self.release_parked_poll(ctx);
+        if self.sink.is_some() {
+            self.detach(ctx, Some(crate::session::disconnected()));
+        }
+        ctx.stop();
     }
 }
 

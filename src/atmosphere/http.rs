@@ -13,13 +13,13 @@ use bytestring::ByteString;
 use futures_util::StreamExt;
 
 use super::connection::Connection;
-use super::messages::{Close, Mode, PollRequest};
+use super::messages::{Close, Identify, Mode, PollRequest};
 use super::{long_polling, streaming, websocket, Atmosphere, Client};
 use crate::broker::{Published, SessionRecord};
 use crate::error::HttpError;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
-use crate::session::InboundError;
+use crate::session::{AuthError, Identity, InboundError};
 use crate::topic::{Audience, SessionId, StoreError};
 
 /// Longest topic path accepted.
@@ -60,28 +60,89 @@ async fn handle(
             .map(str::to_string)
     };
     let parsed = AtmosphereRequest::parse(req.query_string(), header_value, upgrade);
+    let node = atmosphere.node();
 
     match *req.method() {
         Method::GET => {
             let request = parsed.map_err(HttpError::from)?;
-            open(atmosphere, &topic, request, &req).await
+            let who = match door(
+                node,
+                request.auth.as_deref(),
+                request.tracking_id.as_deref(),
+            ) {
+                Ok(who) => who,
+                Err(refused) => return Ok(*refused),
+            };
+            open(atmosphere, &topic, request, who, &req).await
         }
-        Method::POST => match parsed {
-            Ok(request) if request.transport == TransportKind::Close => {
-                Ok(close(atmosphere, &request))
-            }
+        Method::POST => {
             // A POST is a message whatever else it says; only a malformed request is refused.
-            Ok(request) => {
-                let from = sender(atmosphere, &topic, request.tracking_id.as_deref());
-                post_message(atmosphere, from, body).await
+            let (request, token) = match parsed {
+                Ok(request) => {
+                    let token = request.auth.clone();
+                    (Some(request), token)
+                }
+                Err(RequestError::NotAtmosphere) => (None, bearer(&req)),
+                Err(error) => return Err(HttpError::from(error).into()),
+            };
+            let id = request.as_ref().and_then(|r| r.tracking_id.as_deref());
+            let who = match door(node, token.as_deref(), id) {
+                Ok(who) => who,
+                Err(refused) => return Ok(*refused),
+            };
+            match request {
+                Some(request) if request.transport == TransportKind::Close => {
+                    Ok(close(atmosphere, &request))
+                }
+                _ => {
+                    let from = sender(atmosphere, &topic, id).with_user(who.user_arc());
+                    post_message(atmosphere, from, body).await
+                }
             }
-            Err(RequestError::NotAtmosphere) => {
-                post_message(atmosphere, sender(atmosphere, &topic, None), body).await
-            }
-            Err(error) => Err(HttpError::from(error).into()),
-        },
+        }
         ref other => Err(HttpError::MethodNotAllowed(other.to_string()).into()),
     }
+}
+
+/// Who the request comes from, and whether the tracking id it carries is its own: a missing,
+/// expired or forged token is `401` (with Atmosphere's `X-Atmosphere-error`, and
+/// `X-Atmosphere-Auth-Expired` for an expired one, which atmosphere.js reports through
+/// `authExpired`), an id issued to someone else (or never issued) `403`.
+fn door(node: &Node, token: Option<&str>, id: Option<&str>) -> Result<Identity, Box<HttpResponse>> {
+    let who = node.access.identify(token).map_err(|error| {
+        crate::metrics::count_auth_failure(node, error.reason());
+        let mut response = HttpResponse::Unauthorized();
+        response.insert_header(("X-Atmosphere-error", error.to_string()));
+        if error == AuthError::Expired {
+            response.insert_header(("X-Atmosphere-Auth-Expired", "true"));
+        }
+        Box::new(
+            response
+                .content_type("text/plain; charset=utf-8")
+                .body(format!("{error}\n")),
+        )
+    })?;
+    if let Some(id) = id {
+        node.access.check(id, &who).map_err(|error| {
+            crate::metrics::count_auth_failure(node, "foreign_session");
+            Box::new(
+                HttpResponse::Forbidden()
+                    .insert_header(("X-Atmosphere-error", error.to_string()))
+                    .content_type("text/plain; charset=utf-8")
+                    .body(format!("{error}\n")),
+            )
+        })?;
+    }
+    Ok(who)
+}
+
+/// A plain POST's token: `X-Atmosphere-Auth`, or `Authorization: Bearer`.
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let headers = req.headers();
+    let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    value("X-Atmosphere-Auth")
+        .or_else(|| value("Authorization").and_then(|v| v.strip_prefix("Bearer ")))
+        .map(str::to_string)
 }
 
 fn mode_for(node: &Node, request: &AtmosphereRequest) -> Mode {
@@ -100,20 +161,26 @@ fn mode_for(node: &Node, request: &AtmosphereRequest) -> Mode {
     }
 }
 
-/// The connection for this request's tracking id (a new one, with a fresh id, for `0`).
+/// The connection for this request's tracking id (a new one, with an id issued to `who`, for
+/// `0`), told who its client is on this request.
 fn connection_for(
     atmosphere: &Atmosphere,
     topic: &str,
     request: &AtmosphereRequest,
+    who: Identity,
 ) -> (SessionId, Addr<Connection>, bool) {
+    let node = atmosphere.node();
     let id: SessionId = match &request.tracking_id {
         Some(id) => id.as_str().into(),
-        None => uuid::Uuid::new_v4().to_string().into(),
+        None => node.access.issue(&who).into(),
     };
-    let mode = mode_for(atmosphere.node(), request);
-    let (addr, created) = atmosphere.registry().get_or_start(&id, topic, || {
-        Connection::new(id.clone(), topic.into(), atmosphere.clone(), mode).start()
-    });
+    let mode = mode_for(node, request);
+    let (addr, created) = atmosphere
+        .registry()
+        .get_or_start(&id, topic, who.user_id(), || {
+            Connection::new(id.clone(), topic.into(), atmosphere.clone(), mode).start()
+        });
+    addr.do_send(Identify(who));
     (id, addr, created)
 }
 
@@ -128,6 +195,7 @@ async fn open(
     atmosphere: &Atmosphere,
     topic: &str,
     request: AtmosphereRequest,
+    who: Identity,
     req: &HttpRequest,
 ) -> Result<HttpResponse, actix_web::Error> {
     let node = atmosphere.node();
@@ -140,7 +208,7 @@ async fn open(
         }
     }
     let first_request = request.tracking_id.is_none();
-    let (id, connection, created) = connection_for(atmosphere, topic, &request);
+    let (id, connection, created) = connection_for(atmosphere, topic, &request, who);
     let mut response = match request.transport {
         TransportKind::WebSocket | TransportKind::Sse | TransportKind::Streaming => {
             push(node, topic, &id, connection, &request, req).await?
@@ -296,6 +364,7 @@ async fn post_message(
         Ok(Some(message)) => message,
         Ok(None) => return Ok(HttpResponse::Ok().finish()),
         Err(InboundError::Refused(why)) => return Err(HttpError::Refused(why).into()),
+        Err(InboundError::RateLimited) => return Err(HttpError::RateLimited.into()),
         Err(error) => return Err(HttpError::Body(error.to_string()).into()),
     };
     let published = node

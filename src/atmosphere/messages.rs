@@ -84,7 +84,19 @@ pub struct PollReply {
 #[rtype(result = "()")]
 pub struct DropTransport;
 
+/// Who the client is on this request: the connection keeps the newest identity, and its
+/// transport ends when that identity's token expires.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Identify(pub crate::session::Identity);
+
 /// The client's departure (`X-Atmosphere-Transport=close`), or the application closing it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Close;
+
+/// The backend API disconnects the client: its transport closes (a WebSocket with `1000`,
+/// "disconnected by the server") and its connection ends.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect;

@@ -57,7 +57,7 @@ use registry::ConnectionRegistry;
 
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::frame::PADDING;
-use crate::session::InboundError;
+use crate::session::{InboundError, LocalSessions};
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
 
 /// What an `on_message` hook decides about a client's message.
@@ -101,6 +101,8 @@ pub struct Client {
     id: SessionId,
     topic: TopicId,
     server: Atmosphere,
+    /// The signed-in user (the token's `sub`); `None` for an anonymous client.
+    user: Option<Arc<str>>,
 }
 
 // === impl Atmosphere ===
@@ -191,6 +193,7 @@ impl Atmosphere {
         if text.is_empty() {
             return Ok(None);
         }
+        crate::session::limits::admit_publish(self.node(), from.id())?;
         let mut text = text;
         for hook in self.hooks().on_message.iter() {
             match hook(from, &text) {
@@ -236,7 +239,22 @@ impl Atmosphere {
 
 impl Client {
     pub(crate) fn new(id: SessionId, topic: TopicId, server: Atmosphere) -> Self {
-        Client { id, topic, server }
+        Client {
+            id,
+            topic,
+            server,
+            user: None,
+        }
+    }
+
+    pub(crate) fn with_user(mut self, user: Option<Arc<str>>) -> Self {
+        self.user = user;
+        self
+    }
+
+    /// The signed-in user (its token's `sub`); `None` when anonymous.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// The client's tracking id.
@@ -267,5 +285,43 @@ impl Client {
         if let Some(connection) = self.server.inner.connections.get(&self.id) {
             connection.do_send(messages::Close);
         }
+    }
+}
+
+// === impl LocalSessions for Atmosphere ===
+
+/// The backend API's commands on this node's Atmosphere clients. A disconnected client's
+/// connection ends (its `on_leave` fires); atmosphere.js reconnects by itself, so a user to keep
+/// out must also lose its token.
+impl LocalSessions for Atmosphere {
+    fn disconnect(&self, user: Option<&str>, session: Option<&str>) -> usize {
+        let found = self.inner.connections.select(|id, _, u| {
+            session.is_some_and(|s| s == id) || user.is_some_and(|wanted| u == Some(wanted))
+        });
+        for (_, connection) in &found {
+            connection.do_send(messages::Disconnect);
+        }
+        found.len()
+    }
+
+    /// An Atmosphere client has one topic: unsubscribing it ends its connection.
+    fn unsubscribe(&self, user: &str, topic: &str) -> usize {
+        let found = self
+            .inner
+            .connections
+            .select(|_, t, u| t == topic && u == Some(user));
+        for (_, connection) in &found {
+            connection.do_send(messages::Close);
+        }
+        found.len()
+    }
+
+    fn sessions_of(&self, user: &str, topic: &str) -> Vec<SessionId> {
+        self.inner
+            .connections
+            .select(|_, t, u| t == topic && u == Some(user))
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
     }
 }

@@ -18,6 +18,8 @@ struct Entry {
     /// The topic the connection belongs to: a tracking id presented on another path is a
     /// different logical client.
     topic: Arc<str>,
+    /// The signed-in user it was created for (session ids are bound to it).
+    user: Option<Arc<str>>,
     addr: Addr<Connection>,
 }
 
@@ -45,6 +47,7 @@ impl ConnectionRegistry {
         &self,
         id: &Arc<str>,
         topic: &str,
+        user: Option<&str>,
         start: impl FnOnce() -> Addr<Connection>,
     ) -> (Addr<Connection>, bool) {
         let mut map = self.inner.lock();
@@ -60,6 +63,7 @@ impl ConnectionRegistry {
             id.clone(),
             Entry {
                 topic: topic.into(),
+                user: user.map(Into::into),
                 addr: addr.clone(),
             },
         );
@@ -72,6 +76,18 @@ impl ConnectionRegistry {
         if map.get(id).is_some_and(|e| e.addr == *addr) {
             map.remove(id);
         }
+    }
+
+    /// The live connections matching `select(id, topic, user)`, with their ids.
+    pub fn select(
+        &self,
+        select: impl Fn(&str, &str, Option<&str>) -> bool,
+    ) -> Vec<(Arc<str>, Addr<Connection>)> {
+        let map = self.inner.lock();
+        map.iter()
+            .filter(|(id, e)| e.addr.connected() && select(id, &e.topic, e.user.as_deref()))
+            .map(|(id, e)| (id.clone(), e.addr.clone()))
+            .collect()
     }
 
     /// Every live connection (for operator actions).

@@ -22,6 +22,25 @@ pub enum RecordKind {
     CettiaTransport,
 }
 
+/// Who a control message is for. Cettia's messages are MessagePack maps; the session core's
+/// commands (the backend API acting on every node) are JSON objects, so the first byte tells
+/// them apart without an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlChannel {
+    Cettia = 0,
+    Sessions = 1,
+}
+
+impl ControlChannel {
+    pub fn of(payload: &[u8]) -> Self {
+        if payload.first() == Some(&b'{') {
+            ControlChannel::Sessions
+        } else {
+            ControlChannel::Cettia
+        }
+    }
+}
+
 /// Called, in channel order, with every control message published by any node (this one
 /// included). It must not block: it runs on the node's relay task.
 pub type ControlHandler = Arc<dyn Fn(&[u8]) + Send + Sync>;
@@ -35,8 +54,8 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// call, so what one node publishes goes out in call order; the future tells when it did.
     fn publish_control(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<(), StoreError>>;
 
-    /// Where control messages go; replaces the previous handler.
-    fn set_control_handler(&self, handler: ControlHandler);
+    /// Where the control messages of `channel` go; replaces its previous handler.
+    fn set_control_handler(&self, channel: ControlChannel, handler: ControlHandler);
 
     /// Store a record that expires after `ttl`.
     fn save_record(

@@ -9,7 +9,7 @@ mod control;
 mod local;
 mod session;
 
-pub use control::{ControlHandler, ControlPlane, RecordKind};
+pub use control::{ControlChannel, ControlHandler, ControlPlane, RecordKind};
 pub use local::LocalBroker;
 pub use session::SessionRecord;
 

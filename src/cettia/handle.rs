@@ -25,6 +25,11 @@ impl Socket {
         &self.shared.id
     }
 
+    /// The signed-in user (its token's `sub`); `None` when anonymous.
+    pub fn user(&self) -> Option<std::sync::Arc<str>> {
+        self.shared.user.lock().clone()
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.shared.dialect
     }

@@ -154,6 +154,7 @@ impl Handler<TransportInbound> for SocketActor {
         if !current {
             return Err(InboundError::TransportClosed);
         }
+        crate::session::limits::admit_publish(self.server.node(), &self.shared.id)?;
         match decode_inbound(&msg.message) {
             Ok(event) => {
                 self.on_event(event, ctx);
@@ -236,6 +237,16 @@ impl Handler<CloseSocket> for SocketActor {
             self.close_transport(ctx);
         } else {
             ctx.stop();
+        }
+    }
+}
+
+impl Handler<Disconnect> for SocketActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Disconnect, ctx: &mut Context<Self>) {
+        if self.transport.is_some() {
+            self.close_transport_because(ctx, Some(crate::session::disconnected()));
         }
     }
 }

@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use super::cluster::Handled;
+use super::messages::Identify;
 use super::messages::{
     AttachLongPoll, AttachPush, LongPoll, PollAnswer, PushFraming, TransportClosed,
     TransportInbound,
@@ -25,7 +26,7 @@ use super::{websocket, Cettia, ForwardError};
 use crate::node::Node;
 use crate::protocol::cettia::vibe::{self, VibeRequest, VibeTransport};
 use crate::protocol::cettia::{framing, CettiaRequest, Dialect, TransportName, When, WireMessage};
-use crate::session::InboundError;
+use crate::session::{Identity, InboundError};
 use crate::transport::body;
 /// Longest topic id a socket may name.
 const MAX_TOPIC_LEN: usize = 512;
@@ -117,12 +118,20 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    let ids = [
+        request.socket_id.as_deref(),
+        request.transport_id.as_deref(),
+    ];
+    let who = match door(&node, request.token(), ids) {
+        Ok(who) => who,
+        Err(refused) => return *refused,
+    };
     match *req.method() {
         Method::GET if is_upgrade(req) => {
             if let Some(refused) = websocket_refused(&node, req) {
                 return refused;
             }
-            let socket = match open_socket(cettia, &request).await {
+            let socket = match open_socket(cettia, &request, who).await {
                 Ok(socket) => socket,
                 Err(refused) => return *refused,
             };
@@ -131,7 +140,7 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
                 .unwrap_or_else(|e| e.error_response())
         }
         Method::GET => match request.when() {
-            Ok(When::Open) => open(cettia, &request).await,
+            Ok(When::Open) => open(cettia, &request, who).await,
             Ok(When::Poll) => {
                 let found = match transport_of(cettia, &request) {
                     Some(found) => Some(found),
@@ -191,16 +200,42 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
 async fn open_socket(
     cettia: &Cettia,
     request: &CettiaRequest,
+    who: Identity,
 ) -> Result<Addr<SocketActor>, Box<HttpResponse>> {
     check_topics(request.values("topic"))?;
-    cettia
+    let socket = cettia
         .socket_for_request(
             Dialect::Cettia,
             request.socket_id.as_deref(),
             &request.params,
+            &who,
         )
         .await
-        .map_err(|_| Box::new(error(StatusCode::CONFLICT, "socket id in use")))
+        .map_err(|_| Box::new(error(StatusCode::CONFLICT, "socket id in use")))?;
+    socket.do_send(Identify(who));
+    Ok(socket)
+}
+
+/// Who the request comes from (the socket URI's `token` parameter), and whether the socket and
+/// transport ids it carries were issued to it: a missing, expired or forged token is `401`, an
+/// id issued to someone else (or never issued) `403`. The Cettia client treats either as a
+/// failed transport and reports `error` then `close` to its application.
+fn door(
+    node: &Node,
+    token: Option<&str>,
+    ids: [Option<&str>; 2],
+) -> Result<Identity, Box<HttpResponse>> {
+    let who = node.access.identify(token).map_err(|refused| {
+        crate::metrics::count_auth_failure(node, refused.reason());
+        Box::new(error(StatusCode::UNAUTHORIZED, refused))
+    })?;
+    for id in ids.into_iter().flatten() {
+        node.access.check(id, &who).map_err(|foreign| {
+            crate::metrics::count_auth_failure(node, "foreign_session");
+            Box::new(error(StatusCode::FORBIDDEN, foreign))
+        })?;
+    }
+    Ok(who)
 }
 
 fn transport_of(cettia: &Cettia, request: &CettiaRequest) -> Option<(Addr<SocketActor>, u64)> {
@@ -229,7 +264,7 @@ async fn continue_transport(
     Some((socket, generation))
 }
 
-async fn open(cettia: &Cettia, request: &CettiaRequest) -> HttpResponse {
+async fn open(cettia: &Cettia, request: &CettiaRequest, who: Identity) -> HttpResponse {
     let name = match request.transport() {
         Ok(name) => name,
         Err(e) => return error(StatusCode::NOT_IMPLEMENTED, e),
@@ -238,11 +273,11 @@ async fn open(cettia: &Cettia, request: &CettiaRequest) -> HttpResponse {
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let socket = match open_socket(cettia, request).await {
+    let transport_id: Arc<str> = cettia.node().access.issue(&who).into();
+    let socket = match open_socket(cettia, request, who).await {
         Ok(socket) => socket,
         Err(refused) => return *refused,
     };
-    let transport_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
     let handshake = framing::transport_handshake(&transport_id);
     match name {
         TransportName::Stream => {
@@ -392,6 +427,7 @@ async fn post(
         Ok(Err(e @ (InboundError::Publish(_) | InboundError::Refused(_)))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, e)
         }
+        Ok(Err(e @ InboundError::RateLimited)) => error(StatusCode::TOO_MANY_REQUESTS, e),
         // Clustered: the socket has just moved (a poll took it to another node) or stopped
         // since it was looked up; the event follows it.
         Ok(Err(InboundError::Moved)) | Err(_) if cettia.control().is_some() => match transport {
@@ -494,6 +530,7 @@ async fn vibe_open(
     id: &str,
     key: String,
     heartbeat: Option<u64>,
+    who: Identity,
 ) -> HttpResponse {
     let transport = match request.transport() {
         Ok(t) => t,
@@ -521,10 +558,11 @@ async fn vibe_open(
             "transport=ws needs a WebSocket upgrade",
         );
     }
-    let socket = match cettia.socket_for(Dialect::Vibe, Some(id), &request.params) {
+    let socket = match cettia.socket_for(Dialect::Vibe, Some(id), &request.params, &who) {
         Ok(socket) => socket,
         Err(e) => return error(StatusCode::CONFLICT, e),
     };
+    socket.do_send(Identify(who));
     if transport.is_stream() {
         stream(
             cettia,
@@ -581,6 +619,11 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
     };
     let key = vibe_transport_key(&id);
     let heartbeat = Some(request.heartbeat.unwrap_or(0));
+    // Vibe clients choose their socket ids: only the token is checked.
+    let who = match door(&node, request.token(), [None, None]) {
+        Ok(who) => who,
+        Err(refused) => return *refused,
+    };
     match *req.method() {
         Method::GET if is_upgrade(req) => {
             if let Some(refused) = websocket_refused(&node, req) {
@@ -589,16 +632,17 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
             if let Err(bad) = check_topics(request.values_topic()) {
                 return *bad;
             }
-            let socket = match cettia.socket_for(Dialect::Vibe, Some(&id), &request.params) {
+            let socket = match cettia.socket_for(Dialect::Vibe, Some(&id), &request.params, &who) {
                 Ok(socket) => socket,
                 Err(e) => return error(StatusCode::CONFLICT, e),
             };
+            socket.do_send(Identify(who));
             websocket::attach(req, socket, heartbeat, &node)
                 .await
                 .unwrap_or_else(|e| e.error_response())
         }
         Method::GET => match request.when.as_deref() {
-            Some("open") => vibe_open(cettia, &request, &id, key, heartbeat).await,
+            Some("open") => vibe_open(cettia, &request, &id, key, heartbeat, who).await,
             Some("poll") => match cettia.transport(&key) {
                 Some((socket, generation)) => {
                     poll(socket, generation, request.last_event_ids).await

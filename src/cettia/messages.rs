@@ -107,6 +107,12 @@ pub struct SendReply {
 #[rtype(result = "()")]
 pub struct CloseSocket;
 
+/// The backend API disconnects the socket: its transport closes (a WebSocket with `1000`,
+/// "disconnected by the server").
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect;
+
 /// Join a topic: its messages reach the socket as `message` events.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -135,3 +141,9 @@ pub struct ForwardedInbound {
     /// Who waits for the outcome.
     pub(crate) ack: Option<InboundAck>,
 }
+
+/// Who the socket's client is on its newest request: its transport ends when that identity's
+/// token expires.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Identify(pub crate::session::Identity);

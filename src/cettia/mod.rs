@@ -42,10 +42,11 @@ use actix::prelude::*;
 use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 
-use crate::broker::ControlPlane;
+use crate::broker::{ControlChannel, ControlPlane};
 use crate::node::{Node, Stats};
 use crate::protocol::cettia::Dialect;
 pub use crate::protocol::cettia::Value;
+use crate::session::{Identity, LocalSessions};
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
 use cluster::{Control, Handled, Target};
 use socket::SocketActor;
@@ -140,6 +141,8 @@ pub(crate) struct SocketShared {
     pub(crate) tags: Mutex<HashSet<String>>,
     topics: Mutex<Vec<TopicId>>,
     deleted: AtomicBool,
+    /// The signed-in user of the socket's newest request (its id is bound to it).
+    pub(crate) user: Mutex<Option<Arc<str>>>,
 }
 
 /// A Vibe client chose the id of a live socket of another dialect.
@@ -186,11 +189,14 @@ impl Cettia {
         if let Some(control) = control {
             // One Cettia server per node takes the control messages (the last one created).
             let server = Arc::downgrade(&cettia.inner);
-            control.set_control_handler(Arc::new(move |payload: &[u8]| {
-                if let Some(inner) = server.upgrade() {
-                    Cettia { inner }.on_control(payload);
-                }
-            }));
+            control.set_control_handler(
+                ControlChannel::Cettia,
+                Arc::new(move |payload: &[u8]| {
+                    if let Some(inner) = server.upgrade() {
+                        Cettia { inner }.on_control(payload);
+                    }
+                }),
+            );
         }
         cettia
     }
@@ -408,6 +414,7 @@ impl Cettia {
         dialect: Dialect,
         id: Option<&str>,
         params: &[(String, String)],
+        who: &Identity,
     ) -> Result<Addr<SocketActor>, IdInUse> {
         let mut sockets = self.inner.sockets.lock();
         if let Some(id) = id {
@@ -425,7 +432,7 @@ impl Cettia {
         }
         let id: SessionId = match (dialect, id) {
             (Dialect::Vibe, Some(id)) => id.into(),
-            _ => uuid::Uuid::new_v4().to_string().into(),
+            _ => self.node().access.issue(who).into(),
         };
         let shared = Arc::new(SocketShared {
             id: id.clone(),
@@ -434,6 +441,7 @@ impl Cettia {
             tags: Mutex::new(HashSet::new()),
             topics: Mutex::new(Vec::new()),
             deleted: AtomicBool::new(false),
+            user: Mutex::new(who.user_id().map(Into::into)),
         });
         let addr = SocketActor::new(shared.clone(), self.clone()).start();
         sockets.insert(id, (shared, addr.clone()));
@@ -488,5 +496,57 @@ impl Cettia {
             self.inner.sockets.lock().len(),
             self.inner.transports.lock().len(),
         )
+    }
+}
+
+// === impl LocalSessions for Cettia ===
+
+/// The backend API's commands on this node's Cettia sockets. A disconnect closes the socket's
+/// transport (`close` fires; the client may resume with its id and a valid token).
+impl LocalSessions for Cettia {
+    fn disconnect(&self, user: Option<&str>, session: Option<&str>) -> usize {
+        let found = self.select(|shared| {
+            session.is_some_and(|s| *s == *shared.id)
+                || user.is_some_and(|u| shared.user.lock().as_deref() == Some(u))
+        });
+        for addr in &found {
+            addr.do_send(messages::Disconnect);
+        }
+        found.len()
+    }
+
+    fn unsubscribe(&self, user: &str, topic: &str) -> usize {
+        let found = self.select(|shared| {
+            shared.user.lock().as_deref() == Some(user)
+                && shared.topics.lock().iter().any(|t| &**t == topic)
+        });
+        for addr in &found {
+            addr.do_send(messages::LeaveTopic(topic.into()));
+        }
+        found.len()
+    }
+
+    fn sessions_of(&self, user: &str, topic: &str) -> Vec<SessionId> {
+        let sockets = self.inner.sockets.lock();
+        sockets
+            .iter()
+            .filter(|(_, (shared, addr))| {
+                addr.connected()
+                    && shared.user.lock().as_deref() == Some(user)
+                    && shared.topics.lock().iter().any(|t| &**t == topic)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+impl Cettia {
+    fn select(&self, matches: impl Fn(&SocketShared) -> bool) -> Vec<Addr<SocketActor>> {
+        let sockets = self.inner.sockets.lock();
+        sockets
+            .values()
+            .filter(|(shared, addr)| addr.connected() && matches(shared))
+            .map(|(_, addr)| addr.clone())
+            .collect()
     }
 }

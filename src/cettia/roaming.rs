@@ -20,6 +20,7 @@ use super::{
 };
 use crate::broker::{ControlPlane, RecordKind};
 use crate::protocol::cettia::{Dialect, Value, WireMessage};
+use crate::session::Identity;
 use crate::topic::{SessionId, TopicId};
 
 /// Removes a [`Resuming`] entry however the resumption ends (also when the request that started
@@ -90,6 +91,7 @@ impl Cettia {
         dialect: Dialect,
         id: Option<&str>,
         params: &[(String, String)],
+        who: &Identity,
     ) -> Result<Addr<SocketActor>, IdInUse> {
         if let (Dialect::Cettia, Some(id), Some(_)) = (dialect, id, &self.inner.control) {
             if self.live(id).is_none() {
@@ -98,7 +100,7 @@ impl Cettia {
                 }
             }
         }
-        self.socket_for(dialect, id, params)
+        self.socket_for(dialect, id, params, who)
     }
 
     /// Move socket `id` to this node from wherever it is (see `cluster.rs`): load its record,
@@ -239,6 +241,8 @@ impl Cettia {
                     .collect(),
             ),
             deleted: AtomicBool::new(false),
+            // Told by the request that moved it here (`Identify`).
+            user: Mutex::new(None),
         });
         let addr = SocketActor::restored(shared.clone(), self.clone(), record, continuing).start();
         sockets.insert(id.into(), (shared, addr.clone()));

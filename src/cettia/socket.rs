@@ -31,7 +31,8 @@ use super::{Cettia, Reply, ReplyCallback, Socket, SocketShared};
 use crate::broker::RecordKind;
 use crate::node::Stats;
 use crate::protocol::cettia::{framing, Event, EventError, Value, WireMessage};
-use crate::session::{self, Membership};
+use crate::session::expiry::{self, Expires};
+use crate::session::{self, Identity, Membership};
 use crate::topic::{Leave, TopicId};
 use crate::transport::Sink;
 
@@ -109,6 +110,10 @@ pub struct SocketActor {
     pub(super) record_dirty: bool,
     pub(super) last_saved: Option<Instant>,
     pub(super) saved_tags: Vec<String>,
+    /// Who the client is (from its newest request).
+    pub(super) identity: Identity,
+    /// Runs out with the identity's token.
+    pub(super) token_timer: Option<SpawnHandle>,
 }
 
 impl SocketActor {
@@ -138,6 +143,8 @@ impl SocketActor {
             record_dirty: false,
             last_saved: None,
             saved_tags: Vec::new(),
+            identity: Identity::anonymous(),
+            token_timer: None,
         }
     }
 
@@ -583,4 +590,30 @@ pub(crate) fn reply_data(id: Value, data: Value, exception: bool) -> Value {
         (Value::from("data"), data),
         (Value::from("exception"), Value::from(exception)),
     ])
+}
+
+impl Handler<super::messages::Identify> for SocketActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: super::messages::Identify, ctx: &mut Context<Self>) {
+        expiry::arm(self, &msg.0, ctx);
+        *self.shared.user.lock() = msg.0.user_id().map(Into::into);
+        self.identity = msg.0;
+    }
+}
+
+impl Expires for SocketActor {
+    fn token_timer(&mut self) -> &mut Option<SpawnHandle> {
+        &mut self.token_timer
+    }
+
+    /// The client hears why (an `error` event, "token expired"), then its transport closes (a
+    /// WebSocket with `1008`); reconnecting with the old token is refused with 401.
+    fn token_expired(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!(socket = %self.shared.id, "token expired: closing the transport");
+        crate::metrics::count_auth_failure(self.server.node(), "expired_live");
+        let id = self.next_id();
+        self.send_event(Event::new(id, "error", Value::from("token expired")), ctx);
+        self.close_transport_because(ctx, Some(expiry::token_expired()));
+    }
 }

@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{keys, unreachable, RedisBroker};
-use crate::broker::{ControlHandler, ControlPlane, RecordKind};
+use crate::broker::{ControlChannel, ControlHandler, ControlPlane, RecordKind};
 use crate::topic::StoreError;
 
 /// Control messages waiting to be published, at most; beyond it a publish is refused.
@@ -60,8 +60,8 @@ impl ControlPlane for RedisBroker {
         })
     }
 
-    fn set_control_handler(&self, handler: ControlHandler) {
-        *self.control_handler.write() = Some(handler);
+    fn set_control_handler(&self, channel: ControlChannel, handler: ControlHandler) {
+        self.control_handlers.write()[channel as usize] = Some(handler);
     }
 
     fn save_record(

@@ -24,6 +24,9 @@ pub fn topic_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("nimbus:b:{")?.strip_suffix('}')
 }
 
+/// The secret every node signs session ids with (see `secret.rs`).
+pub const SESSION_SECRET: &str = "nimbus:secret";
+
 /// The control channel every node subscribes to (Cettia handovers and targeted sends).
 pub const CONTROL: &str = "nimbus:ctl";
 

@@ -22,6 +22,7 @@ mod cursors;
 mod keys;
 mod link;
 pub mod relay;
+mod secret;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -90,7 +91,7 @@ pub struct RedisBroker {
     relays_dropped: Arc<AtomicU64>,
     open_script: Script,
     /// Where control-channel messages go (the node's Cettia server).
-    control_handler: parking_lot::RwLock<Option<ControlHandler>>,
+    control_handlers: parking_lot::RwLock<[Option<ControlHandler>; 2]>,
     /// Control messages waiting for their PUBLISH, in order.
     control_jobs: mpsc::Sender<control::ControlJob>,
     /// Pushing clients' cursors, written in batches.
@@ -145,7 +146,7 @@ impl RedisBroker {
             ready: AtomicBool::new(true),
             relays_dropped,
             open_script: Script::new(include_str!("open.lua")),
-            control_handler: parking_lot::RwLock::new(None),
+            control_handlers: parking_lot::RwLock::new([None, None]),
             control_jobs,
             cursor_notes: cursors::CursorNotes::new(),
             me: me.clone(),
@@ -187,7 +188,8 @@ impl RedisBroker {
             return;
         };
         if channel == keys::CONTROL.as_bytes() {
-            let handler = self.control_handler.read().clone();
+            let channel = crate::broker::ControlChannel::of(&payload);
+            let handler = self.control_handlers.read()[channel as usize].clone();
             if let Some(handler) = handler {
                 handler(&payload);
             }

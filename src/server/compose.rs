@@ -33,6 +33,11 @@ impl Node {
         let mut config = config;
         // The broker and the node must answer to the same id.
         config.node_id = Some(settings.node_id);
+        // Session ids issued on one node must hold on every other.
+        if config.session_secret.is_none() {
+            let candidate = crate::session::random_secret();
+            config.session_secret = Some(broker.shared_secret(&candidate).await?);
+        }
         Ok(Node::with_broker(config, topics, broker))
     }
 }

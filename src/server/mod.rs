@@ -1,12 +1,14 @@
 //! The HTTP edge and the composition root: builds the node (`compose`), binds the listener,
 //! mounts the reserved routes, and sends every other path to the Atmosphere topic handler.
 //!
-//! Reserved paths: `/` (chat page), `/healthz`, `/readyz`, `/cettia`, `/vibe` and everything
-//! under `/_nimbus/` (assets, stats). Every other path is an Atmosphere topic.
+//! Reserved paths: `/` (chat page), `/healthz`, `/readyz`, `/metrics`, `/cettia`, `/vibe`,
+//! the backend API under `/api/` and everything under `/_nimbus/` (assets, stats). Every other path is an Atmosphere topic.
 mod admin;
+mod api;
 mod assets;
 mod compose;
 mod headers;
+mod metrics;
 mod shutdown;
 mod upgrade;
 
@@ -34,6 +36,8 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         max_websockets = config.websocket_limit(),
         "open WebSockets bound"
     );
+    crate::session::identity::Verifier::new(&config.key_settings())
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
     let listener = TcpListener::bind(config.bind)?;
     let node = match &config.redis_url {
         None => Node::new(config),
@@ -110,6 +114,10 @@ pub fn serve_apps(
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let shutdown_timeout = node.config.drain_secs.max(1);
+    let commands = crate::session::Commands::new(node.clone());
+    commands.serve(Arc::new(atmosphere.clone()));
+    commands.serve(Arc::new(cettia.clone()));
+    let commands_data = web::Data::new(commands);
     let data = web::Data::from(node);
     let cettia_data = web::Data::new(cettia);
     let atmosphere_data = web::Data::new(atmosphere);
@@ -118,6 +126,7 @@ pub fn serve_apps(
             .app_data(data.clone())
             .app_data(cettia_data.clone())
             .app_data(atmosphere_data.clone())
+            .app_data(commands_data.clone())
             .configure(routes.clone())
             .wrap(from_fn(headers::nimbus_headers))
             .route("/healthz", web::get().to(healthz))
@@ -128,6 +137,9 @@ pub fn serve_apps(
                 web::get().to(assets::atmosphere_js),
             )
             .route("/_nimbus/stats", web::get().to(stats))
+            .route("/metrics", web::get().to(metrics::metrics))
+            .route("/api/{method}", web::post().to(api::call))
+            .route("/api/{tail:.*}", web::to(api_refused))
             .route(
                 "/_nimbus/admin/drop-transports",
                 web::post().to(admin::drop_transports),
@@ -205,6 +217,14 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
 
 async fn stats(node: web::Data<Node>, atmosphere: web::Data<Atmosphere>) -> HttpResponse {
     HttpResponse::Ok().json(node.snapshot(atmosphere.len()))
+}
+
+/// Anything under `/api/` but a `POST /api/<method>`.
+async fn api_refused() -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(serde_json::json!({"error": {
+        "code": 405,
+        "message": "the backend API takes POST /api/<method> with a JSON body",
+    }}))
 }
 
 async fn not_found() -> HttpResponse {

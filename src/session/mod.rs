@@ -10,16 +10,27 @@
 //!   transport, keeps its place, and resumes when it reconnects;
 //! - why a client's message was refused ([`InboundError`]);
 //! - the mailbox bound of a session actor ([`MAILBOX`]);
-//! - attaching a WebSocket to a session ([`websocket`]).
+//! - attaching a WebSocket to a session ([`websocket`]);
+//! - who a client is and whether its session id is its own ([`Access`], [`Identity`]).
 //!
 //! The transports under them are protocol-blind (`crate::transport`); the codecs over them are
 //! pure (`crate::protocol`).
+mod access;
+pub mod command;
+pub mod expiry;
+pub mod identity;
+mod ids;
+pub mod limits;
 mod membership;
 pub mod websocket;
 
 use actix_http::ws::{CloseCode, CloseReason};
 use thiserror::Error;
 
+pub use access::{random_secret, Access};
+pub use command::{Command, Commands, LocalSessions};
+pub use identity::{AuthError, Identity};
+pub use ids::{ForeignId, IdPolicy, SessionIds};
 pub use membership::{Fetch, Membership, Replay, Reports};
 
 use crate::node::{Node, Stats};
@@ -46,6 +57,9 @@ pub enum InboundError {
     Moved,
     #[error(transparent)]
     Event(#[from] EventError),
+    /// The session publishes faster than `--max-publishes-per-sec`.
+    #[error("publish rate limit exceeded; slow down")]
+    RateLimited,
 }
 
 /// The slow-consumer policy, the same for every session: count it, say so, and return the
@@ -58,6 +72,15 @@ pub fn slow_consumer(node: &Node, session: &str, behind: u64) -> CloseReason {
     CloseReason {
         code: CloseCode::Again,
         description: Some("slow consumer".into()),
+    }
+}
+
+/// How a WebSocket the backend API disconnected is closed: `1000`, "disconnected by the
+/// server" (the client may reconnect; a user to keep out must also lose its token).
+pub fn disconnected() -> CloseReason {
+    CloseReason {
+        code: CloseCode::Normal,
+        description: Some("disconnected by the server".into()),
     }
 }
 

@@ -15,7 +15,10 @@ use parking_lot::RwLock;
 use tokio::time::Instant;
 
 use super::upstream::{Backlog, StoreError, TopicPosition, Upstream};
-use super::{Audience, DirectWrite, Envelope, History, HistoryLimits, Message, SessionId, TopicId};
+use super::{
+    Audience, DirectWrite, Envelope, History, HistoryBudget, HistoryLimits, Message, SessionId,
+    TopicId,
+};
 
 /// How long an empty topic lingers before it frees itself (a member may be between two polls).
 const IDLE_GRACE: Duration = Duration::from_secs(5);
@@ -69,6 +72,11 @@ pub struct Leave {
     pub session: SessionId,
 }
 
+/// How many members the topic has on this node (for the backend API).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountMembers;
+
 /// Publish a message to the topic (in-process broker: the topic numbers it).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -99,7 +107,7 @@ pub struct TopicState {
     /// The sequence the current epoch started from here: a member whose cursor belongs to an
     /// older epoch restarts from it.
     start_seq: AtomicU64,
-    pub history: RwLock<History>,
+    pub history: Arc<RwLock<History>>,
     last_seq: AtomicU64,
 }
 
@@ -141,6 +149,8 @@ pub type Release = Box<dyn Fn(&TopicState) -> bool + Send>;
 pub struct Broadcaster {
     state: Arc<TopicState>,
     members: HashMap<SessionId, Member>,
+    /// The node's history budget.
+    budget: Arc<HistoryBudget>,
     release: Release,
     /// The cluster, when messages arrive numbered by it.
     cluster: Option<Arc<dyn Upstream>>,
@@ -160,6 +170,7 @@ impl Broadcaster {
         id: TopicId,
         epoch: u64,
         limits: HistoryLimits,
+        budget: Arc<HistoryBudget>,
         release: Release,
         cluster: Option<Arc<dyn Upstream>>,
     ) -> Self {
@@ -169,10 +180,11 @@ impl Broadcaster {
                 instance: epoch,
                 epoch: AtomicU64::new(epoch),
                 start_seq: AtomicU64::new(0),
-                history: RwLock::new(History::new(limits)),
+                history: Arc::new(RwLock::new(History::new(limits, budget.clone()))),
                 last_seq: AtomicU64::new(0),
             }),
             members: HashMap::new(),
+            budget,
             release,
             cluster,
             early: BTreeMap::new(),
@@ -212,6 +224,9 @@ impl Broadcaster {
     /// Append the next message of the topic and hand it to the members.
     fn accept(&mut self, envelope: Arc<Envelope>) {
         self.state.history.write().push(envelope.clone());
+        // Outside the history's lock: over the node's budget this evicts the node's oldest
+        // messages, maybe of other topics.
+        self.budget.note(&self.state.history, &envelope);
         self.state.last_seq.store(envelope.seq, Ordering::Release);
         self.fan_out(&envelope);
     }
@@ -466,6 +481,14 @@ impl Handler<Leave> for Broadcaster {
 
     fn handle(&mut self, msg: Leave, _ctx: &mut Context<Self>) {
         self.members.remove(&msg.session);
+    }
+}
+
+impl Handler<CountMembers> for Broadcaster {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountMembers, _ctx: &mut Context<Self>) -> usize {
+        self.members.len()
     }
 }
 

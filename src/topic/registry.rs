@@ -10,8 +10,8 @@ use thiserror::Error;
 use super::broadcaster::{Release, TopicState};
 use super::upstream::Upstream;
 use super::{
-    Audience, Broadcaster, Deliver, Envelope, HistoryLimits, Join, JoinAck, Message, Publish,
-    Sequenced, SessionId, TopicId,
+    Audience, Broadcaster, Deliver, Envelope, HistoryBudget, HistoryLimits, Join, JoinAck, Message,
+    Publish, Sequenced, SessionId, TopicId,
 };
 
 /// Why a publish was refused.
@@ -34,6 +34,8 @@ pub struct TopicRegistry {
 struct Inner {
     topics: Mutex<HashMap<TopicId, Entry>>,
     limits: HistoryLimits,
+    /// The memory bound every topic's history shares.
+    budget: Arc<HistoryBudget>,
     next_epoch: AtomicU64,
     /// Set when the node runs in a cluster: topics then take numbered messages.
     cluster: OnceLock<Arc<dyn Upstream>>,
@@ -50,6 +52,7 @@ impl TopicRegistry {
         TopicRegistry {
             inner: Arc::new(Inner {
                 topics: Mutex::new(HashMap::new()),
+                budget: Arc::new(HistoryBudget::new(limits.budget_bytes)),
                 limits,
                 // Epochs start from the clock so a restarted node does not reuse them.
                 next_epoch: AtomicU64::new(
@@ -86,7 +89,16 @@ impl TopicRegistry {
         let cluster = self.inner.cluster.get().cloned();
         let registry = self.clone();
         let release: Release = Box::new(move |state| registry.remove_if_current(state));
-        let addr = Broadcaster::new(id.clone(), epoch, self.inner.limits, release, cluster).start();
+        let budget = self.inner.budget.clone();
+        let addr = Broadcaster::new(
+            id.clone(),
+            epoch,
+            self.inner.limits,
+            budget,
+            release,
+            cluster,
+        )
+        .start();
         topics.insert(
             id,
             Entry {
@@ -150,6 +162,29 @@ impl TopicRegistry {
         if let Some(addr) = addr {
             let _ = addr.try_send(Sequenced { epoch, envelope });
         }
+    }
+
+    /// Every live topic of this node with its number of members here, in name order.
+    pub async fn member_counts(&self) -> Vec<(TopicId, usize)> {
+        let topics: Vec<(TopicId, Addr<Broadcaster>)> = {
+            let map = self.inner.topics.lock();
+            map.iter()
+                .map(|(id, e)| (id.clone(), e.addr.clone()))
+                .collect()
+        };
+        let mut counts = Vec::with_capacity(topics.len());
+        for (id, addr) in topics {
+            if let Ok(n) = addr.send(super::broadcaster::CountMembers).await {
+                counts.push((id, n));
+            }
+        }
+        counts.sort();
+        counts
+    }
+
+    /// The node-wide history budget (for metrics).
+    pub fn budget(&self) -> &HistoryBudget {
+        &self.inner.budget
     }
 
     /// Number of live topics on this node.

@@ -74,6 +74,8 @@ pub struct AtmosphereRequest {
     pub heartbeat_server: Option<u64>,
     /// `X-Atmosphere-Session-Token`: the long-poll cursor the client echoes back.
     pub session_token: Option<String>,
+    /// `X-Atmosphere-Auth`: the client's token (atmosphere.js `authToken`).
+    pub auth: Option<String>,
 }
 
 impl AtmosphereRequest {
@@ -116,6 +118,7 @@ impl AtmosphereRequest {
             track_message_size: is_true(get("X-Atmosphere-TrackMessageSize")),
             heartbeat_server,
             session_token: get("X-Atmosphere-Session-Token"),
+            auth: get("X-Atmosphere-Auth"),
         })
     }
 
@@ -129,7 +132,7 @@ impl AtmosphereRequest {
 }
 
 /// The query parameters Nimbus reads (names compare case-insensitively).
-const PARAMS: [&str; 7] = [
+const PARAMS: [&str; 8] = [
     "X-Atmosphere-Transport",
     "X-Atmosphere-tracking-id",
     "X-Atmosphere-Framework",
@@ -137,6 +140,7 @@ const PARAMS: [&str; 7] = [
     "X-atmo-protocol",
     "X-Atmosphere-TrackMessageSize",
     "X-Atmosphere-Session-Token",
+    "X-Atmosphere-Auth",
 ];
 
 /// The values of [`PARAMS`] in a query string (the last occurrence of a name wins). Every poll

@@ -74,6 +74,12 @@ impl CettiaRequest {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The `token` parameter: the client's JSON Web Token, put in the socket URI by the
+    /// application (`cettia.open("/cettia?token=...")`).
+    pub fn token(&self) -> Option<&str> {
+        self.values("token").next()
+    }
+
     pub fn when(&self) -> Result<When, RequestError> {
         match self.when.as_deref() {
             Some("open") => Ok(When::Open),

@@ -128,6 +128,14 @@ impl VibeRequest {
     }
 
     /// The socket id, which the client chose.
+    /// The `token` parameter: the client's JSON Web Token.
+    pub fn token(&self) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn socket_id(&self) -> Result<&str, VibeError> {
         match self.id.as_deref() {
             Some(id) if id.len() <= 128 => Ok(id),

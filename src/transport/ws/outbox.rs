@@ -59,8 +59,14 @@ pub struct Shared<L = ()> {
 }
 
 struct State<L> {
-    /// The fast lane, when lent.
+    /// The fast lane, when lent. Kept apart from `io` so a lane writer borrows the socket
+    /// while the lane is edited in place.
     lane: Option<L>,
+    io: Io,
+}
+
+/// The socket and its queue: everything a write touches.
+struct Io {
     /// Set when the server hands the upgraded connection over; frames queue until then.
     socket: Option<Socket>,
     queue: VecDeque<Pending>,
@@ -243,14 +249,16 @@ impl<L> Outbox<L> {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     lane: None,
-                    socket: None,
-                    queue: VecDeque::new(),
-                    queued_bytes: 0,
-                    closing: false,
-                    finished: false,
-                    broken: false,
-                    writer: None,
-                    room: None,
+                    io: Io {
+                        socket: None,
+                        queue: VecDeque::new(),
+                        queued_bytes: 0,
+                        closing: false,
+                        finished: false,
+                        broken: false,
+                        writer: None,
+                        room: None,
+                    },
                 }),
                 finished: Notify::new(),
                 closing: Notify::new(),
@@ -261,8 +269,8 @@ impl<L> Outbox<L> {
     /// Write a text (or binary) message frame now if the socket takes it, or queue it.
     pub fn send(&self, opcode: OpCode, payload: &Bytes) -> WriteOutcome {
         let mut state = self.shared.state.lock();
-        let outcome = state.send(Frame::Message(opcode, payload));
-        if state.broken {
+        let outcome = state.io.send(Frame::Message(opcode, payload));
+        if state.io.broken {
             drop(state);
             self.finish();
         }
@@ -272,19 +280,21 @@ impl<L> Outbox<L> {
     /// A pong answering a client's ping; control frames ignore the queue limit.
     pub fn pong(&self, payload: Bytes) {
         let mut state = self.shared.state.lock();
-        if !state.closing && !state.finished {
-            state.push(Pending::new(OpCode::Pong, payload));
+        if !state.io.closing && !state.io.finished {
+            state.io.push(Pending::new(OpCode::Pong, payload));
         }
     }
 
     /// Queue a close frame (once) after what is queued; the socket's write half ends after it.
     pub fn close(&self, reason: Option<CloseReason>) {
         let mut state = self.shared.state.lock();
-        if state.closing || state.finished {
+        if state.io.closing || state.io.finished {
             return;
         }
-        state.push(Pending::new(OpCode::Close, close_payload(reason)));
-        state.closing = true;
+        state
+            .io
+            .push(Pending::new(OpCode::Close, close_payload(reason)));
+        state.io.closing = true;
         drop(state);
         self.shared.closing.notify_waiters();
     }
@@ -292,19 +302,19 @@ impl<L> Outbox<L> {
     /// Ready when there is room in the queue (or the socket is gone); registers `cx` otherwise.
     pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
         let mut state = self.shared.state.lock();
-        if state.closing || state.finished {
+        if state.io.closing || state.io.finished {
             Poll::Ready(Err(()))
-        } else if state.queued_bytes < QUEUE_LIMIT {
+        } else if state.io.queued_bytes < QUEUE_LIMIT {
             Poll::Ready(Ok(()))
         } else {
-            state.room = Some(cx.waker().clone());
+            state.io.room = Some(cx.waker().clone());
             Poll::Pending
         }
     }
 
     /// Whether the write half is gone.
     pub fn is_finished(&self) -> bool {
-        self.shared.state.lock().finished
+        self.shared.state.lock().io.finished
     }
 
     /// Wait until the write half is finished.
@@ -327,7 +337,7 @@ impl<L> Outbox<L> {
         finished.as_mut().enable();
         {
             let state = self.shared.state.lock();
-            if state.closing || state.finished {
+            if state.io.closing || state.io.finished {
                 return;
             }
         }
@@ -340,12 +350,12 @@ impl<L> Outbox<L> {
     /// The handed-over socket: from now on frames are written to it, and the queue drains.
     pub fn connect(&self, stream: Arc<TcpStream>) {
         let mut state = self.shared.state.lock();
-        if !state.finished {
-            state.socket = Some(Socket {
+        if !state.io.finished {
+            state.io.socket = Some(Socket {
                 fd: stream.as_raw_fd(),
                 _owner: stream,
             });
-            state.wake_writer();
+            state.io.wake_writer();
         }
     }
 
@@ -385,10 +395,10 @@ impl<L> Outbox<L> {
         loop {
             let work = std::future::poll_fn(|cx| {
                 let mut state = self.shared.state.lock();
-                if state.finished {
+                if state.io.finished {
                     Poll::Ready(false)
-                } else if state.queue.is_empty() {
-                    state.writer = Some(cx.waker().clone());
+                } else if state.io.queue.is_empty() {
+                    state.io.writer = Some(cx.waker().clone());
                     Poll::Pending
                 } else {
                     Poll::Ready(true)
@@ -428,7 +438,7 @@ impl<L> Outbox<L> {
     fn write_queued(&self, stream: &TcpStream) -> io::Result<bool> {
         let mut state = self.shared.state.lock();
         let mut slices = Vec::with_capacity(MAX_IOVECS);
-        for pending in state.queue.iter() {
+        for pending in state.io.queue.iter() {
             if slices.len() + 2 > MAX_IOVECS {
                 break;
             }
@@ -441,28 +451,28 @@ impl<L> Outbox<L> {
         };
         drop(slices);
         while n > 0 {
-            let Some(front) = state.queue.front_mut() else {
+            let Some(front) = state.io.queue.front_mut() else {
                 break;
             };
             let left = front.len() - front.written;
             if n >= left {
                 n -= left;
-                state.queued_bytes -= front.len();
-                state.queue.pop_front();
+                state.io.queued_bytes -= front.len();
+                state.io.queue.pop_front();
             } else {
                 front.written += n;
                 n = 0;
             }
         }
-        if state.queued_bytes < QUEUE_LIMIT {
-            if let Some(room) = state.room.take() {
+        if state.io.queued_bytes < QUEUE_LIMIT {
+            if let Some(room) = state.io.room.take() {
                 room.wake();
             }
         }
-        if state.queue.is_empty() {
+        if state.io.queue.is_empty() {
             // Give the queue's memory back: an idle socket holds none.
-            state.queue = VecDeque::new();
-            return Ok(state.closing);
+            state.io.queue = VecDeque::new();
+            return Ok(state.io.closing);
         }
         Ok(false)
     }
@@ -479,12 +489,12 @@ impl<L> Default for Outbox<L> {
 impl<L> Shared<L> {
     fn finish(&self) {
         let mut state = self.state.lock();
-        state.finished = true;
-        state.broken = false;
-        state.queue.clear();
-        state.queued_bytes = 0;
-        state.socket = None;
-        if let Some(room) = state.room.take() {
+        state.io.finished = true;
+        state.io.broken = false;
+        state.io.queue.clear();
+        state.io.queued_bytes = 0;
+        state.io.socket = None;
+        if let Some(room) = state.io.room.take() {
             room.wake();
         }
         drop(state);
@@ -497,17 +507,14 @@ impl<L> Shared<L> {
 impl<L> Shared<L> {
     /// Deliver through the lent lane, under the socket's lock: `deliver` gets the lane and a
     /// writer for whole frames, and says whether it delivered. `false` when no lane is lent.
-    pub fn through_lane(
-        &self,
-        deliver: impl FnOnce(&mut L, &mut LaneWriter<'_, L>) -> bool,
-    ) -> bool {
+    pub fn through_lane(&self, deliver: impl FnOnce(&mut L, &mut LaneWriter<'_>) -> bool) -> bool {
         let mut state = self.state.lock();
-        let Some(mut lane) = state.lane.take() else {
+        let State { lane, io } = &mut *state;
+        let Some(lane) = lane.as_mut() else {
             return false;
         };
-        let delivered = deliver(&mut lane, &mut LaneWriter(&mut state));
-        state.lane = Some(lane);
-        if state.broken {
+        let delivered = deliver(lane, &mut LaneWriter(io));
+        if state.io.broken {
             drop(state);
             self.finish();
         }
@@ -516,18 +523,18 @@ impl<L> Shared<L> {
 }
 
 /// Writes whole frames for [`Shared::through_lane`].
-pub struct LaneWriter<'a, L>(&'a mut State<L>);
+pub struct LaneWriter<'a>(&'a mut Io);
 
-impl<L> LaneWriter<'_, L> {
+impl LaneWriter<'_> {
     /// Write `frame` (built whole with [`whole_text_frame`]) now, or queue it within the bound.
     pub fn write_whole(&mut self, frame: &Bytes) -> WriteOutcome {
         self.0.send(Frame::Whole(frame))
     }
 }
 
-// === impl State ===
+// === impl Io ===
 
-impl<L> State<L> {
+impl Io {
     /// Write a frame now if the socket takes it, or queue it (see [`Outbox::send`]). A failed
     /// write marks the socket closed; the caller finishes the outbox.
     fn send(&mut self, frame: Frame<'_>) -> WriteOutcome {
