@@ -11,6 +11,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p nimbus
 cargo build --release --all-targets
 cargo test --release
 scripts/cettia-conformance.sh
+scripts/cettia-auth.sh
 scripts/cettia-cluster.sh
 if [ -x e2e/run.sh ]; then
   e2e/run.sh

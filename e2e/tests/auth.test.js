@@ -58,8 +58,11 @@ for (const transport of TRANSPORTS) {
         });
         // subscribe() resolves once the transport is open, and rejects when the first
         // connect fails: getting here means the node let the token in.
-      } catch {
-        refused = true;
+      } catch (error) {
+        // The client's own words for a refused first connect (401), per transport.
+        refused = /(WebSocket connection error|SSE connection failed|Streaming connection failed: 401|Long-polling connection failed)/
+          .test(error.message);
+        assert.ok(refused, `${transport}: unexpected failure ${error.message}`);
       } finally {
         await client?.close();
       }

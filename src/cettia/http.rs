@@ -40,6 +40,14 @@ fn error(status: StatusCode, why: impl std::fmt::Display) -> HttpResponse {
         .body(format!("{why}\n"))
 }
 
+/// `response`, with its connection closed after it.
+fn closing(mut response: HttpResponse) -> HttpResponse {
+    response
+        .head_mut()
+        .set_connection_type(actix_http::ConnectionType::Close);
+    response
+}
+
 /// The Cettia CORS headers: the middleware echoes an allowed `Origin`; without one, any.
 fn cors(req: &HttpRequest, response: &mut HttpResponse, allow_headers: bool) {
     let headers = response.headers_mut();
@@ -219,7 +227,9 @@ async fn open_socket(
 /// Who the request comes from (the socket URI's `token` parameter), and whether the socket and
 /// transport ids it carries were issued to it: a missing, expired or forged token is `401`, an
 /// id issued to someone else (or never issued) `403`. The Cettia client treats either as a
-/// failed transport and reports `error` then `close` to its application.
+/// failed transport and reports `error` then `close` to its application; the connection is
+/// closed with the answer, since the client learns that its transport is gone from the end of
+/// its request, which a kept-alive connection never brings.
 fn door(
     node: &Node,
     token: Option<&str>,
@@ -227,12 +237,12 @@ fn door(
 ) -> Result<Identity, Box<HttpResponse>> {
     let who = node.access.identify(token).map_err(|refused| {
         crate::metrics::count_auth_failure(node, refused.reason());
-        Box::new(error(StatusCode::UNAUTHORIZED, refused))
+        Box::new(closing(error(StatusCode::UNAUTHORIZED, refused)))
     })?;
     for id in ids.into_iter().flatten() {
         node.access.check(id, &who).map_err(|foreign| {
             crate::metrics::count_auth_failure(node, "foreign_session");
-            Box::new(error(StatusCode::FORBIDDEN, foreign))
+            Box::new(closing(error(StatusCode::FORBIDDEN, foreign)))
         })?;
     }
     Ok(who)
