@@ -168,6 +168,11 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_MAX_PUBLISHES_PER_SEC", default_value_t = 1000)]
     pub max_publishes_per_sec: u32,
 
+    /// TOML configuration file: topic namespaces with who may subscribe and publish (see the
+    /// README). Without it every topic is open to every client the door lets in.
+    #[arg(long, env = "NIMBUS_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Key of the backend API (`POST /api/<method>` with `Authorization: apikey <key>`);
     /// without it the API is off.
     #[arg(long, env = "NIMBUS_API_KEY", hide_env_values = true)]

@@ -30,6 +30,18 @@ pub enum HttpError {
     RateLimited,
 }
 
+impl HttpError {
+    /// A refused inbound message as an HTTP answer.
+    pub fn from_inbound(error: crate::session::InboundError) -> Self {
+        use crate::session::InboundError;
+        match error {
+            InboundError::RateLimited => HttpError::RateLimited,
+            InboundError::Refused(why) => HttpError::Refused(why),
+            other => HttpError::Body(other.to_string()),
+        }
+    }
+}
+
 impl ResponseError for HttpError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -49,8 +61,15 @@ impl ResponseError for HttpError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if let HttpError::RateLimited = self {
-            response.insert_header(("Retry-After", "1"));
+        match self {
+            HttpError::RateLimited => {
+                response.insert_header(("Retry-After", "1"));
+            }
+            // What atmosphere.js reports through its error callback.
+            HttpError::Refused(why) => {
+                response.insert_header(("X-Atmosphere-error", why.as_str()));
+            }
+            _ => {}
         }
         if let HttpError::Atmosphere(RequestError::UnsupportedVersion(_)) = self {
             response.insert_header((

@@ -23,6 +23,8 @@ pub struct Node {
     /// Who clients are, and whose session ids they present.
     pub access: Access,
     pub stats: Stats,
+    /// Who may subscribe and publish where (`--config` namespaces).
+    pub permissions: crate::session::Permissions,
     /// Rate limits of its sessions.
     pub limits: crate::session::limits::Limits,
     /// Labelled counters for `/metrics` (see `crate::metrics`).
@@ -51,8 +53,11 @@ impl Node {
     ) -> Arc<Self> {
         let access = Access::from_config(&config, None)
             .unwrap_or_else(|error| panic!("token keys: {error}"));
+        let permissions = crate::session::Permissions::load(config.config.as_deref())
+            .unwrap_or_else(|error| panic!("configuration file: {error}"));
         Arc::new(Node {
             access,
+            permissions,
             limits: crate::session::limits::Limits::new(config.max_publishes_per_sec),
             id: Self::id_for(&config),
             websockets: Arc::new(SocketGauge::new(config.websocket_limit())),

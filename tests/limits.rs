@@ -37,6 +37,19 @@ async fn a_session_over_its_publish_rate_is_refused() {
     assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
     let other = client.post(url("calm")).body("hello").send().await.unwrap();
     assert_eq!(other.status(), 200);
+    // Plain POSTs (no tracking id) share their address's bucket.
+    let plain: Vec<u16> = futures::future::join_all((0..8).map(|i| {
+        client
+            .post(server.url("/lim/plain"))
+            .body(format!("p{i}"))
+            .send()
+    }))
+    .await
+    .into_iter()
+    .map(|r| r.unwrap().status().as_u16())
+    .collect();
+    assert_eq!(plain.iter().filter(|s| **s == 200).count(), 5, "{plain:?}");
+    assert_eq!(plain.iter().filter(|s| **s == 429).count(), 3, "{plain:?}");
 
     let (mut ws, _) = common::ws_open(&server, "/lim/ws", "flooder", true).await;
     let _handshake = common::ws_text(&mut ws).await;
@@ -224,7 +237,14 @@ async fn history_memory_stays_within_the_node_budget() {
     const BUDGET: u64 = 64 * 1024 * 1024;
     // 2,200 streaming responses held at once: more descriptors than a default soft limit.
     rlimit::increase_nofile_limit(u64::MAX).unwrap();
-    let node = start_binary(&["--history-budget-bytes", &BUDGET.to_string()]).await;
+    // One load generator posts thousands of messages a second: no publish rate limit here.
+    let node = start_binary(&[
+        "--history-budget-bytes",
+        &BUDGET.to_string(),
+        "--max-publishes-per-sec",
+        "0",
+    ])
+    .await;
     let holders = subscribe(&node.base, 0..2200).await;
     fill(&node.base, 0..2200, 1).await;
     let before = rss_bytes(node.child.id());

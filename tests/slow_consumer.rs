@@ -58,6 +58,8 @@ fn reader(mut ws: Ws, count: usize) -> tokio::task::JoinHandle<(Vec<String>, Ins
 async fn a_slow_websocket_is_dropped_and_resumes_from_the_history() {
     let server = common::TestServer::start(|c| {
         c.max_lag_messages = 100;
+        // The publisher is a load generator, faster than a session may publish.
+        c.max_publishes_per_sec = 0;
         c.history_messages = 10_000;
         c.history_bytes = 256 * 1024 * 1024;
         c.reconnect_window_secs = 30;
@@ -139,6 +141,7 @@ async fn a_slow_websocket_is_dropped_and_resumes_from_the_history() {
 async fn a_socket_that_never_reads_again_is_let_go() {
     let server = common::TestServer::start(|c| {
         c.max_lag_messages = 100;
+        c.max_publishes_per_sec = 0;
         c.ws_close_grace_secs = 1;
     });
     let topic = "/slow/gone";

@@ -111,7 +111,7 @@ impl Connection {
     /// The client as the application's hooks see it.
     pub(super) fn client(&self) -> Client {
         Client::new(self.id.clone(), self.topic_id.clone(), self.server.clone())
-            .with_user(self.identity.user_arc())
+            .with_identity(self.identity.clone())
     }
 
     /// The client's newest identity; its token's expiry ends the transport.

@@ -19,7 +19,7 @@ use crate::broker::{Published, SessionRecord};
 use crate::error::HttpError;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
-use crate::session::{AuthError, Identity, InboundError};
+use crate::session::{Action, AuthError, Identity, InboundError};
 use crate::topic::{Audience, SessionId, StoreError};
 
 /// Longest topic path accepted.
@@ -95,7 +95,18 @@ async fn handle(
                     Ok(close(atmosphere, &request))
                 }
                 _ => {
-                    let from = sender(atmosphere, &topic, id).with_user(who.user_arc());
+                    // A POST without a tracking id is no session's: its rate is its user's, or
+                    // its address's.
+                    if id.is_none() {
+                        let key = match who.user_id() {
+                            Some(user) => format!("user:{user}"),
+                            None => format!("ip:{}", peer_ip(&req)),
+                        };
+                        if let Err(limited) = crate::session::limits::admit_publish(node, &key) {
+                            return Err(HttpError::from_inbound(limited).into());
+                        }
+                    }
+                    let from = sender(atmosphere, &topic, id).with_identity(who);
                     post_message(atmosphere, from, body).await
                 }
             }
@@ -134,6 +145,12 @@ fn door(node: &Node, token: Option<&str>, id: Option<&str>) -> Result<Identity, 
         })?;
     }
     Ok(who)
+}
+
+/// The address the request came from (the balancer's, behind one).
+fn peer_ip(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".into(), |addr| addr.ip().to_string())
 }
 
 /// A plain POST's token: `X-Atmosphere-Auth`, or `Authorization: Bearer`.
@@ -206,6 +223,12 @@ async fn open(
         if let Some(refused) = websocket_refused(node, req) {
             return Ok(refused);
         }
+    }
+    if let Err(denied) = node.permissions.check(&who, topic, Action::Subscribe) {
+        return Ok(HttpResponse::Forbidden()
+            .insert_header(("X-Atmosphere-error", denied.to_string()))
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("{denied}\n")));
     }
     let first_request = request.tracking_id.is_none();
     let (id, connection, created) = connection_for(atmosphere, topic, &request, who);

@@ -57,7 +57,7 @@ use registry::ConnectionRegistry;
 
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::frame::PADDING;
-use crate::session::{InboundError, LocalSessions};
+use crate::session::{Action, Identity, InboundError, LocalSessions};
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
 
 /// What an `on_message` hook decides about a client's message.
@@ -101,8 +101,8 @@ pub struct Client {
     id: SessionId,
     topic: TopicId,
     server: Atmosphere,
-    /// The signed-in user (the token's `sub`); `None` for an anonymous client.
-    user: Option<Arc<str>>,
+    /// Who the client is (anonymous without a token).
+    identity: Identity,
 }
 
 // === impl Atmosphere ===
@@ -193,7 +193,14 @@ impl Atmosphere {
         if text.is_empty() {
             return Ok(None);
         }
-        crate::session::limits::admit_publish(self.node(), from.id())?;
+        // A client without a tracking id (a plain POST) was counted by the edge.
+        if !from.id().is_empty() {
+            crate::session::limits::admit_publish(self.node(), from.id())?;
+        }
+        self.node()
+            .permissions
+            .check(&from.identity, from.topic(), Action::Publish)
+            .map_err(|denied| InboundError::Refused(denied.to_string()))?;
         let mut text = text;
         for hook in self.hooks().on_message.iter() {
             match hook(from, &text) {
@@ -243,18 +250,23 @@ impl Client {
             id,
             topic,
             server,
-            user: None,
+            identity: Identity::anonymous(),
         }
     }
 
-    pub(crate) fn with_user(mut self, user: Option<Arc<str>>) -> Self {
-        self.user = user;
+    pub(crate) fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
         self
     }
 
     /// The signed-in user (its token's `sub`); `None` when anonymous.
     pub fn user(&self) -> Option<&str> {
-        self.user.as_deref()
+        self.identity.user_id()
+    }
+
+    /// Who the client is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// The client's tracking id.

@@ -27,7 +27,12 @@ impl Socket {
 
     /// The signed-in user (its token's `sub`); `None` when anonymous.
     pub fn user(&self) -> Option<std::sync::Arc<str>> {
-        self.shared.user.lock().clone()
+        self.shared.identity.lock().user_arc()
+    }
+
+    /// Who the client is.
+    pub fn identity(&self) -> crate::session::Identity {
+        self.shared.identity.lock().clone()
     }
 
     pub fn dialect(&self) -> Dialect {

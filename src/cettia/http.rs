@@ -26,7 +26,7 @@ use super::{websocket, Cettia, ForwardError};
 use crate::node::Node;
 use crate::protocol::cettia::vibe::{self, VibeRequest, VibeTransport};
 use crate::protocol::cettia::{framing, CettiaRequest, Dialect, TransportName, When, WireMessage};
-use crate::session::{Identity, InboundError};
+use crate::session::{Action, Identity, InboundError};
 use crate::transport::body;
 /// Longest topic id a socket may name.
 const MAX_TOPIC_LEN: usize = 512;
@@ -211,6 +211,15 @@ async fn open_socket(
     who: Identity,
 ) -> Result<Addr<SocketActor>, Box<HttpResponse>> {
     check_topics(request.values("topic"))?;
+    for topic in request.values("topic") {
+        if let Err(denied) = cettia
+            .node()
+            .permissions
+            .check(&who, topic, Action::Subscribe)
+        {
+            return Err(Box::new(closing(error(StatusCode::FORBIDDEN, denied))));
+        }
+    }
     let socket = cettia
         .socket_for_request(
             Dialect::Cettia,

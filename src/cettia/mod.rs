@@ -46,7 +46,7 @@ use crate::broker::{ControlChannel, ControlPlane};
 use crate::node::{Node, Stats};
 use crate::protocol::cettia::Dialect;
 pub use crate::protocol::cettia::Value;
-use crate::session::{Identity, LocalSessions};
+use crate::session::{Action, Identity, LocalSessions};
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
 use cluster::{Control, Handled, Target};
 use socket::SocketActor;
@@ -141,8 +141,8 @@ pub(crate) struct SocketShared {
     pub(crate) tags: Mutex<HashSet<String>>,
     topics: Mutex<Vec<TopicId>>,
     deleted: AtomicBool,
-    /// The signed-in user of the socket's newest request (its id is bound to it).
-    pub(crate) user: Mutex<Option<Arc<str>>>,
+    /// Who the client is, from the socket's newest request (its id is bound to the user).
+    pub(crate) identity: Mutex<Identity>,
 }
 
 /// A Vibe client chose the id of a live socket of another dialect.
@@ -155,6 +155,9 @@ pub struct IdInUse;
 pub enum SendError {
     #[error("the socket was deleted")]
     Deleted,
+    /// The topic's namespace does not let this client publish.
+    #[error("{0}")]
+    Denied(String),
     #[error("the socket's mailbox is full; retry later")]
     Full,
     #[error("no socket with this id")]
@@ -224,7 +227,16 @@ impl Cettia {
         let server = cettia.clone();
         cettia.on("message", move |socket, data, reply| {
             let mut outcome = Ok(());
+            let who = socket.identity();
             for topic in socket.topics() {
+                let allowed = server
+                    .node()
+                    .permissions
+                    .check(&who, &topic, Action::Publish);
+                if let Err(denied) = allowed {
+                    outcome = Err(SendError::Denied(denied.to_string()));
+                    continue;
+                }
                 if let Err(error) = server.publish(&topic, data.clone()) {
                     outcome = Err(error);
                 }
@@ -232,6 +244,10 @@ impl Cettia {
             match (reply, outcome) {
                 (Some(reply), Ok(())) => reply.resolve(Value::Nil),
                 (Some(reply), Err(error)) => reply.reject(Value::from(error.to_string())),
+                // Without a reply callback the client hears of a refusal as an `error` event.
+                (None, Err(SendError::Denied(why))) => {
+                    let _ = socket.send("error", Value::from(why));
+                }
                 (None, Err(error)) => {
                     tracing::debug!(socket = %socket.id(), %error, "message not published")
                 }
@@ -441,7 +457,7 @@ impl Cettia {
             tags: Mutex::new(HashSet::new()),
             topics: Mutex::new(Vec::new()),
             deleted: AtomicBool::new(false),
-            user: Mutex::new(who.user_id().map(Into::into)),
+            identity: Mutex::new(who.clone()),
         });
         let addr = SocketActor::new(shared.clone(), self.clone()).start();
         sockets.insert(id, (shared, addr.clone()));
@@ -507,7 +523,7 @@ impl LocalSessions for Cettia {
     fn disconnect(&self, user: Option<&str>, session: Option<&str>) -> usize {
         let found = self.select(|shared| {
             session.is_some_and(|s| *s == *shared.id)
-                || user.is_some_and(|u| shared.user.lock().as_deref() == Some(u))
+                || user.is_some_and(|u| shared.identity.lock().user_id() == Some(u))
         });
         for addr in &found {
             addr.do_send(messages::Disconnect);
@@ -517,7 +533,7 @@ impl LocalSessions for Cettia {
 
     fn unsubscribe(&self, user: &str, topic: &str) -> usize {
         let found = self.select(|shared| {
-            shared.user.lock().as_deref() == Some(user)
+            shared.identity.lock().user_id() == Some(user)
                 && shared.topics.lock().iter().any(|t| &**t == topic)
         });
         for addr in &found {
@@ -532,7 +548,7 @@ impl LocalSessions for Cettia {
             .iter()
             .filter(|(_, (shared, addr))| {
                 addr.connected()
-                    && shared.user.lock().as_deref() == Some(user)
+                    && shared.identity.lock().user_id() == Some(user)
                     && shared.topics.lock().iter().any(|t| &**t == topic)
             })
             .map(|(id, _)| id.clone())

@@ -242,7 +242,7 @@ impl Cettia {
             ),
             deleted: AtomicBool::new(false),
             // Told by the request that moved it here (`Identify`).
-            user: Mutex::new(None),
+            identity: Mutex::new(Identity::anonymous()),
         });
         let addr = SocketActor::restored(shared.clone(), self.clone(), record, continuing).start();
         sockets.insert(id.into(), (shared, addr.clone()));

@@ -597,7 +597,7 @@ impl Handler<super::messages::Identify> for SocketActor {
 
     fn handle(&mut self, msg: super::messages::Identify, ctx: &mut Context<Self>) {
         expiry::arm(self, &msg.0, ctx);
-        *self.shared.user.lock() = msg.0.user_id().map(Into::into);
+        *self.shared.identity.lock() = msg.0.clone();
         self.identity = msg.0;
     }
 }

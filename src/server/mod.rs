@@ -38,6 +38,8 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     );
     crate::session::identity::Verifier::new(&config.key_settings())
         .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    crate::session::Permissions::load(config.config.as_deref())
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
     let listener = TcpListener::bind(config.bind)?;
     let node = match &config.redis_url {
         None => Node::new(config),

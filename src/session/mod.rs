@@ -22,6 +22,7 @@ pub mod identity;
 mod ids;
 pub mod limits;
 mod membership;
+pub mod permissions;
 pub mod websocket;
 
 use actix_http::ws::{CloseCode, CloseReason};
@@ -32,6 +33,7 @@ pub use command::{Command, Commands, LocalSessions};
 pub use identity::{AuthError, Identity};
 pub use ids::{ForeignId, IdPolicy, SessionIds};
 pub use membership::{Fetch, Membership, Replay, Reports};
+pub use permissions::{Action, Denied, Permissions};
 
 use crate::node::{Node, Stats};
 use crate::protocol::cettia::EventError;
