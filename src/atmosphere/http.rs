@@ -19,7 +19,7 @@ use crate::broker::{Published, SessionRecord};
 use crate::error::HttpError;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
-use crate::session::{Action, AuthError, Identity, InboundError};
+use crate::session::{self, Action, AuthError, Identity, InboundError, Refused};
 use crate::topic::{Audience, SessionId, StoreError};
 
 /// Longest topic path accepted.
@@ -120,31 +120,21 @@ async fn handle(
 /// `X-Atmosphere-Auth-Expired` for an expired one, which atmosphere.js reports through
 /// `authExpired`), an id issued to someone else (or never issued) `403`.
 fn door(node: &Node, token: Option<&str>, id: Option<&str>) -> Result<Identity, Box<HttpResponse>> {
-    let who = node.access.identify(token).map_err(|error| {
-        crate::metrics::count_auth_failure(node, error.reason());
-        let mut response = HttpResponse::Unauthorized();
-        response.insert_header(("X-Atmosphere-error", error.to_string()));
-        if error == AuthError::Expired {
+    session::admit(node, token, &[id]).map_err(|refused| {
+        let mut response = match refused {
+            Refused::Auth(_) => HttpResponse::Unauthorized(),
+            Refused::Foreign(_) => HttpResponse::Forbidden(),
+        };
+        response.insert_header(("X-Atmosphere-error", refused.to_string()));
+        if refused == Refused::Auth(AuthError::Expired) {
             response.insert_header(("X-Atmosphere-Auth-Expired", "true"));
         }
         Box::new(
             response
                 .content_type("text/plain; charset=utf-8")
-                .body(format!("{error}\n")),
+                .body(format!("{refused}\n")),
         )
-    })?;
-    if let Some(id) = id {
-        node.access.check(id, &who).map_err(|error| {
-            crate::metrics::count_auth_failure(node, "foreign_session");
-            Box::new(
-                HttpResponse::Forbidden()
-                    .insert_header(("X-Atmosphere-error", error.to_string()))
-                    .content_type("text/plain; charset=utf-8")
-                    .body(format!("{error}\n")),
-            )
-        })?;
-    }
-    Ok(who)
+    })
 }
 
 /// The address the request came from (the balancer's, behind one).

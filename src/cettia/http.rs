@@ -26,7 +26,7 @@ use super::{websocket, Cettia, ForwardError};
 use crate::node::Node;
 use crate::protocol::cettia::vibe::{self, VibeRequest, VibeTransport};
 use crate::protocol::cettia::{framing, CettiaRequest, Dialect, TransportName, When, WireMessage};
-use crate::session::{Action, Identity, InboundError};
+use crate::session::{Action, Identity, InboundError, Refused};
 use crate::transport::body;
 /// Longest topic id a socket may name.
 const MAX_TOPIC_LEN: usize = 512;
@@ -244,17 +244,13 @@ fn door(
     token: Option<&str>,
     ids: [Option<&str>; 2],
 ) -> Result<Identity, Box<HttpResponse>> {
-    let who = node.access.identify(token).map_err(|refused| {
-        crate::metrics::count_auth_failure(node, refused.reason());
-        Box::new(closing(error(StatusCode::UNAUTHORIZED, refused)))
-    })?;
-    for id in ids.into_iter().flatten() {
-        node.access.check(id, &who).map_err(|foreign| {
-            crate::metrics::count_auth_failure(node, "foreign_session");
-            Box::new(closing(error(StatusCode::FORBIDDEN, foreign)))
-        })?;
-    }
-    Ok(who)
+    crate::session::admit(node, token, &ids).map_err(|refused| {
+        let status = match refused {
+            Refused::Auth(_) => StatusCode::UNAUTHORIZED,
+            Refused::Foreign(_) => StatusCode::FORBIDDEN,
+        };
+        Box::new(closing(error(status, refused)))
+    })
 }
 
 fn transport_of(cettia: &Cettia, request: &CettiaRequest) -> Option<(Addr<SocketActor>, u64)> {

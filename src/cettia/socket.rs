@@ -32,7 +32,7 @@ use crate::broker::RecordKind;
 use crate::node::Stats;
 use crate::protocol::cettia::{framing, Event, EventError, Value, WireMessage};
 use crate::session::expiry::{self, Expires};
-use crate::session::{self, Identity, Membership};
+use crate::session::{self, Membership};
 use crate::topic::{Leave, TopicId};
 use crate::transport::Sink;
 
@@ -110,8 +110,6 @@ pub struct SocketActor {
     pub(super) record_dirty: bool,
     pub(super) last_saved: Option<Instant>,
     pub(super) saved_tags: Vec<String>,
-    /// Who the client is (from its newest request).
-    pub(super) identity: Identity,
     /// Runs out with the identity's token.
     pub(super) token_timer: Option<SpawnHandle>,
 }
@@ -143,7 +141,6 @@ impl SocketActor {
             record_dirty: false,
             last_saved: None,
             saved_tags: Vec::new(),
-            identity: Identity::anonymous(),
             token_timer: None,
         }
     }
@@ -597,8 +594,7 @@ impl Handler<super::messages::Identify> for SocketActor {
 
     fn handle(&mut self, msg: super::messages::Identify, ctx: &mut Context<Self>) {
         expiry::arm(self, &msg.0, ctx);
-        *self.shared.identity.lock() = msg.0.clone();
-        self.identity = msg.0;
+        *self.shared.identity.lock() = msg.0;
     }
 }
 

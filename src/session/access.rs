@@ -71,6 +71,35 @@ impl Access {
     }
 }
 
+/// Why the door refused a request: its token (401 on every protocol) or a session id that is
+/// not its own (403).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Refused {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Foreign(#[from] ForeignId),
+}
+
+/// The door of every request, whichever protocol: who presents `token`, and whether each of
+/// `ids` (the session and transport ids the request carries) was issued to it. Refusals are
+/// counted (`nimbus_auth_failures_total`); each protocol answers them on its own wire.
+pub fn admit(
+    node: &crate::node::Node,
+    token: Option<&str>,
+    ids: &[Option<&str>],
+) -> Result<Identity, Refused> {
+    let who = node.access.identify(token).inspect_err(|error| {
+        crate::metrics::count_auth_failure(node, error.reason());
+    })?;
+    for id in ids.iter().flatten() {
+        node.access.check(id, &who).inspect_err(|_| {
+            crate::metrics::count_auth_failure(node, "foreign_session");
+        })?;
+    }
+    Ok(who)
+}
+
 /// A secret for one process (a single node without `--session-secret`: its ids need not
 /// survive it).
 pub fn random_secret() -> String {

@@ -28,7 +28,7 @@ pub mod websocket;
 use actix_http::ws::{CloseCode, CloseReason};
 use thiserror::Error;
 
-pub use access::{random_secret, Access};
+pub use access::{admit, random_secret, Access, Refused};
 pub use command::{Command, Commands, LocalSessions};
 pub use identity::{AuthError, Identity};
 pub use ids::{ForeignId, IdPolicy, SessionIds};

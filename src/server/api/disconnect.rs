@@ -2,7 +2,7 @@
 //! session, on whichever node holds them. Clients reconnect by themselves (atmosphere.js and
 //! Cettia both do): to keep a user out, stop issuing it tokens too.
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Api, ApiError};
 use crate::session::Command;
@@ -24,9 +24,5 @@ pub async fn call(api: &Api<'_>, call: Disconnect) -> Result<Value, ApiError> {
         user: call.user,
         session: call.session,
     };
-    let here = api.commands.run(command).await?;
-    Ok(match here {
-        Some(n) => json!({ "sessions": n }),
-        None => json!({}),
-    })
+    Ok(super::sessions_reached(api.commands.run(command).await?))
 }

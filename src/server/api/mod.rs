@@ -183,6 +183,15 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("bad JSON body: {e}")))
 }
 
+/// The answer of a command on sessions: how many this node reached when it ran here alone, or
+/// nothing in a cluster (every node runs it on its own clients).
+fn sessions_reached(here: Option<usize>) -> Value {
+    match here {
+        Some(n) => json!({ "sessions": n }),
+        None => json!({}),
+    }
+}
+
 /// A topic name as clients use it: a path of at most 512 bytes.
 fn check_topic(topic: &str) -> Result<(), ApiError> {
     if topic.starts_with('/') && topic.len() <= MAX_TOPIC_LEN {

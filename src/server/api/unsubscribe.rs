@@ -2,7 +2,7 @@
 //! Cettia socket leaves the topic and stays open; an Atmosphere client, which has one topic,
 //! loses its connection.
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{check_topic, Api, ApiError};
 use crate::session::Command;
@@ -20,9 +20,5 @@ pub async fn call(api: &Api<'_>, call: Unsubscribe) -> Result<Value, ApiError> {
         user: call.user,
         topic: call.topic,
     };
-    let here = api.commands.run(command).await?;
-    Ok(match here {
-        Some(n) => json!({ "sessions": n }),
-        None => json!({}),
-    })
+    Ok(super::sessions_reached(api.commands.run(command).await?))
 }
