@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().init();
     actix_web::rt::System::new().block_on(async move {
         let listener = TcpListener::bind(config.bind)?;
-        let node = Node::new(config);
+        let node = Node::new(config).map_err(std::io::Error::other)?;
         let atmosphere = Atmosphere::new(node.clone());
         app(&atmosphere);
         let cettia = Cettia::with_defaults(node.clone());

@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     actix_web::rt::System::new().block_on(async move {
         let listener = TcpListener::bind(config.bind)?;
-        let node = Node::new(config);
+        let node = Node::new(config).map_err(std::io::Error::other)?;
         let cettia = Cettia::new(node.clone());
         testee(&cettia);
         eprintln!("cettia testee on http://{}/cettia", listener.local_addr()?);

@@ -50,6 +50,11 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Seconds a request body (a POSTed message, an API call) may take to arrive whole; a
+    /// slower one is answered 408.
+    #[arg(long, env = "NIMBUS_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+
     /// How long a WebSocket/SSE/streaming client may stay away and still resume with its tracking id.
     #[arg(long, env = "NIMBUS_RECONNECT_WINDOW_SECS", default_value_t = 30)]
     pub reconnect_window_secs: u64,
@@ -161,12 +166,21 @@ pub struct Config {
     /// `signed`: a session id must be one the cluster issued to the same user (403 otherwise);
     /// `open`: any well-formed id. Default: `signed` when tokens are checked, else `open`.
     #[arg(long, env = "NIMBUS_SESSION_IDS", value_enum)]
-    pub session_ids: Option<crate::session::IdPolicy>,
+    pub session_ids: Option<crate::gate::IdPolicy>,
 
     /// Messages a session may publish per second (bursts as large); `0` = no limit. Over it a
     /// POST gets 429 and a WebSocket is closed with 1008.
     #[arg(long, env = "NIMBUS_MAX_PUBLISHES_PER_SEC", default_value_t = 1000)]
     pub max_publishes_per_sec: u32,
+
+    /// Topics one connection may be in; subscribing past it is refused (403, Cettia `error`,
+    /// WebSocket 1008), never dropped in silence.
+    #[arg(long, env = "NIMBUS_MAX_TOPICS_PER_CONNECTION", default_value_t = crate::gate::DEFAULT_MAX_TOPICS)]
+    pub max_topics_per_connection: usize,
+
+    /// Refuse tokens without an `exp` claim (a token that never expires cannot be withdrawn).
+    #[arg(long, env = "NIMBUS_JWT_REQUIRE_EXP")]
+    pub jwt_require_exp: bool,
 
     /// TOML configuration file: topic namespaces with who may subscribe and publish (see the
     /// README). Without it every topic is open to every client the door lets in.
@@ -193,6 +207,10 @@ impl Config {
 
     pub fn heartbeat(&self) -> Option<Duration> {
         (self.heartbeat_secs > 0).then(|| Duration::from_secs(self.heartbeat_secs))
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
     }
 
     pub fn reconnect_window(&self) -> Duration {
@@ -231,6 +249,21 @@ impl Config {
             max_bytes: self.history_bytes.max(1),
             max_age: Duration::from_secs(self.history_age_secs.max(1)),
             budget_bytes: self.history_budget_bytes.max(1),
+        }
+    }
+}
+
+impl Config {
+    /// The token keys the flags name.
+    pub fn key_settings(&self) -> crate::gate::KeySettings {
+        crate::gate::KeySettings {
+            hmac_secret: self.jwt_hmac_secret.clone(),
+            previous_hmac_secret: self.jwt_hmac_previous_secret.clone(),
+            previous_hmac_until: self.jwt_hmac_previous_until,
+            public_key: self.jwt_public_key.clone(),
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            require_exp: self.jwt_require_exp,
         }
     }
 }

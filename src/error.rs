@@ -13,8 +13,9 @@ pub enum HttpError {
     Atmosphere(#[from] RequestError),
     #[error(transparent)]
     Publish(#[from] PublishError),
-    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
-    TooLarge { size: usize, limit: usize },
+    /// Too large, too slow or unreadable.
+    #[error(transparent)]
+    RequestBody(#[from] crate::transport::request_body::BodyError),
     #[error("message body is not valid UTF-8")]
     InvalidUtf8,
     #[error("could not read the request body: {0}")]
@@ -26,8 +27,9 @@ pub enum HttpError {
     /// The application refused the message, saying why.
     #[error("message refused: {0}")]
     Refused(String),
-    #[error("publish rate limit exceeded; slow down")]
-    RateLimited,
+    /// The gate refused the client (its token, an id, a namespace, a limit).
+    #[error(transparent)]
+    Gate(#[from] crate::session::Refused),
 }
 
 impl HttpError {
@@ -35,7 +37,7 @@ impl HttpError {
     pub fn from_inbound(error: crate::session::InboundError) -> Self {
         use crate::session::InboundError;
         match error {
-            InboundError::RateLimited => HttpError::RateLimited,
+            InboundError::Gate(refused) => HttpError::Gate(refused),
             InboundError::Refused(why) => HttpError::Refused(why),
             other => HttpError::Body(other.to_string()),
         }
@@ -51,10 +53,10 @@ impl ResponseError for HttpError {
             HttpError::Atmosphere(_) | HttpError::InvalidUtf8 | HttpError::Body(_) => {
                 StatusCode::BAD_REQUEST
             }
-            HttpError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::RequestBody(error) => error.status(),
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Refused(_) => StatusCode::FORBIDDEN,
-            HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::Gate(refused) => refused.status(),
             HttpError::Publish(_) | HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -62,8 +64,11 @@ impl ResponseError for HttpError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            HttpError::RateLimited => {
-                response.insert_header(("Retry-After", "1"));
+            HttpError::Gate(refused) => {
+                if *refused == crate::session::Refused::RateLimited {
+                    response.insert_header(("Retry-After", "1"));
+                }
+                response.insert_header(("X-Atmosphere-error", refused.to_string()));
             }
             // What atmosphere.js reports through its error callback.
             HttpError::Refused(why) => {

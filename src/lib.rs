@@ -12,13 +12,15 @@
 //!   slow-consumer policy, attaching a WebSocket.
 //! - [`cluster`]: the Redis broker that spreads topics, histories and sessions over nodes.
 //! - [`node`]: what one node shares across its workers (config, topics, broker, counters).
+//! - [`gate`]: every check a client meets, in one place: tokens, session ids bound to their
+//!   user, topic names and permissions, the topics cap and the publish rate.
 //! - [`broker`]: the seam between sessions and the outside world (in-process by default).
 //! - [`protocol`]: pure codecs that turn requests into intents and messages into wire frames.
 //! - [`topic`]: broadcaster actors, one per topic, with a bounded replay history; they reach
 //!   the cluster through their own [`topic::Upstream`].
 //! - [`transport`]: protocol-blind I/O: the WebSocket writer, streaming bodies, parked polls.
 //! - [`config`]: command-line flags and their environment twins.
-//! - [`metrics`]: the Prometheus page, read from the node's counters at scrape time.
+//! - [`metrics`]: the labelled counters and gauges `/metrics` serves beside the node's own.
 //!
 //! There are two `unsafe` blocks, each saving a cache miss per delivered message: a WebSocket's
 //! descriptor borrowed from the stream that owns it (`transport::ws::outbox`), and a prefetch
@@ -36,6 +38,7 @@ pub mod cettia;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod gate;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

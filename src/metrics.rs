@@ -1,146 +1,167 @@
 //! Prometheus metrics, served at `GET /metrics` in the text format, every name prefixed
 //! `nimbus_`.
 //!
-//! Counters on the delivery path stay the plain atomics of [`crate::node::Stats`] (one relaxed
-//! add per delivery); they are read at scrape time into a registry built for that scrape, with
-//! the labelled families kept here (auth failures by reason, limit hits by limit).
-use std::sync::atomic::Ordering;
+//! Counters on the delivery path stay the plain atomics of the node's `Stats` (one relaxed
+//! add per delivery); the edge (`server/metrics.rs`) reads them at scrape time into a registry
+//! built for that scrape, with the labelled families kept here (auth failures by reason, limit hits by limit), the sessions
+//! by protocol and transport ([`OnTransport`], moved by each session as its transport changes),
+//! and two latency histograms observed once per message or round trip, never per delivery:
+//! publish-to-write (kept by the topics) and the Redis round trip (kept by the cluster bridge).
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::node::Node;
+use crate::transport::TransportKind;
 
 /// A label set of one `name` label (`reason`, `limit`, ...).
 type Labels = Vec<(&'static str, &'static str)>;
 
-/// The labelled counters of a node.
-#[derive(Default)]
+/// The labelled counters of a node; clones count into the same families.
+#[derive(Default, Clone)]
 pub struct Metrics {
     auth_failures: Family<Labels, Counter>,
     limit_hits: Family<Labels, Counter>,
+    permission_denials: Family<Labels, Counter>,
+    /// Sessions by protocol and the transport that carries them now (or carried them last).
+    transports: Arc<TransportGauges>,
 }
 
-/// What the edge counts beyond the node: open sessions per protocol and transport.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    /// `(protocol, transport, open)`.
-    pub open: Vec<(&'static str, &'static str, u64)>,
+/// The two session protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Atmosphere = 0,
+    Cettia = 1,
 }
 
-/// Count a refused or ended identity: `reason` is `missing`, `expired`, `invalid`,
-/// `foreign_session` or `expired_live` (a live connection whose token ran out).
-pub fn count_auth_failure(node: &Node, reason: &'static str) {
-    node.metrics
-        .auth_failures
-        .get_or_create(&vec![("reason", reason)])
-        .inc();
-}
-
-/// Count a request or client stopped by a limit.
-pub fn count_limit_hit(node: &Node, limit: &'static str) {
-    node.metrics
-        .limit_hits
-        .get_or_create(&vec![("limit", limit)])
-        .inc();
-}
-
-/// The node's metrics in the Prometheus text format.
-pub fn render(node: &Node, sessions: &Sessions) -> String {
-    let mut registry = Registry::with_prefix("nimbus");
-    register_counters(&mut registry, node);
-    register_gauges(&mut registry, node);
-    let open = Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
-    for (protocol, transport, n) in &sessions.open {
-        open.get_or_create(&vec![("protocol", *protocol), ("transport", *transport)])
-            .set(*n as i64);
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Atmosphere => "atmosphere",
+            Protocol::Cettia => "cettia",
+        }
     }
-    registry.register(
-        "sessions_open",
-        "Client sessions on this node by protocol and current transport",
-        open,
-    );
-    registry.register(
-        "auth_failures",
-        "Clients refused or ended for their identity, by reason",
-        node.metrics.auth_failures.clone(),
-    );
-    registry.register(
-        "limit_hits",
-        "Requests and clients stopped by a limit, by limit",
-        node.metrics.limit_hits.clone(),
-    );
-    let mut text = String::new();
-    // Writing to a String cannot fail.
-    let _ = encode(&mut text, &registry);
-    text
 }
 
-/// The delivery path's counters, read now.
-fn register_counters(registry: &mut Registry, node: &Node) {
-    let stats = &node.stats;
-    let counter = |n: &std::sync::atomic::AtomicU64| ConstCounter::new(n.load(Ordering::Relaxed));
-    registry.register(
-        "messages_published",
-        "Messages accepted from clients and the API for publishing",
-        counter(&stats.published),
-    );
-    registry.register(
-        "messages_delivered",
-        "Messages written to client transports (handshakes and heartbeats excluded)",
-        counter(&stats.delivered),
-    );
-    registry.register(
-        "messages_missed",
-        "Messages clients missed because the histories no longer held them",
-        counter(&stats.missed),
-    );
-    registry.register(
-        "slow_consumer_closes",
-        "Transports closed by the slow-consumer policy",
-        counter(&stats.slow_consumers_dropped),
-    );
-    registry.register(
-        "client_heartbeats",
-        "Client heartbeats received",
-        counter(&stats.client_heartbeats),
-    );
+/// Sessions per protocol and transport: one atomic each, moved at attach, not per message.
+#[derive(Default)]
+struct TransportGauges {
+    open: [[AtomicI64; 4]; 2],
 }
 
-/// What the node holds now.
-fn register_gauges(registry: &mut Registry, node: &Node) {
-    registry.register(
-        "topics",
-        "Topics with a broadcaster on this node",
-        ConstGauge::new(node.topics.len() as i64),
-    );
-    let budget = node.topics.budget();
-    registry.register(
-        "history_bytes",
-        "Memory charged to the node's history budget (messages and their frames)",
-        ConstGauge::new(budget.used() as i64),
-    );
-    registry.register(
-        "history_budget_bytes",
-        "The node's history budget (--history-budget-bytes)",
-        ConstGauge::new(budget.max() as i64),
-    );
-    registry.register(
-        "history_evictions",
-        "Messages evicted from histories because the node was over its budget",
-        ConstCounter::new(budget.evicted()),
-    );
-    registry.register(
-        "websockets_open",
-        "WebSockets open on this node",
-        ConstGauge::new(node.websockets.open() as i64),
-    );
-    registry.register(
-        "broker_ready",
-        "1 when the broker (Redis in a cluster) is reachable",
-        ConstGauge::new(i64::from(node.broker.is_ready())),
-    );
+/// A session's place in the node's transport gauges: [`OnTransport::set`] when a transport of
+/// some kind attaches; dropping it (the session ends) takes the session out.
+pub struct OnTransport {
+    gauges: Arc<TransportGauges>,
+    protocol: Protocol,
+    now: Option<TransportKind>,
+}
+
+// === impl OnTransport ===
+
+impl OnTransport {
+    /// A session of `protocol` counted in `metrics`, on no transport yet.
+    pub fn new(metrics: &Metrics, protocol: Protocol) -> Self {
+        OnTransport {
+            gauges: metrics.transports.clone(),
+            protocol,
+            now: None,
+        }
+    }
+
+    /// The session is carried by `kind` now.
+    pub fn set(&mut self, kind: TransportKind) {
+        if self.now == Some(kind) {
+            return;
+        }
+        self.leave();
+        self.gauge(kind).fetch_add(1, Ordering::Relaxed);
+        self.now = Some(kind);
+    }
+
+    fn gauge(&self, kind: TransportKind) -> &AtomicI64 {
+        &self.gauges.open[self.protocol as usize][kind as usize]
+    }
+
+    fn leave(&mut self) {
+        if let Some(kind) = self.now.take() {
+            self.gauge(kind).fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for OnTransport {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// A latency histogram in seconds, 0.5 ms to about 16 s.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Count a refused or ended identity: `reason` is `missing`, `expired`, `invalid`,
+    /// `foreign_session` or `expired_live` (a live connection whose token ran out).
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Count a request or client stopped by a limit.
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.limit_hits.get_or_create(&vec![("limit", limit)]).inc();
+    }
+
+    /// Register the families kept here (sessions by transport, refusals) for one scrape.
+    pub fn register(&self, registry: &mut Registry) {
+        let open = Family::<Labels, Gauge>::default();
+        for protocol in [Protocol::Atmosphere, Protocol::Cettia] {
+            for kind in TransportKind::ALL {
+                let n =
+                    self.transports.open[protocol as usize][kind as usize].load(Ordering::Relaxed);
+                open.get_or_create(&vec![
+                    ("protocol", protocol.name()),
+                    ("transport", kind.name()),
+                ])
+                .set(n);
+            }
+        }
+        registry.register(
+            "sessions_open",
+            "Client sessions on this node by protocol and the transport that carries them now \
+             (or did last, between two long-polls)",
+            open,
+        );
+        registry.register(
+            "auth_failures",
+            "Clients refused or ended for their identity, by reason",
+            self.auth_failures.clone(),
+        );
+        registry.register(
+            "limit_hits",
+            "Requests and clients stopped by a limit, by limit",
+            self.limit_hits.clone(),
+        );
+        registry.register(
+            "permission_denials",
+            "Subscriptions and publishes a topic's namespace refused, by action",
+            self.permission_denials.clone(),
+        );
+    }
+
+    /// Count an action a topic's namespace refused (`subscribe` or `publish`).
+    pub fn permission_denied(&self, action: &'static str) {
+        self.permission_denials
+            .get_or_create(&vec![("action", action)])
+            .inc();
+    }
 }

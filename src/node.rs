@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::broker::{Broker, LocalBroker};
 use crate::config::Config;
-use crate::session::Access;
+use crate::gate::{Access, ConfigError, Gate, Permissions};
 use crate::topic::TopicRegistry;
 use crate::transport::ws::SocketGauge;
 
@@ -20,13 +20,9 @@ pub struct Node {
     pub broker: Arc<dyn Broker>,
     /// WebSockets open now, against `--max-websockets`.
     pub websockets: Arc<SocketGauge>,
-    /// Who clients are, and whose session ids they present.
-    pub access: Access,
+    /// Every check a client meets: identity, session ids, permissions, limits.
+    pub gate: Gate,
     pub stats: Stats,
-    /// Who may subscribe and publish where (`--config` namespaces).
-    pub permissions: crate::session::Permissions,
-    /// Rate limits of its sessions.
-    pub limits: crate::session::limits::Limits,
     /// Labelled counters for `/metrics` (see `crate::metrics`).
     pub metrics: crate::metrics::Metrics,
     /// Shutting down: not ready, handing clients to other nodes.
@@ -35,39 +31,44 @@ pub struct Node {
 
 impl Node {
     /// A node with the in-process broker.
-    pub fn new(config: Config) -> Arc<Self> {
+    pub fn new(config: Config) -> Result<Arc<Self>, ConfigError> {
         let topics = TopicRegistry::new(config.history_limits());
         let broker = Arc::new(LocalBroker::new(topics.clone()));
         Self::with_broker(config, topics, broker)
     }
 
     /// A node whose messages go through `broker` to `topics` (the edge builds the cluster's,
-    /// see `crate::server::compose`).
-    ///
-    /// Panics if the token keys the configuration names cannot be read; `crate::server::run`
-    /// checks them first and refuses to start with a clear error.
+    /// see `crate::server::compose`). Token keys or a configuration file that cannot be used
+    /// are an error: the node does not start.
     pub fn with_broker(
         config: Config,
         topics: TopicRegistry,
         broker: Arc<dyn Broker>,
-    ) -> Arc<Self> {
-        let access = Access::from_config(&config, None)
-            .unwrap_or_else(|error| panic!("token keys: {error}"));
-        let permissions = crate::session::Permissions::load(config.config.as_deref())
-            .unwrap_or_else(|error| panic!("configuration file: {error}"));
-        Arc::new(Node {
-            access,
-            permissions,
-            limits: crate::session::limits::Limits::new(config.max_publishes_per_sec),
+    ) -> Result<Arc<Self>, ConfigError> {
+        let metrics = crate::metrics::Metrics::default();
+        let gate = Gate::new(
+            Access::new(
+                &config.key_settings(),
+                config.session_ids,
+                config.allow_anonymous,
+                config.session_secret.clone(),
+            )?,
+            Permissions::load(config.config.as_deref())?,
+            crate::gate::limits::Limits::new(config.max_publishes_per_sec),
+            config.max_topics_per_connection,
+            metrics.clone(),
+        );
+        Ok(Arc::new(Node {
+            gate,
             id: Self::id_for(&config),
             websockets: Arc::new(SocketGauge::new(config.websocket_limit())),
             config,
             topics,
             broker,
             stats: Stats::default(),
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             draining: AtomicBool::new(false),
-        })
+        }))
     }
 
     /// Whether messages are numbered by a cluster (and sessions kept where every node reads

@@ -20,10 +20,11 @@ use super::lane::{atmosphere_frame, Lane};
 use super::messages::{Mode, PollReply};
 use super::{Atmosphere, Client};
 use crate::broker::SessionRecord;
+use crate::metrics::{OnTransport, Protocol};
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{frame::PADDING, handshake};
 use crate::session::expiry::{self, Expires};
-use crate::session::{self, Identity, Membership, Reports};
+use crate::session::{self, Cleared, Identity, Membership, Reports};
 use crate::topic::{Envelope, Leave, SessionId, SetDirect, TopicId};
 use crate::transport::body::Body;
 use crate::transport::long_poll::Parked;
@@ -75,11 +76,16 @@ pub struct Connection {
     pub(super) identity: Identity,
     /// Runs out with the identity's token.
     token_timer: Option<SpawnHandle>,
+    /// Its place in the node's sessions-by-transport gauge.
+    pub(super) on_transport: OnTransport,
 }
 
 impl Connection {
-    pub fn new(id: SessionId, topic_id: TopicId, server: Atmosphere, mode: Mode) -> Self {
+    /// A connection of client `id` to `topic`, which the gate let it into.
+    pub fn new(id: SessionId, topic: Cleared, server: Atmosphere, mode: Mode) -> Self {
+        let topic_id = topic.into_topic();
         Connection {
+            on_transport: OnTransport::new(&server.node().metrics, Protocol::Atmosphere),
             node: server.node().clone(),
             server,
             topic_id,
@@ -374,7 +380,13 @@ impl Connection {
             cursor: self.cursor(),
             polling,
             node: Some(self.node.id.clone()),
+            floor: Some(self.floor()),
         }
+    }
+
+    /// The earliest cursor the session may take (see `Membership::acknowledge`).
+    pub(super) fn floor(&self) -> u64 {
+        self.membership.as_ref().map_or(0, Membership::floor)
     }
 
     /// Take over the cursor of a record written by another node (or by an earlier visit): a
@@ -385,6 +397,7 @@ impl Connection {
         let served = self.served;
         if let (Some(record), Some(membership)) = (record, &mut self.membership) {
             membership.resume(record.epoch, record.cursor, served);
+            membership.adopt_floor(record.epoch, record.floor.unwrap_or(0));
         }
     }
 
@@ -582,7 +595,7 @@ impl Expires for Connection {
     /// transport is closed, a WebSocket with `1008` "token expired".
     fn token_expired(&mut self, ctx: &mut Context<Self>) {
         tracing::debug!(session = %self.id, "token expired: ending the transport");
-        crate::metrics::count_auth_failure(&self.node, "expired_live");
+        self.node.metrics.auth_failure("expired_live");
         if self.release_parked_poll(ctx) {
             self.arm_expiry(ctx, self.node.config.long_poll_expiry());
         }

@@ -7,7 +7,7 @@ use super::connection::Connection;
 use super::messages::{Attach, Close, Detach, Disconnect, DropTransport, Identify, Inbound, Poll};
 use crate::session::InboundError;
 use crate::topic::Deliver;
-use crate::transport::WriteOutcome;
+use crate::transport::{Sink, TransportKind, WriteOutcome};
 
 impl Handler<Deliver> for Connection {
     type Result = ();
@@ -60,6 +60,10 @@ impl Handler<Attach> for Connection {
         self.resume_from(msg.resume.as_ref());
         self.served = true;
         self.mode = msg.mode;
+        self.on_transport.set(match &msg.sink {
+            Sink::Socket(_) => TransportKind::WebSocket,
+            Sink::Body(_) => TransportKind::of_body(msg.mode.framing.sse),
+        });
         self.sink = Some(msg.sink);
         self.last_write = Instant::now();
         self.replay_target = self.last_seq().max(self.cursor());
@@ -112,6 +116,7 @@ impl Handler<Poll> for Connection {
         }
         self.poll_aborted = false;
         self.mode = msg.request.mode;
+        self.on_transport.set(TransportKind::LongPolling);
         // An older token means our last answer never reached the client: its request failed,
         // so atmosphere.js is reconnecting and takes the next body's first message as the
         // handshake. Resend with one in front (as for an aborted poll above). A connection that
@@ -119,6 +124,12 @@ impl Handler<Poll> for Connection {
         let fresh = !self.served;
         if msg.request.session_token.is_none() {
             self.resume_from(msg.request.resume.as_ref());
+        } else if let (Some(record), Some(membership)) =
+            (msg.request.resume.as_ref(), self.membership.as_mut())
+        {
+            // The session began on another node: its token may reach back to where it joined
+            // there, no further.
+            membership.adopt_floor(record.epoch, record.floor.unwrap_or(0));
         }
         if self.apply_session_token(msg.request.session_token.as_deref()) && !fresh {
             reconnect = true;

@@ -8,9 +8,7 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::BytesMut;
 use bytestring::ByteString;
-use futures_util::StreamExt;
 
 use super::connection::Connection;
 use super::messages::{Close, Identify, Mode, PollRequest};
@@ -19,11 +17,9 @@ use crate::broker::{Published, SessionRecord};
 use crate::error::HttpError;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
-use crate::session::{self, Action, AuthError, Identity, InboundError, Refused};
+use crate::session::{AuthError, Cleared, Identity, InboundError, Refused};
 use crate::topic::{Audience, SessionId, StoreError};
-
-/// Longest topic path accepted.
-const MAX_TOPIC_LEN: usize = 512;
+use crate::transport::request_body;
 
 /// Every path Nimbus does not reserve.
 pub async fn topic(
@@ -44,9 +40,8 @@ async fn handle(
     atmosphere: &Atmosphere,
 ) -> Result<HttpResponse, actix_web::Error> {
     let topic = req.path().to_string();
-    if topic.len() > MAX_TOPIC_LEN {
-        return Ok(HttpResponse::UriTooLong()
-            .body(format!("topic paths are at most {MAX_TOPIC_LEN} bytes\n")));
+    if let Err(bad) = crate::topic::check_name(&topic) {
+        return Ok(HttpResponse::UriTooLong().body(format!("{bad}\n")));
     }
     let upgrade = req
         .headers()
@@ -98,12 +93,9 @@ async fn handle(
                     // A POST without a tracking id is no session's: its rate is its user's, or
                     // its address's.
                     if id.is_none() {
-                        let key = match who.user_id() {
-                            Some(user) => format!("user:{user}"),
-                            None => format!("ip:{}", peer_ip(&req)),
-                        };
-                        if let Err(limited) = crate::session::limits::admit_publish(node, &key) {
-                            return Err(HttpError::from_inbound(limited).into());
+                        let address = format!("ip:{}", peer_ip(&req));
+                        if let Err(limited) = node.gate.rate(&who, &address, 1) {
+                            return Err(HttpError::Gate(limited).into());
                         }
                     }
                     let from = sender(atmosphere, &topic, id).with_identity(who);
@@ -115,26 +107,27 @@ async fn handle(
     }
 }
 
-/// Who the request comes from, and whether the tracking id it carries is its own: a missing,
-/// expired or forged token is `401` (with Atmosphere's `X-Atmosphere-error`, and
-/// `X-Atmosphere-Auth-Expired` for an expired one, which atmosphere.js reports through
-/// `authExpired`), an id issued to someone else (or never issued) `403`.
+/// Who the request comes from, and whether the tracking id it carries is its own (the gate).
 fn door(node: &Node, token: Option<&str>, id: Option<&str>) -> Result<Identity, Box<HttpResponse>> {
-    session::admit(node, token, &[id]).map_err(|refused| {
-        let mut response = match refused {
-            Refused::Auth(_) => HttpResponse::Unauthorized(),
-            Refused::Foreign(_) => HttpResponse::Forbidden(),
-        };
-        response.insert_header(("X-Atmosphere-error", refused.to_string()));
-        if refused == Refused::Auth(AuthError::Expired) {
-            response.insert_header(("X-Atmosphere-Auth-Expired", "true"));
-        }
-        Box::new(
-            response
-                .content_type("text/plain; charset=utf-8")
-                .body(format!("{refused}\n")),
-        )
-    })
+    node.gate
+        .enter(token, &[id])
+        .map_err(|refused| Box::new(refusal(refused)))
+}
+
+/// A refusal of the gate on Atmosphere's wire: a missing, expired or forged token is `401`
+/// (with `X-Atmosphere-Auth-Expired` for an expired one, which atmosphere.js reports through
+/// `authExpired`), an id issued to someone else (or never issued) or a namespace that forbids
+/// it `403`, a limit `429`; each with `X-Atmosphere-error` saying why, which atmosphere.js
+/// hands to its error callback.
+fn refusal(refused: Refused) -> HttpResponse {
+    let mut response = HttpResponse::build(refused.status());
+    response.insert_header(("X-Atmosphere-error", refused.to_string()));
+    if refused == Refused::Auth(AuthError::Expired) {
+        response.insert_header(("X-Atmosphere-Auth-Expired", "true"));
+    }
+    response
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{refused}\n"))
 }
 
 /// The address the request came from (the balancer's, behind one).
@@ -172,21 +165,22 @@ fn mode_for(node: &Node, request: &AtmosphereRequest) -> Mode {
 /// `0`), told who its client is on this request.
 fn connection_for(
     atmosphere: &Atmosphere,
-    topic: &str,
+    topic: &Cleared,
     request: &AtmosphereRequest,
     who: Identity,
 ) -> (SessionId, Addr<Connection>, bool) {
     let node = atmosphere.node();
     let id: SessionId = match &request.tracking_id {
         Some(id) => id.as_str().into(),
-        None => node.access.issue(&who).into(),
+        None => node.gate.issue(&who).into(),
     };
     let mode = mode_for(node, request);
-    let (addr, created) = atmosphere
-        .registry()
-        .get_or_start(&id, topic, who.user_id(), || {
-            Connection::new(id.clone(), topic.into(), atmosphere.clone(), mode).start()
-        });
+    let (addr, created) =
+        atmosphere
+            .registry()
+            .get_or_start(&id, topic.topic(), who.user_id(), || {
+                Connection::new(id.clone(), topic.clone(), atmosphere.clone(), mode).start()
+            });
     addr.do_send(Identify(who));
     (id, addr, created)
 }
@@ -214,14 +208,13 @@ async fn open(
             return Ok(refused);
         }
     }
-    if let Err(denied) = node.permissions.check(&who, topic, Action::Subscribe) {
-        return Ok(HttpResponse::Forbidden()
-            .insert_header(("X-Atmosphere-error", denied.to_string()))
-            .content_type("text/plain; charset=utf-8")
-            .body(format!("{denied}\n")));
-    }
+    let topic = match node.gate.subscribe(&who, 0, [topic]) {
+        Ok(mut cleared) => cleared.remove(0),
+        Err(refused) => return Ok(refusal(refused)),
+    };
     let first_request = request.tracking_id.is_none();
-    let (id, connection, created) = connection_for(atmosphere, topic, &request, who);
+    let (id, connection, created) = connection_for(atmosphere, &topic, &request, who);
+    let topic: &str = topic.topic();
     let mut response = match request.transport {
         TransportKind::WebSocket | TransportKind::Sse | TransportKind::Streaming => {
             push(node, topic, &id, connection, &request, req).await?
@@ -356,28 +349,19 @@ fn close(atmosphere: &Atmosphere, request: &AtmosphereRequest) -> HttpResponse {
 async fn post_message(
     atmosphere: &Atmosphere,
     from: Client,
-    mut body: web::Payload,
+    body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     let node = atmosphere.node();
-    let limit = node.config.max_message_bytes;
-    let mut bytes = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| HttpError::Body(e.to_string()))?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(HttpError::TooLarge {
-                size: bytes.len() + chunk.len(),
-                limit,
-            }
-            .into());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    let text = ByteString::try_from(bytes.freeze()).map_err(|_| HttpError::InvalidUtf8)?;
+    let (limit, timeout) = (node.config.max_message_bytes, node.config.body_timeout());
+    let bytes = request_body::read(body, limit, timeout)
+        .await
+        .map_err(HttpError::from)?;
+    let text = ByteString::try_from(bytes).map_err(|_| HttpError::InvalidUtf8)?;
     let message = match atmosphere.judge(&from, text) {
         Ok(Some(message)) => message,
         Ok(None) => return Ok(HttpResponse::Ok().finish()),
         Err(InboundError::Refused(why)) => return Err(HttpError::Refused(why).into()),
-        Err(InboundError::RateLimited) => return Err(HttpError::RateLimited.into()),
+        Err(InboundError::Gate(refused)) => return Err(HttpError::Gate(refused).into()),
         Err(error) => return Err(HttpError::Body(error.to_string()).into()),
     };
     let published = node

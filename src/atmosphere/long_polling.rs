@@ -40,6 +40,7 @@ pub async fn poll(
         session_token,
         epoch,
         cursor,
+        floor,
     }) = answer
     else {
         return response.finish();
@@ -51,6 +52,7 @@ pub async fn poll(
             cursor,
             polling: false,
             node: Some(node.id.clone()),
+            floor: Some(floor),
         };
         if let Err(error) = node.broker.save_session(id.clone(), record).await {
             tracing::warn!(session = %id, %error, "cannot record the poll's answer");

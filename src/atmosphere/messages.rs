@@ -76,6 +76,8 @@ pub struct PollReply {
     /// Where the client stands once it has this body (the token, unencoded).
     pub epoch: u64,
     pub cursor: u64,
+    /// The session's floor in `epoch` (see `Membership::acknowledge`).
+    pub floor: u64,
 }
 
 /// Drop the current transport but keep the connection (and its cursor) for the reconnect

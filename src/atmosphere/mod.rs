@@ -57,7 +57,7 @@ use registry::ConnectionRegistry;
 
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::frame::PADDING;
-use crate::session::{Action, Identity, InboundError, LocalSessions};
+use crate::session::{Identity, InboundError, LocalSessions};
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
 
 /// What an `on_message` hook decides about a client's message.
@@ -193,14 +193,11 @@ impl Atmosphere {
         if text.is_empty() {
             return Ok(None);
         }
-        // A client without a tracking id (a plain POST) was counted by the edge.
-        if !from.id().is_empty() {
-            crate::session::limits::admit_publish(self.node(), from.id())?;
-        }
+        // A client without a tracking id (a plain POST) paid its rate at the edge.
+        let paid = u32::from(from.id().is_empty());
         self.node()
-            .permissions
-            .check(&from.identity, from.topic(), Action::Publish)
-            .map_err(|denied| InboundError::Refused(denied.to_string()))?;
+            .gate
+            .publish(&from.identity, from.id(), &[from.topic()], paid)?;
         let mut text = text;
         for hook in self.hooks().on_message.iter() {
             match hook(from, &text) {

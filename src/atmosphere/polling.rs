@@ -38,9 +38,7 @@ impl Connection {
         let Ok(seq) = seq.parse::<u64>() else {
             return false;
         };
-        let behind = seq < membership.cursor;
-        membership.cursor = seq;
-        behind
+        membership.acknowledge(seq)
     }
 
     /// Build a long-poll body from the history; returns it, the cursor it reaches, and how
@@ -80,6 +78,7 @@ impl Connection {
             session_token,
             epoch: self.epoch(),
             cursor,
+            floor: self.floor(),
         }) {
             Ok(()) => {
                 self.set_cursor(cursor);
@@ -132,6 +131,7 @@ impl Connection {
                 session_token: self.session_token(cursor),
                 epoch: self.epoch(),
                 cursor,
+                floor: self.floor(),
             },
         );
         true

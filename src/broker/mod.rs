@@ -101,4 +101,15 @@ pub trait Broker: Send + Sync + 'static {
     fn control(&self) -> Option<Arc<dyn ControlPlane>> {
         None
     }
+
+    /// Round trips to the broker's store, for `/metrics` (`None` for the in-process broker).
+    fn round_trips(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        None
+    }
+
+    /// Messages relayed from other nodes that this node dropped because it could not keep up
+    /// (its topics fetch them back from the shared history).
+    fn relays_dropped(&self) -> u64 {
+        0
+    }
 }

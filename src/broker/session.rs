@@ -14,6 +14,9 @@ pub struct SessionRecord {
     pub polling: bool,
     /// The node that last served the session.
     pub node: Option<String>,
+    /// The earliest cursor the session may take in `epoch` (where it joined): what its client
+    /// acknowledges never reaches before it, on whichever node.
+    pub floor: Option<u64>,
 }
 
 impl SessionRecord {

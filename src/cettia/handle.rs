@@ -9,6 +9,7 @@ use super::messages::{CloseSocket, Emit, JoinTopic, LeaveTopic, SendReply};
 use super::socket::{reply_data, SocketActor};
 use super::{Cettia, ReplyCallback, SendError, SocketShared, Value};
 use crate::protocol::cettia::Dialect;
+use crate::session::Refused;
 use crate::topic::TopicId;
 
 /// A handle to one socket; cheap to clone and usable from any thread.
@@ -97,17 +98,25 @@ impl Socket {
         let _ = self.addr.try_send(CloseSocket);
     }
 
-    /// Join `topic` (`/chat/lobby`): its messages arrive as `message` events.
-    pub fn join(&self, topic: &str) {
-        let topic: TopicId = topic.into();
-        {
+    /// Join `topic` (`/chat/lobby`): its messages arrive as `message` events. The gate decides
+    /// for the socket's client, as for a `topic` parameter: a topic its namespace does not
+    /// let it subscribe to, or one past `--max-topics-per-connection`, is refused.
+    pub fn join(&self, topic: &str) -> Result<(), Refused> {
+        let gate = &self.server.node().gate;
+        let who = self.identity();
+        let cleared = {
             let mut topics = self.shared.topics.lock();
-            if topics.contains(&topic) {
-                return;
+            if topics.iter().any(|t| &**t == topic) {
+                return Ok(());
             }
-            topics.push(topic.clone());
-        }
-        let _ = self.addr.try_send(JoinTopic(topic));
+            let mut cleared = gate.subscribe(&who, topics.len(), [topic])?;
+            let cleared = cleared.remove(0);
+            topics.push(cleared.topic().clone());
+            cleared
+        };
+        // Past the mailbox bound rather than dropped: the cap on topics bounds these.
+        self.addr.do_send(JoinTopic(cleared));
+        Ok(())
     }
 
     /// Leave `topic`.

@@ -18,6 +18,7 @@ impl Handler<AttachPush> for SocketActor {
     type Result = u64;
 
     fn handle(&mut self, msg: AttachPush, ctx: &mut Context<Self>) -> u64 {
+        self.on_transport.set(msg.kind);
         let transport = Transport::Push {
             sink: msg.sink,
             framing: msg.framing,
@@ -44,6 +45,8 @@ impl Handler<AttachLongPoll> for SocketActor {
     type Result = u64;
 
     fn handle(&mut self, msg: AttachLongPoll, ctx: &mut Context<Self>) -> u64 {
+        self.on_transport
+            .set(crate::transport::TransportKind::LongPolling);
         let transport = Transport::LongPoll {
             jsonp: msg.jsonp,
             parked: None,
@@ -154,7 +157,11 @@ impl Handler<TransportInbound> for SocketActor {
         if !current {
             return Err(InboundError::TransportClosed);
         }
-        crate::session::limits::admit_publish(self.server.node(), &self.shared.id)?;
+        // Every event pays one token of the socket's publish rate (a `message` to many topics
+        // pays the rest when it is published).
+        let who = self.shared.identity.lock();
+        self.server.node().gate.rate(&who, &self.shared.id, 1)?;
+        drop(who);
         match decode_inbound(&msg.message) {
             Ok(event) => {
                 self.on_event(event, ctx);

@@ -12,7 +12,6 @@ use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use super::cluster::Handled;
@@ -26,10 +25,8 @@ use super::{websocket, Cettia, ForwardError};
 use crate::node::Node;
 use crate::protocol::cettia::vibe::{self, VibeRequest, VibeTransport};
 use crate::protocol::cettia::{framing, CettiaRequest, Dialect, TransportName, When, WireMessage};
-use crate::session::{Action, Identity, InboundError, Refused};
-use crate::transport::body;
-/// Longest topic id a socket may name.
-const MAX_TOPIC_LEN: usize = 512;
+use crate::session::{Identity, InboundError, Refused};
+use crate::transport::{body, request_body};
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
@@ -96,16 +93,6 @@ fn websocket_refused(node: &Node, req: &HttpRequest) -> Option<HttpResponse> {
     })
 }
 
-fn check_topics<'a>(mut topics: impl Iterator<Item = &'a str>) -> Result<(), Box<HttpResponse>> {
-    match topics.find(|t| !t.starts_with('/') || t.len() > MAX_TOPIC_LEN) {
-        Some(bad) => Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
-            format!("topic {bad:?} must be a path like /chat/lobby, at most {MAX_TOPIC_LEN} bytes"),
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// `/cettia`.
 pub async fn cettia(
     req: HttpRequest,
@@ -135,18 +122,7 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
         Err(refused) => return *refused,
     };
     match *req.method() {
-        Method::GET if is_upgrade(req) => {
-            if let Some(refused) = websocket_refused(&node, req) {
-                return refused;
-            }
-            let socket = match open_socket(cettia, &request, who).await {
-                Ok(socket) => socket,
-                Err(refused) => return *refused,
-            };
-            websocket::attach(req, socket, None, &node)
-                .await
-                .unwrap_or_else(|e| e.error_response())
-        }
+        Method::GET if is_upgrade(req) => upgrade(req, cettia, &request, who).await,
         Method::GET => match request.when() {
             Ok(When::Open) => open(cettia, &request, who).await,
             Ok(When::Poll) => {
@@ -202,55 +178,75 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
     }
 }
 
-/// The Cettia socket a transport-opening request names (or a new one), after checking its
-/// `topic` parameters. A Cettia id is never taken by another dialect's socket: it gets a fresh
-/// one instead.
-async fn open_socket(
+/// A Cettia WebSocket: the socket it names (or a new one), once the gate let it in.
+async fn upgrade(
+    req: &HttpRequest,
     cettia: &Cettia,
     request: &CettiaRequest,
     who: Identity,
-) -> Result<Addr<SocketActor>, Box<HttpResponse>> {
-    check_topics(request.values("topic"))?;
-    for topic in request.values("topic") {
-        if let Err(denied) = cettia
-            .node()
-            .permissions
-            .check(&who, topic, Action::Subscribe)
-        {
-            return Err(Box::new(closing(error(StatusCode::FORBIDDEN, denied))));
-        }
+) -> HttpResponse {
+    let node = cettia.node();
+    if let Some(refused) = websocket_refused(node, req) {
+        return refused;
     }
-    let socket = cettia
-        .socket_for_request(
-            Dialect::Cettia,
-            request.socket_id.as_deref(),
-            &request.params,
-            &who,
-        )
+    let id = request.socket_id.as_deref();
+    let socket = match open_socket(cettia, Dialect::Cettia, id, &request.params, who).await {
+        Ok(socket) => socket,
+        Err(refused) => return *refused,
+    };
+    websocket::attach(req, socket, None, node)
         .await
-        .map_err(|_| Box::new(error(StatusCode::CONFLICT, "socket id in use")))?;
+        .unwrap_or_else(|e| e.error_response())
+}
+
+/// The socket a transport-opening request names (or a new one), for either dialect: the gate
+/// first lets `who` into every topic its `topic` parameters name (the default application
+/// joins them), then the socket is found or made. A Cettia id is never taken by another
+/// dialect's socket: it gets a fresh one instead.
+async fn open_socket(
+    cettia: &Cettia,
+    dialect: Dialect,
+    id: Option<&str>,
+    params: &[(String, String)],
+    who: Identity,
+) -> Result<Addr<SocketActor>, Box<HttpResponse>> {
+    let topics = params
+        .iter()
+        .filter(|(name, _)| name == "topic")
+        .map(|(_, topic)| topic.as_str());
+    cettia
+        .node()
+        .gate
+        .subscribe(&who, 0, topics)
+        .map_err(|refused| Box::new(refusal(refused)))?;
+    let socket = match dialect {
+        Dialect::Cettia => cettia.socket_for_request(dialect, id, params, &who).await,
+        Dialect::Vibe => cettia.socket_for(dialect, id, params, &who),
+    };
+    let socket = socket.map_err(|e| Box::new(error(StatusCode::CONFLICT, e)))?;
     socket.do_send(Identify(who));
     Ok(socket)
 }
 
 /// Who the request comes from (the socket URI's `token` parameter), and whether the socket and
-/// transport ids it carries were issued to it: a missing, expired or forged token is `401`, an
-/// id issued to someone else (or never issued) `403`. The Cettia client treats either as a
-/// failed transport and reports `error` then `close` to its application; the connection is
-/// closed with the answer, since the client learns that its transport is gone from the end of
-/// its request, which a kept-alive connection never brings.
+/// transport ids it carries were issued to it (the gate).
 fn door(
     node: &Node,
     token: Option<&str>,
     ids: [Option<&str>; 2],
 ) -> Result<Identity, Box<HttpResponse>> {
-    crate::session::admit(node, token, &ids).map_err(|refused| {
-        let status = match refused {
-            Refused::Auth(_) => StatusCode::UNAUTHORIZED,
-            Refused::Foreign(_) => StatusCode::FORBIDDEN,
-        };
-        Box::new(closing(error(status, refused)))
-    })
+    node.gate
+        .enter(token, &ids)
+        .map_err(|refused| Box::new(refusal(refused)))
+}
+
+/// A refusal of the gate on Cettia's wire: its status (a missing, expired or forged token
+/// `401`, another's id or a namespace that forbids it `403`, a limit `429`) and why. The
+/// Cettia client treats it as a failed transport and reports `error` then `close` to its
+/// application; the connection is closed with the answer, since the client learns that its
+/// transport is gone from the end of its request, which a kept-alive connection never brings.
+fn refusal(refused: Refused) -> HttpResponse {
+    closing(error(refused.status(), refused))
 }
 
 fn transport_of(cettia: &Cettia, request: &CettiaRequest) -> Option<(Addr<SocketActor>, u64)> {
@@ -288,8 +284,9 @@ async fn open(cettia: &Cettia, request: &CettiaRequest, who: Identity) -> HttpRe
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let transport_id: Arc<str> = cettia.node().access.issue(&who).into();
-    let socket = match open_socket(cettia, request, who).await {
+    let transport_id: Arc<str> = cettia.node().gate.issue(&who).into();
+    let id = request.socket_id.as_deref();
+    let socket = match open_socket(cettia, Dialect::Cettia, id, &request.params, who).await {
         Ok(socket) => socket,
         Err(refused) => return *refused,
     };
@@ -351,6 +348,7 @@ async fn stream(
     let attach = AttachPush {
         sink: body.sink(),
         framing,
+        kind: crate::transport::TransportKind::of_body(sse),
         body: Some(body),
         transport_id: Some(transport_id.clone()),
         heartbeat_ms,
@@ -419,8 +417,7 @@ async fn post(
             return error(StatusCode::INTERNAL_SERVER_ERROR, refused);
         }
     };
-    let limit = cettia.node().config.max_message_bytes;
-    let message = match read_message(body, limit, binary).await {
+    let message = match read_message(body, &cettia.node().config, binary).await {
         Ok(message) => message,
         Err(refused) => return refused,
     };
@@ -442,7 +439,7 @@ async fn post(
         Ok(Err(e @ (InboundError::Publish(_) | InboundError::Refused(_)))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, e)
         }
-        Ok(Err(e @ InboundError::RateLimited)) => error(StatusCode::TOO_MANY_REQUESTS, e),
+        Ok(Err(InboundError::Gate(refused))) => error(refused.status(), refused),
         // Clustered: the socket has just moved (a poll took it to another node) or stopped
         // since it was looked up; the event follows it.
         Ok(Err(InboundError::Moved)) | Err(_) if cettia.control().is_some() => match transport {
@@ -483,32 +480,21 @@ fn is_binary(req: &HttpRequest, binary_allowed: bool) -> Result<bool, String> {
     }
 }
 
-/// Read a POSTed message of at most `limit` bytes (and the `data=` prefix of a text one).
+/// Read a POSTed message of at most `--max-message-bytes` (and the `data=` prefix of a text
+/// one), within `--body-timeout-secs`.
 async fn read_message(
-    mut body: web::Payload,
-    limit: usize,
+    body: web::Payload,
+    config: &crate::config::Config,
     binary: bool,
 ) -> Result<WireMessage, HttpResponse> {
-    let mut bytes = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let Ok(chunk) = chunk else {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "could not read the request body",
-            ));
-        };
-        if bytes.len() + chunk.len() > limit + 5 {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("message exceeds the limit of {limit} bytes"),
-            ));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
+    let limit = config.max_message_bytes + "data=".len();
+    let bytes = request_body::read(body, limit, config.body_timeout())
+        .await
+        .map_err(|refused| error(refused.status(), refused))?;
     if binary {
-        return Ok(WireMessage::Binary(bytes.freeze()));
+        return Ok(WireMessage::Binary(bytes));
     }
-    let Ok(text) = ByteString::try_from(bytes.freeze()) else {
+    let Ok(text) = ByteString::try_from(bytes) else {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "message body is not valid UTF-8",
@@ -551,9 +537,6 @@ async fn vibe_open(
         Ok(t) => t,
         Err(e) => return error(StatusCode::NOT_IMPLEMENTED, e),
     };
-    if let Err(bad) = check_topics(request.values_topic()) {
-        return *bad;
-    }
     let jsonp = if transport == VibeTransport::LongPollJsonp {
         match request.callback.as_deref() {
             Some(c) if framing::valid_callback(c) => Some(c.to_string()),
@@ -573,11 +556,10 @@ async fn vibe_open(
             "transport=ws needs a WebSocket upgrade",
         );
     }
-    let socket = match cettia.socket_for(Dialect::Vibe, Some(id), &request.params, &who) {
+    let socket = match open_socket(cettia, Dialect::Vibe, Some(id), &request.params, who).await {
         Ok(socket) => socket,
-        Err(e) => return error(StatusCode::CONFLICT, e),
+        Err(refused) => return *refused,
     };
-    socket.do_send(Identify(who));
     if transport.is_stream() {
         stream(
             cettia,
@@ -615,6 +597,23 @@ pub async fn vibe(req: HttpRequest, body: web::Payload, cettia: web::Data<Cettia
     response
 }
 
+/// Whether `who` may use Vibe socket `id`: one that lives belongs to its first owner (the gate
+/// says so); a new one may not take the form of an id the node issues, so it can never stand
+/// for another protocol's session (in the API's targeted `publish`, say).
+fn vibe_claim(cettia: &Cettia, id: &str, who: &Identity) -> Result<(), Box<HttpResponse>> {
+    let gate = &cettia.node().gate;
+    match cettia.socket(id).filter(|s| s.dialect() == Dialect::Vibe) {
+        Some(socket) => gate
+            .claim(&socket.identity(), who)
+            .map_err(|refused| Box::new(refusal(refused))),
+        None if gate.is_issued_form(id) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "this id has the form of ids the server issues; choose another (a UUID)",
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn vibe_transport_key(id: &str) -> String {
     format!("vibe:{id}")
 }
@@ -634,24 +633,24 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
     };
     let key = vibe_transport_key(&id);
     let heartbeat = Some(request.heartbeat.unwrap_or(0));
-    // Vibe clients choose their socket ids: only the token is checked.
+    // Vibe clients choose their socket ids: the id is bound to its first owner instead.
     let who = match door(&node, request.token(), [None, None]) {
         Ok(who) => who,
         Err(refused) => return *refused,
     };
+    if let Err(refused) = vibe_claim(cettia, &id, &who) {
+        return *refused;
+    }
     match *req.method() {
         Method::GET if is_upgrade(req) => {
             if let Some(refused) = websocket_refused(&node, req) {
                 return refused;
             }
-            if let Err(bad) = check_topics(request.values_topic()) {
-                return *bad;
-            }
-            let socket = match cettia.socket_for(Dialect::Vibe, Some(&id), &request.params, &who) {
-                Ok(socket) => socket,
-                Err(e) => return error(StatusCode::CONFLICT, e),
-            };
-            socket.do_send(Identify(who));
+            let socket =
+                match open_socket(cettia, Dialect::Vibe, Some(&id), &request.params, who).await {
+                    Ok(socket) => socket,
+                    Err(refused) => return *refused,
+                };
             websocket::attach(req, socket, heartbeat, &node)
                 .await
                 .unwrap_or_else(|e| e.error_response())

@@ -31,6 +31,8 @@ pub enum PushFraming {
 pub struct AttachPush {
     pub sink: Sink,
     pub framing: PushFraming,
+    /// Which transport it is (for the node's gauges).
+    pub kind: crate::transport::TransportKind,
     /// For response bodies: tells when the client went away.
     pub body: Option<Body>,
     pub transport_id: Option<Arc<str>>,
@@ -116,7 +118,7 @@ pub struct Disconnect;
 /// Join a topic: its messages reach the socket as `message` events.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct JoinTopic(pub TopicId);
+pub struct JoinTopic(pub crate::session::Cleared);
 
 /// Leave a topic.
 #[derive(Message)]

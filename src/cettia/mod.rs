@@ -46,7 +46,7 @@ use crate::broker::{ControlChannel, ControlPlane};
 use crate::node::{Node, Stats};
 use crate::protocol::cettia::Dialect;
 pub use crate::protocol::cettia::Value;
-use crate::session::{Action, Identity, LocalSessions};
+use crate::session::{Identity, LocalSessions};
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
 use cluster::{Control, Handled, Target};
 use socket::SocketActor;
@@ -212,7 +212,11 @@ impl Cettia {
         cettia.on_socket(|socket| {
             let topics: Vec<String> = socket.query("topic").map(str::to_string).collect();
             for topic in topics {
-                socket.join(&topic);
+                // The gate let the request in with these topics; one refused now (the socket
+                // resumed with a token that lost a grant) is said to the client.
+                if let Err(refused) = socket.join(&topic) {
+                    let _ = socket.send("error", Value::from(refused.to_string()));
+                }
             }
             let tags: Vec<String> = socket.query("tag").map(str::to_string).collect();
             for tag in tags {
@@ -226,19 +230,20 @@ impl Cettia {
         });
         let server = cettia.clone();
         cettia.on("message", move |socket, data, reply| {
-            let mut outcome = Ok(());
-            let who = socket.identity();
-            for topic in socket.topics() {
-                let allowed = server
-                    .node()
-                    .permissions
-                    .check(&who, &topic, Action::Publish);
-                if let Err(denied) = allowed {
-                    outcome = Err(SendError::Denied(denied.to_string()));
-                    continue;
-                }
-                if let Err(error) = server.publish(&topic, data.clone()) {
-                    outcome = Err(error);
+            let topics = socket.topics();
+            let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
+            // The event paid one token of the socket's rate; a message to many topics pays
+            // one per topic, all at once, or none of it is published.
+            let mut outcome = server
+                .node()
+                .gate
+                .publish(&socket.identity(), socket.id(), &names, 1)
+                .map_err(|refused| SendError::Denied(refused.to_string()));
+            if outcome.is_ok() {
+                for topic in &names {
+                    if let Err(error) = server.publish(topic, data.clone()) {
+                        outcome = Err(error);
+                    }
                 }
             }
             match (reply, outcome) {
@@ -448,7 +453,7 @@ impl Cettia {
         }
         let id: SessionId = match (dialect, id) {
             (Dialect::Vibe, Some(id)) => id.into(),
-            _ => self.node().access.issue(who).into(),
+            _ => self.node().gate.issue(who).into(),
         };
         let shared = Arc::new(SocketShared {
             id: id.clone(),

@@ -29,6 +29,7 @@ use super::cluster::{Control, SocketRecord, Target, TopicCursor};
 use super::messages::{PollAnswer, PushFraming};
 use super::{Cettia, Reply, ReplyCallback, Socket, SocketShared};
 use crate::broker::RecordKind;
+use crate::metrics::{OnTransport, Protocol};
 use crate::node::Stats;
 use crate::protocol::cettia::{framing, Event, EventError, Value, WireMessage};
 use crate::session::expiry::{self, Expires};
@@ -85,6 +86,8 @@ pub struct SocketActor {
     pub(super) server: Cettia,
     pub(super) transport: Option<Transport>,
     pub(super) transport_id: Option<Arc<str>>,
+    /// Its place in the node's sessions-by-transport gauge.
+    pub(super) on_transport: OnTransport,
     /// Bumped at every attach and detach: stale notices and requests are recognised.
     pub(super) generation: u64,
     pub(super) pending: VecDeque<Outgoing>,
@@ -119,6 +122,7 @@ impl SocketActor {
         let (heartbeat_ms, fast_heartbeat_ms) = server.heartbeat();
         let first_id = shared.dialect.first_event_id();
         SocketActor {
+            on_transport: OnTransport::new(&server.node().metrics, Protocol::Cettia),
             shared,
             server,
             transport: None,
@@ -497,8 +501,21 @@ impl Actor for SocketActor {
                 cursor,
             } in std::mem::take(&mut self.restore_topics)
             {
+                // The gate decides again on this node: a grant may have gone meanwhile.
+                let who = self.shared.identity.lock().clone();
+                let gate = &self.server.node().gate;
+                let Some(cleared) = gate
+                    .subscribe(&who, 0, [topic.as_str()])
+                    .ok()
+                    .and_then(|mut c| c.pop())
+                else {
+                    tracing::info!(socket = %self.shared.id, %topic,
+                        "not rejoined after the move: the gate refuses it now");
+                    self.shared.topics.lock().retain(|t| **t != *topic);
+                    continue;
+                };
                 let topic: TopicId = topic.as_str().into();
-                self.join(topic.clone(), ctx, move |mut membership, act, ctx| {
+                self.join(cleared, ctx, move |mut membership, act, ctx| {
                     if membership.epoch == epoch {
                         // Ahead of this node's topic (relays in flight): the client has those;
                         // behind it: caught up below, from the shared history.
@@ -607,7 +624,7 @@ impl Expires for SocketActor {
     /// WebSocket with `1008`); reconnecting with the old token is refused with 401.
     fn token_expired(&mut self, ctx: &mut Context<Self>) {
         tracing::debug!(socket = %self.shared.id, "token expired: closing the transport");
-        crate::metrics::count_auth_failure(self.server.node(), "expired_live");
+        self.server.node().metrics.auth_failure("expired_live");
         let id = self.next_id();
         self.send_event(Event::new(id, "error", Value::from("token expired")), ctx);
         self.close_transport_because(ctx, Some(expiry::token_expired()));

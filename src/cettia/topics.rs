@@ -4,7 +4,7 @@ use actix::prelude::*;
 
 use super::messages::{JoinTopic, LeaveTopic};
 use super::socket::{SocketActor, MAX_REPLAY};
-use crate::session::{self, Membership, Reports};
+use crate::session::{self, Cleared, Membership, Reports};
 use crate::topic::{Deliver, Envelope, Leave, TopicId};
 use std::sync::Arc;
 
@@ -13,10 +13,11 @@ impl SocketActor {
     /// topic has answered, so no message is missed.
     pub(super) fn join(
         &mut self,
-        topic: TopicId,
+        topic: Cleared,
         ctx: &mut Context<Self>,
         then: impl FnOnce(Membership, &mut Self, &mut Context<Self>) + 'static,
     ) {
+        let topic = topic.into_topic();
         let topics = self.server.node().topics.clone();
         let session = self.shared.id.clone();
         let recipient = ctx.address().recipient::<Deliver>();
@@ -31,11 +32,12 @@ impl SocketActor {
 impl Handler<JoinTopic> for SocketActor {
     type Result = ();
 
-    fn handle(&mut self, JoinTopic(topic): JoinTopic, ctx: &mut Context<Self>) {
+    fn handle(&mut self, JoinTopic(cleared): JoinTopic, ctx: &mut Context<Self>) {
+        let topic = cleared.topic().clone();
         if self.topics.contains_key(&topic) || self.moved {
             return;
         }
-        self.join(topic.clone(), ctx, move |membership, act, _| {
+        self.join(cleared, ctx, move |membership, act, _| {
             act.topics.insert(topic, membership);
             act.record_dirty = true;
         });

@@ -27,6 +27,7 @@ pub async fn attach(
             attaching.send(AttachPush {
                 sink,
                 framing: PushFraming::WebSocket,
+                kind: crate::transport::TransportKind::WebSocket,
                 body: None,
                 transport_id: None,
                 heartbeat_ms,

@@ -76,6 +76,8 @@ struct PublishJob {
     message: Message,
     /// Told once the message is numbered.
     numbered: Option<oneshot::Sender<()>>,
+    /// When this node accepted it (unix ms), for the publish-to-write latency.
+    accepted_ms: u64,
 }
 
 /// The Redis broker.
@@ -96,6 +98,8 @@ pub struct RedisBroker {
     control_jobs: mpsc::Sender<control::ControlJob>,
     /// Pushing clients' cursors, written in batches.
     cursor_notes: cursors::CursorNotes,
+    /// Publish scripts' and health pings' round trips, for `/metrics`.
+    round_trips: prometheus_client::metrics::histogram::Histogram,
     /// Itself, for futures that outlive a call.
     me: Weak<RedisBroker>,
 }
@@ -149,6 +153,7 @@ impl RedisBroker {
             control_handlers: parking_lot::RwLock::new([None, None]),
             control_jobs,
             cursor_notes: cursors::CursorNotes::new(),
+            round_trips: crate::metrics::latency_histogram(),
             me: me.clone(),
         });
         broker
@@ -227,6 +232,7 @@ async fn publish_loop(broker: Weak<RedisBroker>, mut jobs: mpsc::Receiver<Publis
         let audience = relay::encode_audience(&job.audience);
         let mut delay = Duration::from_millis(50);
         loop {
+            let sent = tokio::time::Instant::now();
             let result: redis::RedisResult<(u64, u64)> = script
                 .key(keys::meta(&job.topic))
                 .key(keys::history(&job.topic))
@@ -245,12 +251,14 @@ async fn publish_loop(broker: Weak<RedisBroker>, mut jobs: mpsc::Receiver<Publis
                 .await;
             match result {
                 Ok((epoch, seq)) => {
-                    let envelope = Envelope::new(
+                    broker.round_trips.observe(sent.elapsed().as_secs_f64());
+                    let mut envelope = Envelope::new(
                         job.topic.clone(),
                         seq,
                         job.audience.clone(),
                         job.message.clone(),
                     );
+                    envelope.published_ms = job.accepted_ms;
                     broker.topics.ingest(epoch, Arc::new(envelope));
                     if let Some(numbered) = job.numbered {
                         let _ = numbered.send(());
@@ -288,10 +296,14 @@ async fn health_loop(broker: Weak<RedisBroker>) {
             return;
         };
         let mut conn = broker.conn.clone();
+        let sent = tokio::time::Instant::now();
         let ok = redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
             .is_ok();
+        if ok {
+            broker.round_trips.observe(sent.elapsed().as_secs_f64());
+        }
         let was = broker.ready.swap(ok, Ordering::Relaxed);
         if ok != was {
             if ok {
@@ -304,12 +316,13 @@ async fn health_loop(broker: Weak<RedisBroker>) {
 }
 
 /// The fields of a session record, in the order `begin_poll` and `load_session` read them.
-const RECORD_FIELDS: [&str; 6] = [
+const RECORD_FIELDS: [&str; 7] = [
     "topic",
     "epoch",
     "cursor",
     "polling",
     "node",
+    "floor",
     cursors::NOTED,
 ];
 
@@ -324,18 +337,23 @@ fn record_from(fields: Vec<Option<String>>) -> Option<SessionRecord> {
     }
     let mut fields = fields.into_iter();
     let mut next = || fields.next().flatten();
-    let (topic, epoch, cursor, polling, node, noted) =
-        (next(), next(), next(), next(), next(), next());
+    let (topic, epoch, cursor, polling, node, floor, noted) =
+        (next(), next(), next(), next(), next(), next(), next());
     let number = |v: Option<String>| v.and_then(|v| v.parse().ok()).unwrap_or(0);
     let saved = (number(epoch), number(cursor));
     let noted = noted.as_deref().and_then(cursors::parse_noted);
     let (epoch, cursor) = noted.map_or(saved, |noted| noted.max(saved));
+    // The floor belongs to the saved epoch; a note of a later one makes it meaningless.
+    let floor = floor
+        .and_then(|f| f.parse().ok())
+        .filter(|_| epoch == saved.0);
     Some(SessionRecord {
         topic,
         epoch,
         cursor,
         polling: polling.is_some_and(|v| v == "1"),
         node,
+        floor,
     })
 }
 
@@ -483,6 +501,7 @@ impl Broker for RedisBroker {
                 audience,
                 message,
                 numbered: None,
+                accepted_ms: now_ms(),
             })
             .map_err(|_| PublishError::ClusterBacklogFull)
     }
@@ -501,6 +520,7 @@ impl Broker for RedisBroker {
                 audience,
                 message,
                 numbered: Some(numbered),
+                accepted_ms: now_ms(),
             })
             .map_err(|_| PublishError::ClusterBacklogFull);
         Box::pin(async move {
@@ -591,6 +611,8 @@ impl Broker for RedisBroker {
                     if record.polling { "1" } else { "0" }.to_string(),
                 ),
                 ("node", record.node.unwrap_or(node)),
+                // No floor known: the epoch's start, which holds back nothing.
+                ("floor", record.floor.unwrap_or(0).to_string()),
             ];
             // One connection keeps the two in order; nothing needs them atomic (see `begin_poll`).
             redis::pipe()
@@ -606,6 +628,14 @@ impl Broker for RedisBroker {
 
     fn control(&self) -> Option<Arc<dyn ControlPlane>> {
         Some(self.arc())
+    }
+
+    fn round_trips(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        Some(self.round_trips.clone())
+    }
+
+    fn relays_dropped(&self) -> u64 {
+        self.relays_dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -623,7 +653,7 @@ mod tests {
     use super::*;
 
     fn fields(epoch: &str, cursor: &str, noted: Option<&str>) -> Vec<Option<String>> {
-        let mut fields: Vec<Option<String>> = ["t", epoch, cursor, "0", "n1"]
+        let mut fields: Vec<Option<String>> = ["t", epoch, cursor, "0", "n1", "2"]
             .iter()
             .map(|v| Some(v.to_string()))
             .collect();
@@ -646,10 +676,22 @@ mod tests {
         assert_eq!(position(fields("7", "40", Some("7:52"))), (7, 52));
         assert_eq!(position(fields("7", "40", Some("8:3"))), (8, 3));
         // A note alone (its record expired or was lost) still says where the client was.
-        let only_note = vec![None, None, None, None, None, Some("7:52".to_string())];
+        let only_note = vec![None, None, None, None, None, None, Some("7:52".to_string())];
         assert_eq!(position(only_note), (7, 52));
         // A damaged note is ignored.
         assert_eq!(position(fields("7", "40", Some("7-52"))), (7, 40));
         assert!(record_from(vec![None; RECORD_FIELDS.len()]).is_none());
+    }
+
+    #[test]
+    fn a_records_floor_holds_in_its_own_epoch_only() {
+        let floor = |fields| record_from(fields).expect("a record").floor;
+        assert_eq!(floor(fields("7", "40", None)), Some(2));
+        assert_eq!(floor(fields("7", "40", Some("7:52"))), Some(2));
+        assert_eq!(
+            floor(fields("7", "40", Some("8:3"))),
+            None,
+            "a note of a later epoch"
+        );
     }
 }

@@ -83,7 +83,7 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Relayed, RelayError> {
             .and_then(|f| f.parse().ok())
             .ok_or(RelayError("number"))
     };
-    let (epoch, seq, _published_at) = (number()?, number()?, number()?);
+    let (epoch, seq, published_at) = (number()?, number()?, number()?);
     let node = fields.next().ok_or(RelayError("node"))?.to_string();
     let json = match body.as_bytes().first() {
         Some(b'1') => true,
@@ -94,12 +94,13 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Relayed, RelayError> {
         text: ByteString::from(&body[1..]),
         json,
     };
-    let envelope = Envelope::new(
+    let mut envelope = Envelope::new(
         TopicId::from(topic),
         seq,
         decode_audience(audience)?,
         message,
     );
+    envelope.published_ms = published_at;
     Ok(Relayed {
         epoch,
         node,

@@ -5,12 +5,22 @@ use std::sync::Arc;
 use crate::cluster::{RedisBroker, RedisSettings};
 use crate::config::Config;
 use crate::node::Node;
+use crate::session::ConfigError;
 use crate::topic::{StoreError, TopicRegistry};
+
+/// Why a node of a cluster did not start: Redis (retried) or its configuration (not).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
 
 impl Node {
     /// A node of a cluster: the Redis broker at `config.redis_url`, which must be reachable now.
     /// Its topics take their numbering and shared history from the same broker.
-    pub async fn clustered(config: Config) -> Result<Arc<Node>, StoreError> {
+    pub async fn clustered(config: Config) -> Result<Arc<Node>, StartError> {
         let topics = TopicRegistry::new(config.history_limits());
         let limits = config.history_limits();
         let settings = RedisSettings {
@@ -38,6 +48,6 @@ impl Node {
             let candidate = crate::session::random_secret();
             config.session_secret = Some(broker.shared_secret(&candidate).await?);
         }
-        Ok(Node::with_broker(config, topics, broker))
+        Ok(Node::with_broker(config, topics, broker)?)
     }
 }

@@ -36,18 +36,16 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         max_websockets = config.websocket_limit(),
         "open WebSockets bound"
     );
-    crate::session::identity::Verifier::new(&config.key_settings())
-        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
-    crate::session::Permissions::load(config.config.as_deref())
-        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    let invalid = |error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error);
     let listener = TcpListener::bind(config.bind)?;
     let node = match &config.redis_url {
-        None => Node::new(config),
+        None => Node::new(config).map_err(invalid)?,
         Some(url) => {
             let url = url.clone();
             loop {
                 match Node::clustered(config.clone()).await {
                     Ok(node) => break node,
+                    Err(compose::StartError::Config(error)) => return Err(invalid(error)),
                     Err(error) => {
                         tracing::warn!(%url, %error, "waiting for Redis");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -146,7 +144,6 @@ pub fn serve_apps(
                 "/_nimbus/admin/drop-transports",
                 web::post().to(admin::drop_transports),
             )
-            .route("/_nimbus/admin/publish", web::post().to(admin::publish))
             // The rest of the reserved prefix is not a topic: answer 404 rather than letting a
             // client subscribe to e.g. `/_nimbus/stats/x`.
             .route("/_nimbus", web::to(not_found))

@@ -29,6 +29,10 @@ pub struct Membership {
     pub epoch: u64,
     /// The sequence of the last message handed to the client.
     pub cursor: u64,
+    /// The earliest cursor this session may take (in `epoch`): where it joined, or where a
+    /// record of the cluster says it stood. What a client acknowledges never reaches before
+    /// it, so a new session cannot read what was published before it came.
+    floor: u64,
     /// Messages after the cursor fetched from the shared history, oldest first.
     backlog: VecDeque<Arc<Envelope>>,
     /// A fetch from the shared history is under way.
@@ -55,6 +59,7 @@ impl Membership {
         Membership {
             epoch: ack.topic.epoch(),
             cursor: ack.cursor,
+            floor: ack.cursor,
             ack,
             backlog: VecDeque::new(),
             fetching: false,
@@ -93,6 +98,7 @@ impl Membership {
         }
         self.epoch = epoch;
         self.cursor = self.ack.topic.start_seq();
+        self.floor = self.cursor;
         self.backlog.clear();
         true
     }
@@ -110,6 +116,32 @@ impl Membership {
         } else {
             cursor
         };
+        // A record of the cluster is trusted: the session stood there.
+        self.floor = self.floor.min(self.cursor);
+    }
+
+    /// The earliest cursor the session may take in the current epoch.
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Take the floor a record of the cluster gives the session (where it joined, on the node
+    /// that first served it), if it belongs to the current epoch.
+    pub fn adopt_floor(&mut self, epoch: u64, floor: u64) {
+        self.sync_epoch();
+        if epoch == self.epoch && epoch != 0 {
+            self.floor = self.floor.min(floor);
+        }
+    }
+
+    /// What the client says it has seen (Atmosphere's session token), in the current epoch:
+    /// the cursor moves there, but never before the session's floor. Returns whether that is
+    /// behind the cursor (an answer was lost on the way).
+    pub fn acknowledge(&mut self, seq: u64) -> bool {
+        let seq = seq.max(self.floor);
+        let behind = seq < self.cursor;
+        self.cursor = seq;
+        behind
     }
 
     /// Clustered: the read of the shared history needed before replaying, if this node's
@@ -234,4 +266,123 @@ impl Fetch {
 pub trait Reports {
     /// `missed` messages were lost for the client: the histories no longer held them.
     fn missed(&mut self, missed: u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use actix::prelude::*;
+
+    use super::*;
+    use crate::topic::{Audience, Deliver, HistoryLimits, Message, TopicRegistry};
+
+    /// A member that takes its deliveries and does nothing with them: the tests read the
+    /// membership, as a session would when its client can take more.
+    struct Quiet;
+
+    impl Actor for Quiet {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Deliver> for Quiet {
+        type Result = ();
+        fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {}
+    }
+
+    fn registry(max_messages: usize) -> TopicRegistry {
+        TopicRegistry::new(HistoryLimits {
+            max_messages,
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(60),
+            budget_bytes: 1 << 24,
+        })
+    }
+
+    async fn join(topics: &TopicRegistry, topic: &str, session: &str) -> Membership {
+        let recipient = Quiet.start().recipient();
+        Membership::new(topics.join(topic, session.into(), recipient).await)
+    }
+
+    /// Publish `texts`, then wait until the topic has numbered them (a join queued behind
+    /// them is answered after them).
+    async fn publish(topics: &TopicRegistry, topic: &str, texts: &[&str]) {
+        for text in texts {
+            topics
+                .publish(topic, Audience::All, Message::text(text.to_string()))
+                .unwrap();
+        }
+        let _ = join(topics, topic, "barrier").await;
+    }
+
+    fn texts(replay: &Replay) -> Vec<&str> {
+        replay.messages.iter().map(|e| &*e.text).collect()
+    }
+
+    #[actix_rt::test]
+    async fn a_new_member_starts_after_the_last_message() {
+        let topics = registry(100);
+        let _first = join(&topics, "/t", "first").await;
+        publish(&topics, "/t", &["a", "b"]).await;
+        let mut late = join(&topics, "/t", "late").await;
+        assert_eq!(late.cursor, 2);
+        assert!(late.caught_up());
+        publish(&topics, "/t", &["c"]).await;
+        let replay = late.replay(10);
+        assert_eq!((texts(&replay), replay.missed), (vec!["c"], 0));
+    }
+
+    #[actix_rt::test]
+    async fn what_the_history_no_longer_holds_is_counted_missed() {
+        let topics = registry(2);
+        let mut member = join(&topics, "/t", "m").await;
+        publish(&topics, "/t", &["1", "2", "3", "4", "5"]).await;
+        let replay = member.replay(10);
+        assert_eq!((texts(&replay), replay.missed), (vec!["4", "5"], 3));
+    }
+
+    #[actix_rt::test]
+    async fn an_acknowledgement_never_reaches_before_the_session_joined() {
+        let topics = registry(100);
+        let _first = join(&topics, "/t", "first").await;
+        publish(&topics, "/t", &["before-1", "before-2"]).await;
+        let mut member = join(&topics, "/t", "m").await;
+        assert!(
+            !member.acknowledge(0),
+            "not behind: clamped to where it joined"
+        );
+        assert_eq!(member.cursor, 2);
+        publish(&topics, "/t", &["after"]).await;
+        assert_eq!(texts(&member.replay(10)), vec!["after"]);
+        // Acknowledging less than was handed out is an answer lost on the way: resent.
+        member.cursor = 3;
+        assert!(member.acknowledge(2));
+        assert_eq!(texts(&member.replay(10)), vec!["after"]);
+    }
+
+    #[actix_rt::test]
+    async fn a_record_of_the_cluster_is_trusted_and_another_epochs_is_not() {
+        let topics = registry(100);
+        let _first = join(&topics, "/t", "first").await;
+        publish(&topics, "/t", &["1", "2", "3"]).await;
+        let mut member = join(&topics, "/t", "m").await;
+        let epoch = member.epoch;
+        member.resume(epoch + 1, 0, false);
+        assert_eq!(
+            member.cursor, 3,
+            "a cursor of another epoch means nothing here"
+        );
+        member.resume(epoch, 1, false);
+        assert_eq!(member.cursor, 1);
+        assert!(
+            !member.acknowledge(0),
+            "the record lowered the floor to 1, no further"
+        );
+        assert_eq!(texts(&member.replay(10)), vec!["2", "3"]);
+        member.resume(epoch, 0, true);
+        assert_eq!(
+            member.cursor, 1,
+            "a membership that served its client only moves forward"
+        );
+    }
 }

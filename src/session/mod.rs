@@ -11,27 +11,25 @@
 //! - why a client's message was refused ([`InboundError`]);
 //! - the mailbox bound of a session actor ([`MAILBOX`]);
 //! - attaching a WebSocket to a session ([`websocket`]);
-//! - who a client is and whether its session id is its own ([`Access`], [`Identity`]).
+//! - the gate every client action passes: identity, session ids, permissions, limits
+//!   ([`Gate`]).
 //!
 //! The transports under them are protocol-blind (`crate::transport`); the codecs over them are
 //! pure (`crate::protocol`).
-mod access;
 pub mod command;
 pub mod expiry;
-pub mod identity;
-mod ids;
-pub mod limits;
 mod membership;
-pub mod permissions;
 pub mod websocket;
 
 use actix_http::ws::{CloseCode, CloseReason};
 use thiserror::Error;
 
-pub use access::{admit, random_secret, Access, Refused};
+// The gate lives below the node; sessions meet it under these names too.
+pub use crate::gate::{identity, permissions};
+pub use crate::gate::{random_secret, Access, Cleared, ConfigError, Gate, Refused};
+pub use crate::gate::{ForeignId, IdPolicy, SessionIds};
 pub use command::{Command, Commands, LocalSessions};
 pub use identity::{AuthError, Identity};
-pub use ids::{ForeignId, IdPolicy, SessionIds};
 pub use membership::{Fetch, Membership, Replay, Reports};
 pub use permissions::{Action, Denied, Permissions};
 
@@ -59,9 +57,9 @@ pub enum InboundError {
     Moved,
     #[error(transparent)]
     Event(#[from] EventError),
-    /// The session publishes faster than `--max-publishes-per-sec`.
-    #[error("publish rate limit exceeded; slow down")]
-    RateLimited,
+    /// The gate refused it (the namespace, the publish rate).
+    #[error(transparent)]
+    Gate(#[from] Refused),
 }
 
 /// The slow-consumer policy, the same for every session: count it, say so, and return the

@@ -53,7 +53,7 @@ where
 pub fn refusal(error: &InboundError) -> CloseReason {
     let code = match error {
         InboundError::Publish(_) => CloseCode::Again,
-        InboundError::Refused(_) | InboundError::RateLimited => CloseCode::Policy,
+        InboundError::Refused(_) | InboundError::Gate(_) => CloseCode::Policy,
         InboundError::Event(_) => CloseCode::Invalid,
         InboundError::TransportClosed | InboundError::Moved => CloseCode::Away,
     };

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use parking_lot::RwLock;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::time::Instant;
 
 use super::upstream::{Backlog, StoreError, TopicPosition, Upstream};
@@ -151,6 +152,8 @@ pub struct Broadcaster {
     members: HashMap<SessionId, Member>,
     /// The node's history budget.
     budget: Arc<HistoryBudget>,
+    /// The node's publish-to-write latency, observed once per message fanned out.
+    latency: Histogram,
     release: Release,
     /// The cluster, when messages arrive numbered by it.
     cluster: Option<Arc<dyn Upstream>>,
@@ -171,6 +174,7 @@ impl Broadcaster {
         epoch: u64,
         limits: HistoryLimits,
         budget: Arc<HistoryBudget>,
+        latency: Histogram,
         release: Release,
         cluster: Option<Arc<dyn Upstream>>,
     ) -> Self {
@@ -185,6 +189,7 @@ impl Broadcaster {
             }),
             members: HashMap::new(),
             budget,
+            latency,
             release,
             cluster,
             early: BTreeMap::new(),
@@ -218,6 +223,9 @@ impl Broadcaster {
                 member.behind = true;
                 self.skipped += 1;
             }
+        }
+        if !self.members.is_empty() {
+            self.latency.observe(envelope.age_secs());
         }
     }
 

@@ -63,6 +63,9 @@ pub struct Envelope {
     pub json: bool,
     /// When the topic accepted it (for history age limits and latency figures).
     pub accepted_at: Instant,
+    /// When it was published (unix ms): accepted by the publishing node, or numbered by the
+    /// cluster for a message relayed from another node. For the publish-to-write latency.
+    pub published_ms: u64,
     /// Frames per wire format, built by the first recipient that needs them and shared after.
     frames: [OnceLock<ByteString>; FRAME_SLOTS],
     /// The same frames wrapped for a transport that writes them whole (a WebSocket frame
@@ -79,9 +82,15 @@ impl Envelope {
             text: message.text,
             json: message.json,
             accepted_at: Instant::now(),
+            published_ms: unix_ms(),
             frames: Default::default(),
             wrapped: Default::default(),
         }
+    }
+
+    /// Seconds since it was published (0 when the clocks of two nodes disagree).
+    pub fn age_secs(&self) -> f64 {
+        unix_ms().saturating_sub(self.published_ms) as f64 / 1000.0
     }
 
     /// The frame for wire format `slot`, encoding it with `encode` on first use.
@@ -98,4 +107,11 @@ impl Envelope {
     pub fn weight(&self) -> usize {
         self.text.len() + std::mem::size_of::<Self>()
     }
+}
+
+/// The wall clock in unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

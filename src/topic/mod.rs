@@ -27,3 +27,25 @@ pub use upstream::{Backlog, StoreError, TopicPosition, Upstream};
 pub type TopicId = Arc<str>;
 /// A session id: the Atmosphere tracking id, or the Cettia socket id.
 pub type SessionId = Arc<str>;
+
+/// Longest topic name a client or the backend API may use.
+pub const MAX_TOPIC_LEN: usize = 512;
+
+/// A name that is not a topic's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("topic {shown:?} must be a path like /chat/lobby, at most {MAX_TOPIC_LEN} bytes")]
+pub struct BadTopic {
+    /// The name, cut to a length fit for an error message.
+    shown: String,
+}
+
+/// The one topic-name rule: a path (`/` first) of at most [`MAX_TOPIC_LEN`] bytes.
+pub fn check_name(name: &str) -> Result<(), BadTopic> {
+    if name.starts_with('/') && name.len() <= MAX_TOPIC_LEN {
+        Ok(())
+    } else {
+        Err(BadTopic {
+            shown: name.chars().take(64).collect(),
+        })
+    }
+}

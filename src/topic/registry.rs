@@ -36,6 +36,8 @@ struct Inner {
     limits: HistoryLimits,
     /// The memory bound every topic's history shares.
     budget: Arc<HistoryBudget>,
+    /// Publish-to-write latency of every topic of the node (see `crate::metrics`).
+    latency: prometheus_client::metrics::histogram::Histogram,
     next_epoch: AtomicU64,
     /// Set when the node runs in a cluster: topics then take numbered messages.
     cluster: OnceLock<Arc<dyn Upstream>>,
@@ -53,6 +55,7 @@ impl TopicRegistry {
             inner: Arc::new(Inner {
                 topics: Mutex::new(HashMap::new()),
                 budget: Arc::new(HistoryBudget::new(limits.budget_bytes)),
+                latency: crate::metrics::latency_histogram(),
                 limits,
                 // Epochs start from the clock so a restarted node does not reuse them.
                 next_epoch: AtomicU64::new(
@@ -95,6 +98,7 @@ impl TopicRegistry {
             epoch,
             self.inner.limits,
             budget,
+            self.inner.latency.clone(),
             release,
             cluster,
         )
@@ -185,6 +189,11 @@ impl TopicRegistry {
     /// The node-wide history budget (for metrics).
     pub fn budget(&self) -> &HistoryBudget {
         &self.inner.budget
+    }
+
+    /// The topics' publish-to-write latency histogram.
+    pub fn latency(&self) -> &prometheus_client::metrics::histogram::Histogram {
+        &self.inner.latency
     }
 
     /// Number of live topics on this node.

@@ -7,6 +7,7 @@
 //! imports no other module of the crate.
 pub mod body;
 pub mod long_poll;
+pub mod request_body;
 mod sink;
 pub mod writable;
 mod write;
@@ -14,3 +15,40 @@ pub mod ws;
 
 pub use sink::Sink;
 pub use write::WriteOutcome;
+
+/// Which of the four transports carries a session now (for the node's gauges and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    WebSocket,
+    Sse,
+    Streaming,
+    LongPolling,
+}
+
+impl TransportKind {
+    pub const ALL: [TransportKind; 4] = [
+        TransportKind::WebSocket,
+        TransportKind::Sse,
+        TransportKind::Streaming,
+        TransportKind::LongPolling,
+    ];
+
+    /// The name atmosphere.js gives it (`transport` option), used as the metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::WebSocket => "websocket",
+            TransportKind::Sse => "sse",
+            TransportKind::Streaming => "streaming",
+            TransportKind::LongPolling => "long-polling",
+        }
+    }
+
+    /// A pushing HTTP response's kind: SSE or plain streaming.
+    pub fn of_body(sse: bool) -> Self {
+        if sse {
+            TransportKind::Sse
+        } else {
+            TransportKind::Streaming
+        }
+    }
+}

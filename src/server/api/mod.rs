@@ -14,7 +14,6 @@ mod unsubscribe;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use thiserror::Error;
@@ -26,8 +25,6 @@ use crate::session::Commands;
 
 /// Largest request body.
 const MAX_BODY: usize = 1024 * 1024;
-/// Longest topic name.
-const MAX_TOPIC_LEN: usize = 512;
 
 /// What an API call may need.
 pub struct Api<'a> {
@@ -51,8 +48,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
-    #[error("request body over {MAX_BODY} bytes")]
-    TooLarge,
+    #[error(transparent)]
+    Body(crate::transport::request_body::BodyError),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -63,7 +60,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Body(error) => error.status(),
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -116,7 +113,7 @@ async fn answer(
     api: &Api<'_>,
 ) -> Result<Value, ApiError> {
     authorize(req, api.node)?;
-    let body = read_body(body).await?;
+    let body = read_body(body, api.node.config.body_timeout()).await?;
     match method {
         "publish" => publish::call(api, parse(&body)?).await,
         "broadcast" => broadcast::call(api, parse(&body)?).await,
@@ -162,16 +159,13 @@ fn authorize(req: &HttpRequest, node: &Node) -> Result<(), ApiError> {
     }
 }
 
-async fn read_body(mut body: web::Payload) -> Result<bytes::Bytes, ApiError> {
-    let mut bytes = bytes::BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        if bytes.len() + chunk.len() > MAX_BODY {
-            return Err(ApiError::TooLarge);
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes.freeze())
+async fn read_body(
+    body: web::Payload,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, ApiError> {
+    crate::transport::request_body::read(body, MAX_BODY, timeout)
+        .await
+        .map_err(ApiError::Body)
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -192,13 +186,7 @@ fn sessions_reached(here: Option<usize>) -> Value {
     }
 }
 
-/// A topic name as clients use it: a path of at most 512 bytes.
+/// A topic name as clients use it (the one rule of `crate::topic`).
 fn check_topic(topic: &str) -> Result<(), ApiError> {
-    if topic.starts_with('/') && topic.len() <= MAX_TOPIC_LEN {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "topic {topic:?} must be a path like /chat/lobby, at most {MAX_TOPIC_LEN} bytes"
-        )))
-    }
+    crate::topic::check_name(topic).map_err(|bad| ApiError::BadRequest(bad.to_string()))
 }

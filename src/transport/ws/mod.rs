@@ -257,6 +257,19 @@ enum Event {
     Close(Option<CloseReason>),
 }
 
+/// The payload length the frame header at the start of `buf` announces, once the header's
+/// length bytes are there (RFC 6455, 5.2: 7 bits, or 126 and 16 bits, or 127 and 64 bits).
+fn announced_len(buf: &[u8]) -> Option<u64> {
+    let short = u64::from(*buf.get(1)? & 0x7f);
+    match short {
+        126 => Some(u64::from(u16::from_be_bytes(
+            buf.get(2..4)?.try_into().ok()?,
+        ))),
+        127 => Some(u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?)),
+        n => Some(n),
+    }
+}
+
 /// The read half's state: undecoded bytes and a message being reassembled.
 struct Reader {
     codec: Codec,
@@ -285,6 +298,12 @@ impl Reader {
     /// The next event in the bytes read so far.
     fn next(&mut self) -> Result<Option<Event>, CloseReason> {
         loop {
+            // The codec compares a frame's length with its limit only once the whole payload
+            // is buffered: a header announcing 2^40 bytes would have us buffer whatever the
+            // client sends. Refuse it as soon as its header is here.
+            if announced_len(&self.buf).is_some_and(|len| len > self.max_message_bytes as u64) {
+                return Err(close_reason(CloseCode::Size, "message too large"));
+            }
             let frame = match self.codec.decode(&mut self.buf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
@@ -356,5 +375,43 @@ impl Reader {
             };
             return Ok(Some(Event::Message(message)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(max: usize, bytes: &[u8]) -> Reader {
+        Reader {
+            codec: Codec::new().max_size(max),
+            buf: BytesMut::from(bytes),
+            fragments: None,
+            max_message_bytes: max,
+        }
+    }
+
+    #[test]
+    fn a_frame_announcing_more_than_the_limit_is_refused_from_its_header() {
+        // A masked binary frame announcing 2^40 bytes, and only its header and mask sent.
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        let refused = reader(1024, &header).next().err().expect("refused");
+        assert_eq!(refused.code, CloseCode::Size);
+        // Sixteen-bit lengths too, before a byte of the payload arrives.
+        let refused = reader(1024, &[0x81, 0x80 | 126, 0x10, 0x00]).next().err();
+        assert_eq!(refused.map(|r| r.code), Some(CloseCode::Size));
+    }
+
+    #[test]
+    fn a_frame_within_the_limit_waits_for_its_payload() {
+        let mut r = reader(1024, &[0x81, 0x80 | 126, 0x03, 0xe8]);
+        assert!(
+            matches!(r.next(), Ok(None)),
+            "1000 bytes announced, 1024 allowed"
+        );
+        assert_eq!(announced_len(&[0x81]), None);
+        assert_eq!(announced_len(&[0x81, 0x85]), Some(5));
     }
 }

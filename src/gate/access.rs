@@ -1,0 +1,101 @@
+//! Who a client is (a token checked by the [`Verifier`]), and whether the session id it
+//! presents was issued to it ([`SessionIds`]): the identity part of the gate.
+//!
+//! The protocols only find the token where their clients put it (Atmosphere:
+//! `X-Atmosphere-Auth`, header or query; Cettia: the socket URI's `token` parameter) and
+//! answer a refusal on their own wire.
+use super::identity::{AuthError, Identity, KeyError, KeySettings, Verifier};
+use super::ids::{ForeignId, IdPolicy, SessionIds};
+
+/// Identity and session-id checks of a node.
+pub struct Access {
+    verifier: Option<Verifier>,
+    ids: SessionIds,
+    /// Clients without a token are let in (as anonymous) even though keys are configured.
+    anonymous: bool,
+}
+
+// === impl Access ===
+
+impl Access {
+    /// Tokens checked with `keys` (none configured: every client is anonymous), session ids
+    /// under `policy` (default: `signed` when tokens are checked, else `open`) signed with
+    /// `secret` (else a random one of this process); `allow_anonymous` lets clients without a
+    /// token in even though keys are configured.
+    pub fn new(
+        keys: &KeySettings,
+        policy: Option<IdPolicy>,
+        allow_anonymous: bool,
+        secret: Option<String>,
+    ) -> Result<Self, KeyError> {
+        let verifier = Verifier::new(keys)?;
+        let policy = policy.unwrap_or(if verifier.is_some() {
+            IdPolicy::Signed
+        } else {
+            IdPolicy::Open
+        });
+        let secret = secret.unwrap_or_else(random_secret);
+        Ok(Access {
+            anonymous: verifier.is_none() || allow_anonymous,
+            ids: SessionIds::new(secret.as_bytes(), policy),
+            verifier,
+        })
+    }
+
+    /// Who presents `token` (`None` or empty: no token).
+    pub fn identify(&self, token: Option<&str>) -> Result<Identity, AuthError> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(Identity::anonymous());
+        };
+        match token.filter(|t| !t.is_empty()) {
+            Some(token) => verifier.verify(token),
+            None if self.anonymous => Ok(Identity::anonymous()),
+            None => Err(AuthError::Missing),
+        }
+    }
+
+    /// Whether tokens are checked at all.
+    pub fn verifies_tokens(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// A new session id for `who`.
+    pub fn issue(&self, who: &Identity) -> String {
+        self.ids.issue(who.user_id())
+    }
+
+    /// Whether `who` may use session `id`.
+    pub fn check(&self, id: &str, who: &Identity) -> Result<(), ForeignId> {
+        self.ids.check(id, who.user_id())
+    }
+
+    pub fn id_policy(&self) -> IdPolicy {
+        self.ids.policy()
+    }
+
+    /// Whether `id` has the form of an id the node issues.
+    pub fn is_issued_form(&self, id: &str) -> bool {
+        SessionIds::is_issued_form(id)
+    }
+
+    /// No token keys, ids under `policy` with a random secret.
+    #[cfg(test)]
+    pub fn for_tests(policy: IdPolicy) -> Self {
+        Access {
+            verifier: None,
+            ids: SessionIds::new(random_secret().as_bytes(), policy),
+            anonymous: true,
+        }
+    }
+}
+
+/// A secret for one process (a single node without `--session-secret`: its ids need not
+/// survive it).
+pub fn random_secret() -> String {
+    // Two v4 UUIDs: 244 random bits from the operating system.
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}

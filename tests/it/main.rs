@@ -1,0 +1,27 @@
+//! The integration tests, one binary: the crate and its dependencies link once. One module per area;
+//! every test starts its servers through `common` (a node in-process, or the local cluster).
+mod api;
+mod atmosphere_app;
+mod auth;
+mod cettia_cluster;
+mod cettia_http;
+mod cettia_socket;
+mod cettia_vibe;
+mod cluster;
+mod common;
+mod departure;
+mod deploy;
+mod gate;
+mod http_edge;
+mod layering;
+mod limits;
+mod long_polling;
+mod metrics;
+mod permissions;
+mod reconnect;
+mod redis_cluster;
+mod slow_consumer;
+mod smoke;
+mod sse_streaming;
+mod targeted;
+mod websocket;
