@@ -18,6 +18,11 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_BIND", default_value = "0.0.0.0:8080")]
     pub bind: SocketAddr,
 
+    /// Serve the telemetry (`/metrics`, `/_nimbus/stats`, with `/healthz` and `/readyz`) on
+    /// this address, off the public port (where those two paths then answer 404).
+    #[arg(long, env = "NIMBUS_TELEMETRY_BIND")]
+    pub telemetry_bind: Option<SocketAddr>,
+
     /// Identifier of this node, sent as `X-Nimbus-Node` on every response (default: random).
     #[arg(long, env = "NIMBUS_NODE_ID")]
     pub node_id: Option<String>,
@@ -97,7 +102,9 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_MAX_LAG_MESSAGES", default_value_t = 512)]
     pub max_lag_messages: u64,
 
-    /// Allowed CORS origins, comma separated (empty = echo any origin).
+    /// Origins allowed to use the node from a browser (CORS, and WebSocket upgrades, which
+    /// browsers do not subject to CORS), comma separated; `*` allows any. Empty (the default):
+    /// only the node's own origin (the `Origin` naming the request's `Host`).
     #[arg(long, env = "NIMBUS_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
@@ -224,10 +231,15 @@ impl Config {
     /// The bound on open WebSockets: `--max-websockets`, or three quarters of the process's
     /// descriptor limit, the rest left for HTTP connections, Redis and files (a node out of
     /// descriptors cannot even accept its health checks).
-    /// Whether `origin` may use the node (`--cors-origin`; none given allows every origin).
-    pub fn allows_origin(&self, origin: &str) -> bool {
+    /// Whether a request from `origin` to `host` (its `Host` header) may use the node: one
+    /// `--cors-origins` lists (or any, with `*`), or without a list the node's own origin.
+    pub fn allows_origin(&self, origin: &str, host: Option<&str>) -> bool {
         let allow = &self.cors_origins;
-        allow.is_empty() || allow.iter().any(|a| a == origin || a == "*")
+        if allow.is_empty() {
+            let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            return host.is_some_and(|host| authority.eq_ignore_ascii_case(host));
+        }
+        allow.iter().any(|a| a == origin || a == "*")
     }
 
     pub fn websocket_limit(&self) -> u64 {

@@ -17,6 +17,7 @@ use crate::broker::{Published, SessionRecord};
 use crate::error::HttpError;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
+use crate::session::websocket::UpgradeRefused;
 use crate::session::{AuthError, Cleared, Identity, InboundError, Refused};
 use crate::topic::{Audience, SessionId, StoreError};
 use crate::transport::request_body;
@@ -240,22 +241,24 @@ async fn open(
     Ok(response)
 }
 
-/// Browsers do not apply CORS to WebSocket upgrades, so the allow-list is enforced here:
-/// otherwise any site could open a socket with the user's cookies (cross-site hijacking).
+/// The upgrade checks both protocols share (`session::websocket::upgrade_refused`), on
+/// Atmosphere's wire: a disabled WebSocket is `501` with the `X-Atmosphere-error` atmosphere.js
+/// answers by falling back to another transport.
 fn websocket_refused(node: &Node, req: &HttpRequest) -> Option<HttpResponse> {
-    let origin = req.headers().get(header::ORIGIN);
-    if origin.is_some_and(|o| !o.to_str().is_ok_and(|o| node.config.allows_origin(o))) {
-        return Some(
-            HttpResponse::Forbidden()
-                .content_type("text/plain; charset=utf-8")
-                .body("this origin is not in the node's CORS allow-list\n"),
-        );
-    }
-    node.config.disable_websocket.then(|| {
-        HttpResponse::NotImplemented()
-            .insert_header(("X-Atmosphere-error", "Websocket protocol not supported"))
-            .body("WebSocket is disabled on this node; use sse, streaming or long-polling\n")
-    })
+    let refused = crate::session::websocket::upgrade_refused(node, req)?;
+    let mut response = match refused {
+        UpgradeRefused::Disabled => {
+            let mut response = HttpResponse::NotImplemented();
+            response.insert_header(("X-Atmosphere-error", "Websocket protocol not supported"));
+            response
+        }
+        UpgradeRefused::Origin => HttpResponse::Forbidden(),
+    };
+    Some(
+        response
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("{refused}\n")),
+    )
 }
 
 /// Attach a pushing transport (WebSocket, SSE, streaming) to the client's connection.

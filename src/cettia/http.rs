@@ -25,6 +25,7 @@ use super::{websocket, Cettia, ForwardError};
 use crate::node::Node;
 use crate::protocol::cettia::vibe::{self, VibeRequest, VibeTransport};
 use crate::protocol::cettia::{framing, CettiaRequest, Dialect, TransportName, When, WireMessage};
+use crate::session::websocket::UpgradeRefused;
 use crate::session::{Identity, InboundError, Refused};
 use crate::transport::{body, request_body};
 
@@ -73,24 +74,15 @@ fn is_upgrade(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// WebSocket upgrades are not subject to CORS in browsers: enforce the allow-list here.
+/// The upgrade checks both protocols share (`session::websocket::upgrade_refused`), on
+/// Cettia's wire.
 fn websocket_refused(node: &Node, req: &HttpRequest) -> Option<HttpResponse> {
-    if node.config.disable_websocket {
-        return Some(error(
-            StatusCode::NOT_IMPLEMENTED,
-            "WebSocket is disabled on this node; use stream or longpoll",
-        ));
-    }
-    let origin = req.headers().get(header::ORIGIN)?;
-    let allowed = origin
-        .to_str()
-        .is_ok_and(|origin| node.config.allows_origin(origin));
-    (!allowed).then(|| {
-        error(
-            StatusCode::FORBIDDEN,
-            "this origin is not in the node's CORS allow-list",
-        )
-    })
+    let refused = crate::session::websocket::upgrade_refused(node, req)?;
+    let status = match refused {
+        UpgradeRefused::Disabled => StatusCode::NOT_IMPLEMENTED,
+        UpgradeRefused::Origin => StatusCode::FORBIDDEN,
+    };
+    Some(error(status, refused))
 }
 
 /// `/cettia`.

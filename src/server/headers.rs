@@ -25,7 +25,8 @@ pub async fn nimbus_headers(
         .cloned()
         .expect("node data is registered");
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let allowed_origin = origin.filter(|o| origin_allowed(&node, o));
+    let host = req.headers().get(header::HOST).cloned();
+    let allowed_origin = origin.filter(|o| origin_allowed(&node, o, host.as_ref()));
     // The Cettia/Vibe protocols send `access-control-allow-origin` on every response, `*` when
     // the request has no `Origin` (their reference servers do; preflights included).
     let cettia_wildcard =
@@ -81,8 +82,9 @@ pub async fn nimbus_headers(
     Ok(response)
 }
 
-fn origin_allowed(node: &Node, origin: &HeaderValue) -> bool {
+fn origin_allowed(node: &Node, origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
+    let host = host.and_then(|h| h.to_str().ok());
     origin
         .to_str()
-        .is_ok_and(|origin| node.config.allows_origin(origin))
+        .is_ok_and(|origin| node.config.allows_origin(origin, host))
 }

@@ -118,7 +118,14 @@ pub fn serve_apps(
     commands.serve(Arc::new(atmosphere.clone()));
     commands.serve(Arc::new(cettia.clone()));
     let commands_data = web::Data::new(commands);
+    let telemetry = node
+        .config
+        .telemetry_bind
+        .map(TcpListener::bind)
+        .transpose()?;
+    let public_telemetry = telemetry.is_none();
     let data = web::Data::from(node);
+    let telemetry_data = (data.clone(), web::Data::new(atmosphere.clone()));
     let cettia_data = web::Data::new(cettia);
     let atmosphere_data = web::Data::new(atmosphere);
     let app = move || {
@@ -136,8 +143,15 @@ pub fn serve_apps(
                 "/_nimbus/atmosphere.js",
                 web::get().to(assets::atmosphere_js),
             )
-            .route("/_nimbus/stats", web::get().to(stats))
-            .route("/metrics", web::get().to(metrics::metrics))
+            .configure(|config| {
+                if public_telemetry {
+                    config
+                        .route("/_nimbus/stats", web::get().to(stats))
+                        .route("/metrics", web::get().to(metrics::metrics));
+                } else {
+                    config.route("/metrics", web::to(telemetry_elsewhere));
+                }
+            })
             .route("/api/{method}", web::post().to(api::call))
             .route("/api/{tail:.*}", web::to(api_refused))
             .route(
@@ -160,7 +174,8 @@ pub fn serve_apps(
         map_config(app, |_| AppConfig::default())
     };
     let addr = listener.local_addr()?;
-    let server = actix_server::Server::build()
+    let server = listen_telemetry(actix_server::Server::build(), telemetry, telemetry_data)?;
+    let server = server
         .workers(workers)
         // Signals are handled by `shutdown::on_signal` (drain first, then stop); the timeout is
         // what in-flight requests get once the server stops.
@@ -188,6 +203,45 @@ pub fn serve_apps(
         })?
         .run();
     Ok(server)
+}
+
+/// Add the telemetry listener, if the node has one.
+fn listen_telemetry(
+    server: actix_server::ServerBuilder,
+    listener: Option<TcpListener>,
+    (node, atmosphere): (web::Data<Node>, web::Data<Atmosphere>),
+) -> std::io::Result<actix_server::ServerBuilder> {
+    let Some(listener) = listener else {
+        return Ok(server);
+    };
+    server.listen("telemetry", listener, move || {
+        let app = App::new()
+            .app_data(node.clone())
+            .app_data(atmosphere.clone())
+            .configure(telemetry_routes)
+            .into_factory()
+            .map_err(|error: actix_web::Error| error.as_response_error().error_response());
+        HttpService::build()
+            .finish(map_config(app, |_| AppConfig::default()))
+            .tcp()
+    })
+}
+
+/// The telemetry listener's routes (`--telemetry-bind`): metrics, stats and the health
+/// checks, nothing a client could use.
+fn telemetry_routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/metrics", web::get().to(metrics::metrics))
+        .route("/_nimbus/stats", web::get().to(stats))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+/// `/metrics` on the public port of a node that serves its telemetry elsewhere.
+async fn telemetry_elsewhere() -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body("telemetry is served on this node's --telemetry-bind address\n")
 }
 
 /// Liveness: the node is up and answering HTTP.

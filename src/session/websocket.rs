@@ -14,6 +14,34 @@ use crate::node::Node;
 use crate::transport::ws::{self, close_reason, WsMessage};
 use crate::transport::Sink;
 
+/// Why a WebSocket upgrade is refused before it reaches a session, the same checks in the same
+/// order for both protocols: WebSocket turned off on this node (`501`), then an `Origin` the
+/// node does not allow (`403`: browsers do not apply CORS to upgrades, so without this any
+/// site could open a socket in its visitors' name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpgradeRefused {
+    #[error("WebSocket is disabled on this node; use another transport")]
+    Disabled,
+    #[error("this origin may not open WebSockets on this node (see --cors-origins)")]
+    Origin,
+}
+
+/// The upgrade checks of `req` (see [`UpgradeRefused`]).
+pub fn upgrade_refused(node: &Node, req: &HttpRequest) -> Option<UpgradeRefused> {
+    if node.config.disable_websocket {
+        return Some(UpgradeRefused::Disabled);
+    }
+    let headers = req.headers();
+    let origin = headers.get(actix_web::http::header::ORIGIN)?;
+    let host = headers
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let allowed = origin
+        .to_str()
+        .is_ok_and(|origin| node.config.allows_origin(origin, host));
+    (!allowed).then_some(UpgradeRefused::Origin)
+}
+
 /// Accept the upgrade in `req` and attach its socket with `attach` (which sends the sink to the
 /// actor and returns the transport's generation); returns the `101` response. Each message of
 /// the client goes through `handle` (an `Err` closes the socket with that reason), and

@@ -226,3 +226,166 @@ impl TopicRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use actix::prelude::*;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::topic::{Deliver, Leave};
+
+    /// A member that writes down the sequence of every delivery; its mailbox holds `capacity`.
+    struct Recorder {
+        seen: Arc<Mutex<Vec<u64>>>,
+        capacity: usize,
+    }
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            ctx.set_mailbox_capacity(self.capacity);
+        }
+    }
+
+    impl Handler<Deliver> for Recorder {
+        type Result = ();
+        fn handle(&mut self, Deliver(envelope): Deliver, _: &mut Context<Self>) {
+            self.seen.lock().push(envelope.seq);
+        }
+    }
+
+    /// Answered once everything queued before it was handled.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Settle;
+
+    impl Handler<Settle> for Recorder {
+        type Result = ();
+        fn handle(&mut self, _: Settle, _: &mut Context<Self>) {}
+    }
+
+    fn registry() -> TopicRegistry {
+        TopicRegistry::new(HistoryLimits {
+            max_messages: 100,
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(60),
+            budget_bytes: 1 << 24,
+        })
+    }
+
+    async fn member(
+        topics: &TopicRegistry,
+        topic: &str,
+        id: &str,
+        capacity: usize,
+    ) -> (Addr<Recorder>, Arc<Mutex<Vec<u64>>>, JoinAck) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let addr = Recorder {
+            seen: seen.clone(),
+            capacity,
+        }
+        .start();
+        let ack = topics
+            .join(topic, id.into(), addr.clone().recipient())
+            .await;
+        (addr, seen, ack)
+    }
+
+    fn publish(topics: &TopicRegistry, topic: &str, n: usize) {
+        for i in 0..n {
+            let message = crate::topic::Message::text(format!("m{i}"));
+            topics.publish(topic, Audience::All, message).unwrap();
+        }
+    }
+
+    #[actix_rt::test]
+    async fn members_get_each_message_once_in_order_and_one_that_left_none() {
+        let topics = registry();
+        let (a, seen_a, ack) = member(&topics, "/t", "a", 64).await;
+        let (b, seen_b, _) = member(&topics, "/t", "b", 64).await;
+        assert_eq!(ack.cursor, 0);
+        publish(&topics, "/t", 3);
+        ack.addr.do_send(Leave {
+            session: "b".into(),
+        });
+        publish(&topics, "/t", 1);
+        assert_eq!(topics.member_counts().await, vec![("/t".into(), 1)]);
+        a.send(Settle).await.unwrap();
+        b.send(Settle).await.unwrap();
+        assert_eq!(*seen_a.lock(), vec![1, 2, 3, 4]);
+        assert_eq!(*seen_b.lock(), vec![1, 2, 3]);
+        assert_eq!(ack.topic.last_seq(), 4);
+    }
+
+    /// A member on another thread that is stuck (its first delivery waits for `stuck`).
+    struct Stuck {
+        stuck: Arc<Mutex<()>>,
+        seen: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl Actor for Stuck {
+        type Context = Context<Self>;
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            ctx.set_mailbox_capacity(1);
+        }
+    }
+
+    impl Handler<Deliver> for Stuck {
+        type Result = ();
+        fn handle(&mut self, Deliver(envelope): Deliver, _: &mut Context<Self>) {
+            drop(self.stuck.lock());
+            self.seen.lock().push(envelope.seq);
+        }
+    }
+
+    // The lock is held across awaits on purpose: it keeps the other thread's member stuck.
+    #[allow(clippy::await_holding_lock)]
+    #[actix_rt::test]
+    async fn a_member_with_a_full_mailbox_is_skipped_and_the_history_keeps_the_rest() {
+        let topics = registry();
+        let stuck = Arc::new(Mutex::new(()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let arbiter = Arbiter::new();
+        let slow = Stuck::start_in_arbiter(&arbiter.handle(), {
+            let (stuck, seen) = (stuck.clone(), seen.clone());
+            move |_| Stuck { stuck, seen }
+        });
+        let held = stuck.lock();
+        let ack = topics.join("/t", "slow".into(), slow.recipient()).await;
+        let (fast, seen_fast, _) = member(&topics, "/t", "fast", 64).await;
+        publish(&topics, "/t", 20);
+        let _ = topics.member_counts().await; // the topic has handled the twenty
+        drop(held);
+        fast.send(Settle).await.unwrap();
+        assert_eq!(
+            *seen_fast.lock(),
+            (1..=20).collect::<Vec<u64>>(),
+            "others never wait"
+        );
+        let got = seen.lock().clone();
+        assert!(
+            got.len() < 20,
+            "a stuck mailbox of one took them all: {got:?}"
+        );
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+        // Everything the topic accepted is kept: the skipped member catches up from there.
+        let after = got.last().copied().unwrap_or(0);
+        let history = ack.topic.history.read().after(after, 100, |_| true);
+        let rest: Vec<u64> = history.messages.iter().map(|e| e.seq).collect();
+        assert_eq!(rest, ((after + 1)..=20).collect::<Vec<u64>>());
+        assert_eq!(history.missed, 0);
+        arbiter.stop();
+    }
+
+    #[actix_rt::test]
+    async fn publishing_to_a_topic_without_members_here_delivers_nothing_and_fails_nothing() {
+        let topics = registry();
+        publish(&topics, "/nobody", 3);
+        assert!(topics.member_counts().await.is_empty());
+        assert_eq!(topics.len(), 0);
+    }
+}

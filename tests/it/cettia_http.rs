@@ -150,7 +150,7 @@ async fn plain_stream_is_text_plain_and_accepts_bare_text_plain_posts() {
 
 #[tokio::test]
 async fn cors_headers_echo_the_origin_or_allow_any() {
-    let server = TestServer::start(|_| {});
+    let server = TestServer::start(|c| c.cors_origins = vec!["*".into()]);
     let client = reqwest::Client::new();
     let url = open_url(&server, "longpoll", "");
     let any = client.get(&url).send().await.unwrap();

@@ -612,3 +612,82 @@ async fn a_session_token_never_reaches_before_the_session_joined_on_any_node() {
     }
     assert_eq!(seen, ["before-0", "before-1", "before-2", "after"]);
 }
+
+/// W9: without `--cors-origins`, only the node's own origin may use it from a browser: a
+/// foreign `Origin` gets no CORS headers, its preflight `403`, its WebSocket upgrades `403`
+/// on both protocols; the node's own origin is served as before.
+#[tokio::test]
+async fn by_default_only_the_nodes_own_origin_is_served_to_browsers() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = TestServer::start(|_| {});
+    let own = format!("http://{}", server.addr);
+    let foreign = "https://evil.example";
+    let http = reqwest::Client::new();
+    let url = common::topic_url(&server, "/gate/cors", "long-polling", "0", true);
+    for (origin, allowed) in [(own.as_str(), true), (foreign, false)] {
+        let response = http
+            .get(&url)
+            .header("Origin", origin)
+            .send()
+            .await
+            .unwrap();
+        let echoed = response
+            .headers()
+            .get("access-control-allow-origin")
+            .cloned();
+        assert_eq!(echoed.is_some(), allowed, "{origin}");
+        let preflight = http
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("Origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(preflight.status().as_u16(), if allowed { 200 } else { 403 });
+        for path in [
+            format!("/gate/cors?{}", common::atmo_query("websocket", "0", true)),
+            "/cettia?cettia-version=1.0&cettia-transport-version=1.0&cettia-transport-name=websocket"
+                .to_string(),
+        ] {
+            let mut request = server.ws_url(&path).into_client_request().unwrap();
+            request.headers_mut().insert("Origin", origin.parse().unwrap());
+            let got = match tokio_tungstenite::connect_async(request).await {
+                Ok(_) => 101,
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+                Err(other) => panic!("{other}"),
+            };
+            assert_eq!(got, if allowed { 101 } else { 403 }, "{origin} {path}");
+        }
+    }
+}
+
+/// W9: with `--telemetry-bind`, `/metrics` and `/_nimbus/stats` are served there and not on
+/// the public port (404 there, never an Atmosphere topic).
+#[tokio::test]
+async fn telemetry_can_be_kept_off_the_public_port() {
+    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = TestServer::start(move |c| c.telemetry_bind = Some(telemetry));
+    for path in ["/metrics", "/_nimbus/stats"] {
+        let public = reqwest::get(server.url(path)).await.unwrap();
+        assert_eq!(public.status().as_u16(), 404, "{path} on the public port");
+        let private = reqwest::get(format!("http://{telemetry}{path}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            private.status().as_u16(),
+            200,
+            "{path} on the telemetry port"
+        );
+        let body = private.text().await.unwrap();
+        assert!(
+            body.contains("nimbus_topics") || body.contains("\"delivered\""),
+            "{body}"
+        );
+    }
+    let health = reqwest::get(format!("http://{telemetry}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
