@@ -18,7 +18,7 @@ use crate::error::HttpError;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
 use crate::session::websocket::UpgradeRefused;
-use crate::session::{AuthError, Cleared, Identity, InboundError, Refused};
+use crate::session::{AuthError, Cleared, Identity, Refused};
 use crate::topic::{Audience, SessionId, StoreError};
 use crate::transport::request_body;
 
@@ -95,7 +95,7 @@ async fn handle(
                     // its address's.
                     if id.is_none() {
                         let address = format!("ip:{}", peer_ip(&req));
-                        if let Err(limited) = node.gate.rate(&who, &address, 1) {
+                        if let Err(limited) = node.gate.rate(&who, address, 1) {
                             return Err(HttpError::Gate(limited).into());
                         }
                     }
@@ -363,9 +363,7 @@ async fn post_message(
     let message = match atmosphere.judge(&from, text) {
         Ok(Some(message)) => message,
         Ok(None) => return Ok(HttpResponse::Ok().finish()),
-        Err(InboundError::Refused(why)) => return Err(HttpError::Refused(why).into()),
-        Err(InboundError::Gate(refused)) => return Err(HttpError::Gate(refused).into()),
-        Err(error) => return Err(HttpError::Body(error.to_string()).into()),
+        Err(refused) => return Err(HttpError::from_inbound(refused).into()),
     };
     let published = node
         .broker

@@ -54,11 +54,6 @@ impl Access {
         }
     }
 
-    /// Whether tokens are checked at all.
-    pub fn verifies_tokens(&self) -> bool {
-        self.verifier.is_some()
-    }
-
     /// A new session id for `who`.
     pub fn issue(&self, who: &Identity) -> String {
         self.ids.issue(who.user_id())
@@ -67,10 +62,6 @@ impl Access {
     /// Whether `who` may use session `id`.
     pub fn check(&self, id: &str, who: &Identity) -> Result<(), ForeignId> {
         self.ids.check(id, who.user_id())
-    }
-
-    pub fn id_policy(&self) -> IdPolicy {
-        self.ids.policy()
     }
 
     /// Whether `id` has the form of an id the node issues.

@@ -6,7 +6,7 @@
 //! (tokens), the binding of session ids to their user, topic names, topic permissions
 //! (`--config` namespaces), the topics-per-connection cap and the publish rate are applied, and
 //! each refusal is counted for `/metrics`. The protocols only say a [`Refused`] on their wire
-//! ([`Refused::status`] for HTTP, [`Refused::close_reason`] for a WebSocket).
+//! ([`Refused::status`] for HTTP; a WebSocket closes `1008` with its text).
 //!
 //! Forgetting the gate is made impossible rather than unlikely: a session joins a topic only
 //! with a [`Cleared`] topic, and only [`Gate::subscribe`] builds one.
@@ -14,7 +14,6 @@
 //! The gate sits below the node (it knows topics and metrics, not sessions or protocols): who a
 //! client is ([`identity`], tokens), whether a session id is its own ([`SessionIds`]), what
 //! its namespace lets it do ([`permissions`]) and how fast it may publish ([`limits`]).
-use actix_http::ws::{CloseCode, CloseReason};
 use actix_http::StatusCode;
 use thiserror::Error;
 
@@ -201,30 +200,22 @@ impl Gate {
     /// Take `n` tokens of a client's publish rate (one inbound message: `1`). A signed-in
     /// user has one bucket, however many sessions it opens; an anonymous client has that of
     /// `from` (its session id, or the address of a POST without one).
-    pub fn rate(&self, who: &Identity, from: &str, n: u32) -> Result<(), Refused> {
+    pub fn rate(&self, who: &Identity, from: impl Into<String>, n: u32) -> Result<(), Refused> {
         if n == 0 {
             return Ok(());
         }
-        let admitted = match who.user_id() {
-            Some(user) => self.limits.admit_publish(&format!("user:{user}"), n),
-            None => self.limits.admit_publish(from, n),
+        // The bucket's key, made once (the keyed limiter owns its keys).
+        let key = match who.user_id() {
+            Some(user) => format!("user:{user}"),
+            None => from.into(),
         };
+        let admitted = self.limits.admit_publish(key, n);
         if admitted {
             Ok(())
         } else {
             self.metrics.limit_hit("publish_rate");
             Err(Refused::RateLimited)
         }
-    }
-
-    /// Rate buckets kept now (for tests of their bound).
-    pub fn rate_buckets(&self) -> usize {
-        self.limits.tracked()
-    }
-
-    /// The cap on topics per connection.
-    pub fn max_topics(&self) -> usize {
-        self.max_topics
     }
 }
 
@@ -240,14 +231,6 @@ impl Refused {
             }
             Refused::BadTopic(_) => StatusCode::BAD_REQUEST,
             Refused::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        }
-    }
-
-    /// The close a WebSocket gets for it: `1008` (policy) with the reason.
-    pub fn close_reason(&self) -> CloseReason {
-        CloseReason {
-            code: CloseCode::Policy,
-            description: Some(self.to_string()),
         }
     }
 }
