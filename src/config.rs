@@ -89,7 +89,7 @@ pub struct Config {
     pub history_bytes: usize,
 
     /// Replay history kept per topic: oldest message age in seconds.
-    #[arg(long, env = "NIMBUS_HISTORY_AGE_SECS", default_value_t = 120)]
+    #[arg(long, env = "NIMBUS_HISTORY_AGE_SECS", default_value_t = 3600)]
     pub history_age_secs: u64,
 
     /// Replay history of every topic together: most bytes of memory (messages and the frames

@@ -41,6 +41,7 @@ pub mod error;
 pub mod gate;
 pub mod metrics;
 pub mod node;
+pub mod presence;
 pub mod protocol;
 pub mod server;
 pub mod session;

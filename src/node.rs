@@ -25,6 +25,8 @@ pub struct Node {
     pub stats: Stats,
     /// Labelled counters for `/metrics` (see `crate::metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Who is in each topic (this node's clients, and the cluster's when it has one).
+    pub presence: crate::presence::Presence,
     /// Shutting down: not ready, handing clients to other nodes.
     draining: AtomicBool,
 }
@@ -67,6 +69,7 @@ impl Node {
             broker,
             stats: Stats::default(),
             metrics,
+            presence: crate::presence::Presence::default(),
             draining: AtomicBool::new(false),
         }))
     }

@@ -24,7 +24,7 @@ use crate::metrics::{OnTransport, Protocol};
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{frame::PADDING, handshake};
 use crate::session::expiry::{self, Expires};
-use crate::session::{self, Cleared, Identity, Membership, Reports};
+use crate::session::{self, Cleared, Identity, Membership, Present, Reports};
 use crate::topic::{Envelope, Leave, SessionId, SetDirect, TopicId};
 use crate::transport::body::Body;
 use crate::transport::long_poll::Parked;
@@ -76,6 +76,10 @@ pub struct Connection {
     pub(super) identity: Identity,
     /// Runs out with the identity's token.
     token_timer: Option<SpawnHandle>,
+    /// How many of the topic's last messages it starts with (history on join).
+    history: usize,
+    /// Its place in the topic's presence, handed to the membership once joined.
+    present: Option<Present>,
     /// Its place in the node's sessions-by-transport gauge.
     pub(super) on_transport: OnTransport,
 }
@@ -106,8 +110,18 @@ impl Connection {
             opened: false,
             identity: Identity::anonymous(),
             token_timer: None,
+            history: 0,
+            present: None,
             id,
         }
+    }
+
+    /// Start with the topic's last `history` messages (history on join), counted in the
+    /// topic's presence through `present` while the connection is in it.
+    pub fn joining(mut self, history: usize, present: Option<Present>) -> Self {
+        self.history = history;
+        self.present = present;
+        self
     }
 
     pub fn id(&self) -> &SessionId {
@@ -510,7 +524,8 @@ impl Actor for Connection {
         // Nothing else is handled until the topic has answered: the cursor must be set first.
         ctx.wait(join.into_actor(self).map(|ack, act, _| {
             act.flushed_cursor = ack.cursor;
-            act.membership = Some(Membership::new(ack));
+            act.membership =
+                Some(Membership::new(ack, act.history).with_presence(act.present.take()));
             act.opened = true;
             act.server.opened(&act.client());
         }));

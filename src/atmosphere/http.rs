@@ -176,11 +176,15 @@ fn connection_for(
         None => node.gate.issue(&who).into(),
     };
     let mode = mode_for(node, request);
+    let history = crate::session::history_on_join(node, topic, request.history);
     let (addr, created) =
         atmosphere
             .registry()
             .get_or_start(&id, topic.topic(), who.user_id(), || {
-                Connection::new(id.clone(), topic.clone(), atmosphere.clone(), mode).start()
+                let present = crate::session::present(node, topic, &who);
+                Connection::new(id.clone(), topic.clone(), atmosphere.clone(), mode)
+                    .joining(history, present)
+                    .start()
             });
     addr.do_send(Identify(who));
     (id, addr, created)

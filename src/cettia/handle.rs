@@ -102,6 +102,12 @@ impl Socket {
     /// for the socket's client, as for a `topic` parameter: a topic its namespace does not
     /// let it subscribe to, or one past `--max-topics-per-connection`, is refused.
     pub fn join(&self, topic: &str) -> Result<(), Refused> {
+        self.join_with_history(topic, 0)
+    }
+
+    /// Join `topic` as [`Socket::join`] does, first receiving its last `history` messages
+    /// (no more than `--history-messages`, none if its namespace turns history off).
+    pub fn join_with_history(&self, topic: &str, history: usize) -> Result<(), Refused> {
         let gate = &self.server.node().gate;
         let who = self.identity();
         let cleared = {
@@ -115,7 +121,10 @@ impl Socket {
             cleared
         };
         // Past the mailbox bound rather than dropped: the cap on topics bounds these.
-        self.addr.do_send(JoinTopic(cleared));
+        self.addr.do_send(JoinTopic {
+            topic: cleared,
+            history,
+        });
         Ok(())
     }
 

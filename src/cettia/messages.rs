@@ -115,10 +115,14 @@ pub struct CloseSocket;
 #[rtype(result = "()")]
 pub struct Disconnect;
 
-/// Join a topic: its messages reach the socket as `message` events.
+/// Join a topic: its messages reach the socket as `message` events, after the topic's last
+/// `history` messages (history on join).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct JoinTopic(pub crate::session::Cleared);
+pub struct JoinTopic {
+    pub topic: crate::session::Cleared,
+    pub history: usize,
+}
 
 /// Leave a topic.
 #[derive(Message)]

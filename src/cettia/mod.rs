@@ -205,16 +205,22 @@ impl Cettia {
     }
 
     /// What `nimbus` does out of the box: a socket joins the topics named by its `topic` query
-    /// parameters and carries the tags named by its `tag` parameters; `echo` is sent back to its sender; `message` is published to the socket's
+    /// parameters (after each one's last `history` messages, if it asks) and carries the tags named by its `tag` parameters; `echo` is sent back to its sender; `message` is published to the socket's
     /// topics, where Atmosphere and Cettia clients alike receive it.
     pub fn with_defaults(node: Arc<Node>) -> Self {
         let cettia = Cettia::new(node);
         cettia.on_socket(|socket| {
             let topics: Vec<String> = socket.query("topic").map(str::to_string).collect();
+            // `history=N`: each topic's last N messages first (history on join).
+            let history = socket
+                .query("history")
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
             for topic in topics {
                 // The gate let the request in with these topics; one refused now (the socket
                 // resumed with a token that lost a grant) is said to the client.
-                if let Err(refused) = socket.join(&topic) {
+                if let Err(refused) = socket.join_with_history(&topic, history) {
                     let _ = socket.send("error", Value::from(refused.to_string()));
                 }
             }

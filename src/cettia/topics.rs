@@ -9,14 +9,18 @@ use crate::topic::{Deliver, Envelope, Leave, TopicId};
 use std::sync::Arc;
 
 impl SocketActor {
-    /// Join `topic`, then run `then` with the membership. Nothing else is handled until the
-    /// topic has answered, so no message is missed.
+    /// Join `topic`, starting `history` messages before its last one, then run `then` with
+    /// the membership. Nothing else is handled until the topic has answered, so no message is
+    /// missed.
     pub(super) fn join(
         &mut self,
         topic: Cleared,
+        history: usize,
         ctx: &mut Context<Self>,
         then: impl FnOnce(Membership, &mut Self, &mut Context<Self>) + 'static,
     ) {
+        let who = self.shared.identity.lock().clone();
+        let present = session::present(self.server.node(), &topic, &who);
         let topic = topic.into_topic();
         let topics = self.server.node().topics.clone();
         let session = self.shared.id.clone();
@@ -24,7 +28,10 @@ impl SocketActor {
         ctx.wait(
             async move { topics.join(&topic, session, recipient).await }
                 .into_actor(self)
-                .map(move |ack, act, ctx| then(Membership::new(ack), act, ctx)),
+                .map(move |ack, act, ctx| {
+                    let membership = Membership::new(ack, history).with_presence(present);
+                    then(membership, act, ctx)
+                }),
         );
     }
 }
@@ -32,14 +39,18 @@ impl SocketActor {
 impl Handler<JoinTopic> for SocketActor {
     type Result = ();
 
-    fn handle(&mut self, JoinTopic(cleared): JoinTopic, ctx: &mut Context<Self>) {
-        let topic = cleared.topic().clone();
+    fn handle(&mut self, join: JoinTopic, ctx: &mut Context<Self>) {
+        let topic = join.topic.topic().clone();
         if self.topics.contains_key(&topic) || self.moved {
             return;
         }
-        self.join(cleared, ctx, move |membership, act, _| {
-            act.topics.insert(topic, membership);
+        let history = session::history_on_join(self.server.node(), &join.topic, join.history);
+        self.join(join.topic, history, ctx, move |membership, act, ctx| {
+            act.topics.insert(topic.clone(), membership);
             act.record_dirty = true;
+            if history > 0 {
+                act.catch_up(topic, ctx);
+            }
         });
     }
 }

@@ -43,6 +43,25 @@ pub fn publish_marker(topic: &str, publish_id: &str) -> String {
     format!("nimbus:p:{{{topic}}}:{publish_id}")
 }
 
+/// A topic's presence, one key per part (see `presence_set.lua`): `users`, `info`, `list`,
+/// `clients`, all under the topic's hash tag.
+pub fn presence(topic: &str, part: &str) -> String {
+    format!("nimbus:pr:{part}:{{{topic}}}")
+}
+
+/// What one node instance holds of a topic's presence (user -> connections).
+pub fn presence_held(topic: &str, instance: &str) -> String {
+    format!("nimbus:pr:held:{{{topic}}}:{instance}")
+}
+
+/// The topics where one node instance holds presence (so its members can be reaped).
+pub fn presence_topics(instance: &str) -> String {
+    format!("nimbus:pr:topics:{instance}")
+}
+
+/// Every node instance with the time of its last beat (ms).
+pub const PRESENCE_BEATS: &str = "nimbus:pr:beats";
+
 /// A session's record (where its client stands).
 pub fn session(id: &str) -> String {
     format!("nimbus:s:{id}")

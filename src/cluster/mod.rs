@@ -21,6 +21,7 @@ mod control;
 mod cursors;
 mod keys;
 mod link;
+mod presence;
 pub mod relay;
 mod secret;
 
@@ -102,6 +103,9 @@ pub struct RedisBroker {
     round_trips: prometheus_client::metrics::histogram::Histogram,
     /// Itself, for futures that outlive a call.
     me: Weak<RedisBroker>,
+    /// This process among the cluster's nodes, for presence (`<node id>:<random>`).
+    instance: String,
+    presence_scripts: presence::Scripts,
 }
 
 /// Counters of the bridge, for `/_nimbus/stats`.
@@ -141,6 +145,7 @@ impl RedisBroker {
             .map_err(unreachable)?;
         let (publisher, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (control_jobs, control_rx) = mpsc::channel(control::CONTROL_QUEUE);
+        let settings_node_id = settings.node_id.clone();
         let broker = Arc::new_cyclic(|me| RedisBroker {
             settings,
             conn,
@@ -155,6 +160,12 @@ impl RedisBroker {
             cursor_notes: cursors::CursorNotes::new(),
             round_trips: crate::metrics::latency_histogram(),
             me: me.clone(),
+            instance: format!(
+                "{}:{}",
+                settings_node_id,
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            presence_scripts: presence::Scripts::default(),
         });
         broker
             .conn

@@ -144,6 +144,11 @@ impl Identity {
         self.info.as_deref()
     }
 
+    /// The token's public `info`, shared.
+    pub fn info_arc(&self) -> Option<Arc<serde_json::Value>> {
+        self.info.clone()
+    }
+
     pub fn expires_at(&self) -> Option<u64> {
         self.expires_at
     }

@@ -26,7 +26,7 @@ pub mod permissions;
 pub use access::{random_secret, Access};
 pub use identity::{AuthError, Identity, KeyError, KeySettings};
 pub use ids::{ForeignId, IdPolicy, SessionIds};
-pub use permissions::{Action, Denied, FileError, Permissions};
+pub use permissions::{Action, Denied, Features, FileError, Permissions};
 
 use crate::metrics::Metrics;
 use crate::topic::{self, BadTopic, TopicId};
@@ -49,11 +49,17 @@ pub const DEFAULT_MAX_TOPICS: usize = 128;
 #[derive(Debug, Clone)]
 pub struct Cleared {
     topic: TopicId,
+    features: Features,
 }
 
 impl Cleared {
     pub fn topic(&self) -> &TopicId {
         &self.topic
+    }
+
+    /// What the topic offers the session (history on join, presence).
+    pub fn features(&self) -> Features {
+        self.features
     }
 
     pub fn into_topic(self) -> TopicId {
@@ -149,6 +155,11 @@ impl Gate {
         self.access.issue(who)
     }
 
+    /// What `topic` offers (its namespace's settings), for the backend API.
+    pub fn features(&self, topic: &str) -> Features {
+        self.permissions.features(topic)
+    }
+
     /// Let `who`, already in `joined` topics, into `topics`: each a topic name its namespace
     /// lets it subscribe to, no more than the per-connection cap in all. All or nothing.
     pub fn subscribe<'a>(
@@ -172,7 +183,10 @@ impl Gate {
             self.permissions
                 .check(who, name, Action::Subscribe)
                 .inspect_err(|_| self.metrics.permission_denied("subscribe"))?;
-            cleared.push(Cleared { topic: name.into() });
+            cleared.push(Cleared {
+                topic: name.into(),
+                features: self.permissions.features(name),
+            });
         }
         Ok(cleared)
     }

@@ -12,6 +12,11 @@
 //! subscribe = "user"
 //! publish = "user"
 //! user_limited = true    # /dm/alice,bob: only alice and bob
+//!
+//! [[namespace]]
+//! prefix = "/feed/"
+//! history = false        # no history on join (default true)
+//! presence = false       # no member list, no join and leave events (default true)
 //! ```
 //!
 //! `anonymous`: every client; `user`: any signed-in user; `grant`: a user whose token's
@@ -55,10 +60,38 @@ pub struct Namespace {
     /// The topic's last segment lists the only users allowed (`/dm/alice,bob`).
     #[serde(default)]
     pub user_limited: bool,
+    /// A new subscriber may ask for the topic's last messages (history on join).
+    #[serde(default = "on")]
+    pub history: bool,
+    /// The topic keeps a member list and tells subscribers who come and go.
+    #[serde(default = "on")]
+    pub presence: bool,
 }
 
 fn anonymous() -> Who {
     Who::Anonymous
+}
+
+fn on() -> bool {
+    true
+}
+
+/// What a topic offers beyond its messages; a topic in no namespace offers everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// History on join.
+    pub history: bool,
+    /// Presence: members, join and leave events.
+    pub presence: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features {
+            history: true,
+            presence: true,
+        }
+    }
 }
 
 /// The configuration file.
@@ -125,13 +158,24 @@ impl Permissions {
         Ok(Permissions::new(file.namespace))
     }
 
-    /// Whether `who` may do `action` in `topic`.
-    pub fn check(&self, who: &Identity, topic: &str, action: Action) -> Result<(), Denied> {
-        let Some(namespace) = self
-            .namespaces
+    fn namespace(&self, topic: &str) -> Option<&Namespace> {
+        self.namespaces
             .iter()
             .find(|n| topic.starts_with(&n.prefix))
-        else {
+    }
+
+    /// What `topic` offers (its namespace's settings).
+    pub fn features(&self, topic: &str) -> Features {
+        self.namespace(topic)
+            .map_or_else(Features::default, |n| Features {
+                history: n.history,
+                presence: n.presence,
+            })
+    }
+
+    /// Whether `who` may do `action` in `topic`.
+    pub fn check(&self, who: &Identity, topic: &str, action: Action) -> Result<(), Denied> {
+        let Some(namespace) = self.namespace(topic) else {
             return Ok(());
         };
         let name = match action {
@@ -247,6 +291,21 @@ mod tests {
             p.check(&Identity::anonymous(), "/dm/alice,bob", Action::Publish),
             Err(Denied::NotListed { .. })
         ));
+    }
+
+    #[test]
+    fn features_are_on_unless_a_namespace_turns_them_off() {
+        let file: File = toml::from_str(
+            "[[namespace]]\nprefix = \"/feed/\"\nhistory = false\n\n\
+             [[namespace]]\nprefix = \"/feed/quiet/\"\npresence = false\nhistory = false",
+        )
+        .unwrap();
+        let p = Permissions::new(file.namespace);
+        assert_eq!(p.features("/chat/lobby"), Features::default());
+        let feed = p.features("/feed/news");
+        assert!(!feed.history && feed.presence);
+        let quiet = p.features("/feed/quiet/x");
+        assert!(!quiet.history && !quiet.presence);
     }
 
     #[test]

@@ -48,6 +48,9 @@ impl Node {
             let candidate = crate::session::random_secret();
             config.session_secret = Some(broker.shared_secret(&candidate).await?);
         }
-        Ok(Node::with_broker(config, topics, broker)?)
+        let node = Node::with_broker(config, topics, broker.clone())?;
+        // Presence is shared through the same Redis: every node counts its own clients there.
+        node.presence.share(broker);
+        Ok(node)
     }
 }

@@ -33,10 +33,15 @@ pub struct Membership {
     /// record of the cluster says it stood. What a client acknowledges never reaches before
     /// it, so a new session cannot read what was published before it came.
     floor: u64,
+    /// The topic's last message when the session joined (in `epoch`): messages up to it that
+    /// the histories no longer hold are history the client asked for, not messages it lost.
+    joined_at: u64,
     /// Messages after the cursor fetched from the shared history, oldest first.
     backlog: VecDeque<Arc<Envelope>>,
     /// A fetch from the shared history is under way.
     fetching: bool,
+    /// Its place in the topic's presence, if the topic keeps one: dropped with the membership.
+    present: Option<super::Present>,
 }
 
 /// Messages after the cursor, oldest first, and how many the histories no longer held.
@@ -54,16 +59,28 @@ pub struct Fetch {
 // === impl Membership ===
 
 impl Membership {
-    /// A new member starts after the topic's last message.
-    pub fn new(ack: JoinAck) -> Self {
+    /// A new member starts after the topic's last message, or `history` messages before it
+    /// (history on join: they are replayed first, from this node's or the shared history,
+    /// then the live ones, in order).
+    pub fn new(ack: JoinAck, history: usize) -> Self {
+        let start = history_start(&ack, history);
         Membership {
             epoch: ack.topic.epoch(),
-            cursor: ack.cursor,
-            floor: ack.cursor,
+            cursor: start,
+            floor: start,
+            joined_at: ack.cursor,
             ack,
             backlog: VecDeque::new(),
             fetching: false,
+            present: None,
         }
+    }
+
+    /// Count the session's client in the topic's presence (if the topic keeps one) for as
+    /// long as this membership lasts.
+    pub fn with_presence(mut self, present: Option<super::Present>) -> Self {
+        self.present = present;
+        self
     }
 
     pub fn topic(&self) -> &Arc<TopicState> {
@@ -99,6 +116,7 @@ impl Membership {
         self.epoch = epoch;
         self.cursor = self.ack.topic.start_seq();
         self.floor = self.cursor;
+        self.joined_at = 0;
         self.backlog.clear();
         true
     }
@@ -181,6 +199,7 @@ impl Membership {
         if epoch != self.epoch {
             return Ok(0); // the topic restarted its numbering meanwhile
         }
+        let from = self.cursor;
         if backlog.messages.is_empty() {
             // Nothing more in the shared history: continue where this node's history begins.
             let topic = &self.ack.topic;
@@ -191,10 +210,16 @@ impl Membership {
                 .map_or(topic.last_seq(), |first| first - 1);
             let missed = target.saturating_sub(self.cursor);
             self.cursor = self.cursor.max(target);
-            return Ok(missed);
+            return Ok(self.lost(from, missed));
         }
         self.backlog.extend(backlog.messages);
-        Ok(backlog.missed)
+        Ok(self.lost(from, backlog.missed))
+    }
+
+    /// Of `missed` messages right after cursor `from`, those the client lost: not the ones
+    /// from before it joined that it asked for as history and the histories no longer hold.
+    fn lost(&self, from: u64, missed: u64) -> u64 {
+        missed.saturating_sub(self.joined_at.saturating_sub(from))
     }
 
     /// Up to `limit` messages after the cursor: the fetched backlog first, then this node's
@@ -210,6 +235,7 @@ impl Membership {
             };
         }
         let topic = self.ack.topic.clone();
+        let from = self.cursor;
         let replay = topic.history.read().after(self.cursor, limit, |_| true);
         let mut missed = replay.missed;
         if replay.messages.is_empty() && topic.last_seq() > self.cursor {
@@ -218,7 +244,7 @@ impl Membership {
         }
         Replay {
             messages: replay.messages,
-            missed,
+            missed: self.lost(from, missed),
         }
     }
 
@@ -227,6 +253,28 @@ impl Membership {
             self.backlog.pop_front();
         }
     }
+}
+
+/// Where a member that asks for the topic's last `history` messages starts: counting back
+/// over the messages to every subscriber (a new session is in no other audience) in this
+/// node's history, and past it, in a cluster, as if every older message were to everyone.
+fn history_start(ack: &JoinAck, history: usize) -> u64 {
+    if history == 0 {
+        return ack.cursor;
+    }
+    let local = ack.topic.history.read();
+    let mut wanted = history as u64;
+    let mut oldest = ack.cursor + 1;
+    for envelope in local.newest_first().filter(|e| e.seq <= ack.cursor) {
+        oldest = envelope.seq;
+        if matches!(envelope.audience, crate::topic::Audience::All) {
+            wanted -= 1;
+            if wanted == 0 {
+                return envelope.seq - 1;
+            }
+        }
+    }
+    (oldest - 1).saturating_sub(wanted)
 }
 
 // === impl Fetch ===
@@ -301,7 +349,7 @@ mod tests {
 
     async fn join(topics: &TopicRegistry, topic: &str, session: &str) -> Membership {
         let recipient = Quiet.start().recipient();
-        Membership::new(topics.join(topic, session.into(), recipient).await)
+        Membership::new(topics.join(topic, session.into(), recipient).await, 0)
     }
 
     /// Publish `texts`, then wait until the topic has numbered them (a join queued behind
@@ -358,6 +406,36 @@ mod tests {
         member.cursor = 3;
         assert!(member.acknowledge(2));
         assert_eq!(texts(&member.replay(10)), vec!["after"]);
+    }
+
+    #[actix_rt::test]
+    async fn history_on_join_replays_the_last_messages_first_and_none_counts_as_lost() {
+        let topics = registry(3);
+        let _first = join(&topics, "/t", "first").await;
+        publish(&topics, "/t", &["1", "2", "3", "4", "5"]).await;
+        let recipient = Quiet.start().recipient();
+        let ack = topics.join("/t", "asks".into(), recipient).await;
+        let mut member = Membership::new(ack, 20);
+        assert!(!member.caught_up());
+        assert!(
+            !member.acknowledge(0),
+            "the floor is where its history starts"
+        );
+        publish(&topics, "/t", &["6"]).await;
+        let replay = member.replay(10);
+        assert_eq!(
+            texts(&replay),
+            vec!["4", "5", "6"],
+            "what the history holds"
+        );
+        assert_eq!(replay.missed, 0, "history it asked for is not a loss");
+        member.cursor = 6;
+        assert!(member.caught_up());
+
+        let recipient = Quiet.start().recipient();
+        let ack = topics.join("/t", "two".into(), recipient).await;
+        let mut two = Membership::new(ack, 2);
+        assert_eq!(texts(&two.replay(10)), vec!["5", "6"]);
     }
 
     #[actix_rt::test]

@@ -28,6 +28,7 @@ use thiserror::Error;
 pub use crate::gate::{identity, permissions};
 pub use crate::gate::{random_secret, Access, Cleared, ConfigError, Gate, Refused};
 pub use crate::gate::{ForeignId, IdPolicy, SessionIds};
+pub use crate::presence::Present;
 pub use command::{Command, Commands, LocalSessions};
 pub use identity::{AuthError, Identity};
 pub use membership::{Fetch, Membership, Replay, Reports};
@@ -82,6 +83,26 @@ pub fn disconnected() -> CloseReason {
         code: CloseCode::Normal,
         description: Some("disconnected by the server".into()),
     }
+}
+
+/// How many of a topic's last messages a new session receives on joining (history on join):
+/// what its client asked for, if the topic's namespace offers history, and no more than a
+/// topic's history keeps (`--history-messages`).
+pub fn history_on_join(node: &Node, topic: &Cleared, asked: usize) -> usize {
+    if topic.features().history {
+        asked.min(node.config.history_messages)
+    } else {
+        0
+    }
+}
+
+/// The place of `who`'s client in the presence of `topic`, if the topic keeps presence (its
+/// namespace); the client leaves when the returned guard is dropped (with its membership).
+pub fn present(node: &Node, topic: &Cleared, who: &Identity) -> Option<Present> {
+    topic.features().presence.then(|| {
+        node.presence
+            .enter(topic.topic().clone(), who.user_arc(), who.info_arc())
+    })
 }
 
 /// Count messages a client lost because the histories no longer held them.

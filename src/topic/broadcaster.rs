@@ -394,8 +394,12 @@ impl Broadcaster {
             .next()
     }
 
+    /// Free the topic once it has no members. Alone (no cluster) a topic also keeps its
+    /// history for those who join later until the history expires; in a cluster the shared
+    /// history keeps it.
     fn free_if_idle(&mut self, ctx: &mut Context<Self>) {
-        if self.members.is_empty() && (self.release)(&self.state) {
+        let keeps_history = self.cluster.is_none() && !self.state.history.read().is_empty();
+        if self.members.is_empty() && !keeps_history && (self.release)(&self.state) {
             tracing::debug!(topic = %self.state.id, "freeing idle topic");
             if let Some(cluster) = &self.cluster {
                 cluster.close(self.state.id.clone());

@@ -232,6 +232,11 @@ impl History {
         self.refund(self.charged);
     }
 
+    /// The retained messages, newest first.
+    pub fn newest_first(&self) -> impl Iterator<Item = &Arc<Envelope>> {
+        self.entries.iter().rev()
+    }
+
     /// Sequence of the oldest retained message.
     pub fn first_seq(&self) -> Option<u64> {
         self.entries.front().map(|e| e.seq)

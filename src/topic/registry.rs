@@ -46,7 +46,17 @@ struct Inner {
 #[derive(Clone)]
 struct Entry {
     addr: Addr<Broadcaster>,
+    state: Arc<TopicState>,
     epoch: u64,
+}
+
+/// The last messages of a topic, for a reader outside it (the backend API's `history`).
+#[derive(Debug, Default)]
+pub struct Recent {
+    /// The numbering they belong to.
+    pub epoch: u64,
+    /// Oldest first, only those published to every subscriber.
+    pub messages: Vec<Arc<Envelope>>,
 }
 
 impl TopicRegistry {
@@ -87,13 +97,14 @@ impl TopicRegistry {
                 return entry.addr.clone();
             }
         }
+
         let id: TopicId = id.into();
         let epoch = self.inner.next_epoch.fetch_add(1, Ordering::Relaxed);
         let cluster = self.inner.cluster.get().cloned();
         let registry = self.clone();
         let release: Release = Box::new(move |state| registry.remove_if_current(state));
         let budget = self.inner.budget.clone();
-        let addr = Broadcaster::new(
+        let broadcaster = Broadcaster::new(
             id.clone(),
             epoch,
             self.inner.limits,
@@ -101,16 +112,34 @@ impl TopicRegistry {
             self.inner.latency.clone(),
             release,
             cluster,
-        )
-        .start();
+        );
+        let state = broadcaster.state().clone();
+        let addr = broadcaster.start();
         topics.insert(
             id,
             Entry {
                 addr: addr.clone(),
+                state,
                 epoch,
             },
         );
         addr
+    }
+
+    /// Up to `limit` of the last messages this node's topic holds for every subscriber,
+    /// oldest first; `None` when the node has no such topic.
+    pub fn recent(&self, topic: &str, limit: usize) -> Option<Recent> {
+        let state = self.inner.topics.lock().get(topic)?.state.clone();
+        let epoch = state.epoch();
+        let history = state.history.read();
+        let mut messages: Vec<Arc<Envelope>> = history
+            .newest_first()
+            .filter(|e| matches!(e.audience, Audience::All))
+            .take(limit)
+            .cloned()
+            .collect();
+        messages.reverse();
+        Some(Recent { epoch, messages })
     }
 
     /// Join `topic` as `session`; creates the topic if needed.
@@ -136,20 +165,25 @@ impl TopicRegistry {
         }
     }
 
-    /// Publish to the local topic, if it exists (no local members means no local delivery).
+    /// Publish to the topic of this node, which numbers the message (the in-process broker).
+    /// A topic with no members is made for it: its history keeps the message for those who
+    /// join later and ask for it, until the history's age or the node's budget drops it.
     pub fn publish(
         &self,
         topic: &str,
         audience: Audience,
         message: Message,
     ) -> Result<(), PublishError> {
-        let addr = self.inner.topics.lock().get(topic).map(|e| e.addr.clone());
-        let Some(addr) = addr else { return Ok(()) };
+        let addr = self.get_or_create(topic);
         match addr.try_send(Publish { audience, message }) {
             Ok(()) => Ok(()),
             Err(SendError::Full(_)) => Err(PublishError::Overloaded(topic.into())),
-            // Stopped between lookup and send: it had no members, so nobody is waiting.
-            Err(SendError::Closed(_)) => Ok(()),
+            // Stopped between lookup and send: it had no members and an empty history. A
+            // fresh instance takes the message.
+            Err(SendError::Closed(Publish { audience, message })) => {
+                self.remove_stale(topic, &addr);
+                self.publish(topic, audience, message)
+            }
         }
     }
 
@@ -382,10 +416,27 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn publishing_to_a_topic_without_members_here_delivers_nothing_and_fails_nothing() {
+    async fn a_topic_without_members_keeps_what_was_published_for_who_asks_later() {
         let topics = registry();
-        publish(&topics, "/nobody", 3);
-        assert!(topics.member_counts().await.is_empty());
-        assert_eq!(topics.len(), 0);
+        assert!(topics.recent("/quiet", 10).is_none());
+        publish(&topics, "/quiet", 3);
+        topics
+            .publish(
+                "/quiet",
+                Audience::One("someone".into()),
+                crate::topic::Message::text("for one session"),
+            )
+            .unwrap();
+        assert_eq!(topics.member_counts().await, vec![("/quiet".into(), 0)]);
+        let recent = topics.recent("/quiet", 2).expect("the topic exists");
+        let texts: Vec<&str> = recent.messages.iter().map(|e| &*e.text).collect();
+        assert_eq!(
+            texts,
+            vec!["m1", "m2"],
+            "the last two for everyone, oldest first"
+        );
+        let (_, seen, ack) = member(&topics, "/quiet", "late", 64).await;
+        assert_eq!(ack.cursor, 4, "a member starts after them unless it asks");
+        assert!(seen.lock().is_empty());
     }
 }

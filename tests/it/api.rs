@@ -324,8 +324,8 @@ async fn the_openapi_description_matches_the_server() {
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(
         paths.len(),
-        6,
-        "publish, broadcast, disconnect, unsubscribe, topics, info"
+        9,
+        "publish, broadcast, disconnect, unsubscribe, history, presence, presence_stats, topics, info"
     );
     for (path, item) in paths {
         let method = path.strip_prefix("/api/").expect("API paths");
@@ -358,6 +358,6 @@ async fn the_openapi_description_matches_the_server() {
         let (status, _) = api(&base, method, KEY, extra).await;
         assert_eq!(status, 400, "{method} with an unknown field");
     }
-    let (status, _) = api(&base, "presence", KEY, json!({})).await;
+    let (status, _) = api(&base, "channels", KEY, json!({})).await;
     assert_eq!(status, 404);
 }

@@ -19,6 +19,8 @@ fn short_windows(c: &mut nimbus::Config) {
     c.reconnect_window_secs = 1;
     c.long_poll_expiry_secs = 1;
     c.heartbeat_secs = 2;
+    // Alone, a topic keeps its history for later members until it ages out; then it goes.
+    c.history_age_secs = 1;
 }
 
 /// A WebSocket closed by the client (close frame) frees its connection once the reconnect

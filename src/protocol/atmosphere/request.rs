@@ -57,6 +57,8 @@ pub enum RequestError {
     BadTrackingId,
     #[error("X-Heartbeat-Server must be a whole number of seconds")]
     BadHeartbeat,
+    #[error("X-Nimbus-History must be a whole number of messages")]
+    BadHistory,
     #[error("Atmosphere protocol version {0:?} is not supported (need 2.2.1 or later)")]
     UnsupportedVersion(String),
 }
@@ -76,6 +78,9 @@ pub struct AtmosphereRequest {
     pub session_token: Option<String>,
     /// `X-Atmosphere-Auth`: the client's token (atmosphere.js `authToken`).
     pub auth: Option<String>,
+    /// `X-Nimbus-History` (a Nimbus extension): how many of the topic's last messages a new
+    /// connection receives before the live ones; `0` (the default) for none.
+    pub history: usize,
 }
 
 impl AtmosphereRequest {
@@ -111,7 +116,12 @@ impl AtmosphereRequest {
             None => None,
             Some(v) => Some(v.trim().parse().map_err(|_| RequestError::BadHeartbeat)?),
         };
+        let history = match get("X-Nimbus-History") {
+            None => 0,
+            Some(v) => v.trim().parse().map_err(|_| RequestError::BadHistory)?,
+        };
         Ok(AtmosphereRequest {
+            history,
             transport,
             tracking_id,
             protocol: is_true(get("X-atmo-protocol")),
@@ -132,7 +142,7 @@ impl AtmosphereRequest {
 }
 
 /// The query parameters Nimbus reads (names compare case-insensitively).
-const PARAMS: [&str; 8] = [
+const PARAMS: [&str; 9] = [
     "X-Atmosphere-Transport",
     "X-Atmosphere-tracking-id",
     "X-Atmosphere-Framework",
@@ -141,6 +151,7 @@ const PARAMS: [&str; 8] = [
     "X-Atmosphere-TrackMessageSize",
     "X-Atmosphere-Session-Token",
     "X-Atmosphere-Auth",
+    "X-Nimbus-History",
 ];
 
 /// The values of [`PARAMS`] in a query string (the last occurrence of a name wins). Every poll

@@ -7,7 +7,9 @@
 //! unreachable). One file per method; each says what it does across the cluster.
 mod broadcast;
 mod disconnect;
+mod history;
 mod info;
+mod presence;
 mod publish;
 mod topics;
 mod unsubscribe;
@@ -119,6 +121,9 @@ async fn answer(
         "broadcast" => broadcast::call(api, parse(&body)?).await,
         "disconnect" => disconnect::call(api, parse(&body)?).await,
         "unsubscribe" => unsubscribe::call(api, parse(&body)?).await,
+        "history" => history::call(api, parse(&body)?).await,
+        "presence" => presence::page(api, parse(&body)?).await,
+        "presence_stats" => presence::stats(api, parse(&body)?).await,
         "topics" => {
             parse::<NoArguments>(&body)?;
             topics::call(api).await
@@ -128,7 +133,7 @@ async fn answer(
             info::call(api).await
         }
         other => Err(ApiError::NotFound(format!(
-            "no API method {other:?}: publish, broadcast, disconnect, unsubscribe, topics, info"
+            "no API method {other:?}: publish, broadcast, disconnect, unsubscribe, history, presence, presence_stats, topics, info"
         ))),
     }
 }

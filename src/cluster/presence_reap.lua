@@ -1,0 +1,22 @@
+-- Take a dead node's connections out of one topic's presence, atomically: whichever node
+-- runs this first takes them, so each member that leaves is announced once.
+-- KEYS[1..4] as in presence_set.lua, KEYS[5] = the dead node's hash (user -> count)
+-- Returns the users who left the topic.
+local held = redis.call('HGETALL', KEYS[5])
+redis.call('DEL', KEYS[5])
+local left = {}
+for i = 1, #held, 2 do
+  local user, count = held[i], tonumber(held[i + 1])
+  if redis.call('INCRBY', KEYS[4], -count) <= 0 then
+    redis.call('DEL', KEYS[4])
+  end
+  if user ~= '' then
+    if redis.call('HINCRBY', KEYS[1], user, -count) <= 0 then
+      redis.call('HDEL', KEYS[1], user)
+      redis.call('HDEL', KEYS[2], user)
+      redis.call('ZREM', KEYS[3], user)
+      left[#left + 1] = user
+    end
+  end
+end
+return left

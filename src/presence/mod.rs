@@ -1,0 +1,251 @@
+//! Presence: who is in a topic. A member is a signed-in user (its connections to the topic
+//! counted as one member) with the public `info` of its token; anonymous connections count
+//! as clients only. Counts cost O(1) to read and member lists are read in pages (by user id,
+//! after a cursor), so a room of 100,000 answers in one bounded round trip.
+//!
+//! Each node keeps the truth about its own clients here: per topic, its users with how many
+//! connections each has on this node. Alone, that is all there is. In a cluster a node writes
+//! its counts to the shared store ([`SharedPresence`], the Redis bridge) as absolute numbers
+//! (`user u has n connections to topic t on this node`): writes coalesce, may be retried and
+//! may arrive in any order without a member ever being counted twice or left behind. Every
+//! node also beats; a node whose beat stops is reaped by the others, its members leaving once.
+//!
+//! Sessions enter through [`Presence::enter`], which returns a [`Present`] guard: dropping it
+//! (the session left the topic, or ended) is the leave, so no path can forget one.
+mod local;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::topic::{StoreError, TopicId};
+
+pub use local::Local;
+
+/// How often a node writes what changed to the shared store (changes in between coalesce).
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// How often a node beats in the shared store and looks for nodes whose beat stopped.
+const BEAT_EVERY: Duration = Duration::from_secs(2);
+/// Most member entries a page may hold.
+pub const MAX_PAGE: usize = 1000;
+
+/// A topic's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Distinct signed-in users.
+    pub users: u64,
+    /// Connections, anonymous ones included.
+    pub clients: u64,
+}
+
+/// One member of a topic.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Member {
+    pub user: String,
+    /// The public `info` of the member's token, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
+}
+
+/// A page of members in user-id order, and the cursor of the next page (`None` at the end).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Page {
+    pub members: Vec<Member>,
+    pub cursor: Option<String>,
+}
+
+/// The count a node holds for one user (or, `user` empty, its anonymous clients) in one topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Count {
+    pub topic: TopicId,
+    /// Empty for the node's anonymous clients of the topic.
+    pub user: Arc<str>,
+    pub clients: u64,
+    /// The member's public info (sent with the count that makes it a member).
+    pub info: Option<Arc<Value>>,
+}
+
+/// The cluster's side of presence (the Redis bridge implements it).
+pub trait SharedPresence: Send + Sync + 'static {
+    /// Store this node's counts (absolute: the store applies the difference from what it held
+    /// for this node).
+    fn write(&self, counts: Vec<Count>) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Say this node is alive, and take the members of nodes whose beat stopped out of every
+    /// topic (each such member leaves once, whichever node reaps it). Returns `true` when the
+    /// store did not know this node (its first beat, or the store lost its data, or reaped it
+    /// after a stall): the node then writes all its counts again.
+    fn beat(&self) -> BoxFuture<'static, Result<bool, StoreError>>;
+
+    /// The topic's counts, cluster-wide.
+    fn stats(&self, topic: TopicId) -> BoxFuture<'static, Result<Stats, StoreError>>;
+
+    /// Up to `limit` members after user id `after`, cluster-wide.
+    fn page(
+        &self,
+        topic: TopicId,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Page, StoreError>>;
+}
+
+/// The node's presence: its own clients, and the cluster's store when it has one.
+#[derive(Clone, Default)]
+pub struct Presence {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    local: Mutex<Local>,
+    /// (topic, user) whose count changed since the last write to the shared store.
+    dirty: Mutex<HashSet<(TopicId, Arc<str>)>>,
+    shared: std::sync::OnceLock<Arc<dyn SharedPresence>>,
+    wake: Notify,
+}
+
+/// A connection's place in a topic's presence; dropping it is the leave.
+pub struct Present {
+    presence: Presence,
+    topic: TopicId,
+    user: Arc<str>,
+}
+
+impl std::fmt::Debug for Present {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Present")
+            .field("topic", &self.topic)
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+// === impl Presence ===
+
+impl Presence {
+    /// A connection of `user` (`None`: anonymous) with public `info` joins `topic`.
+    pub fn enter(
+        &self,
+        topic: TopicId,
+        user: Option<Arc<str>>,
+        info: Option<Arc<Value>>,
+    ) -> Present {
+        let user = user.unwrap_or_else(|| Arc::from(""));
+        self.inner.local.lock().add(&topic, &user, info);
+        self.changed(&topic, &user);
+        Present {
+            presence: self.clone(),
+            topic,
+            user,
+        }
+    }
+
+    fn exit(&self, topic: &TopicId, user: &Arc<str>) {
+        self.inner.local.lock().remove(topic, user);
+        self.changed(topic, user);
+    }
+
+    fn changed(&self, topic: &TopicId, user: &Arc<str>) {
+        if self.inner.shared.get().is_some() {
+            self.inner
+                .dirty
+                .lock()
+                .insert((topic.clone(), user.clone()));
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// Share presence with the cluster through `shared`, and keep doing so: spawns the task
+    /// that writes this node's changes and beats. Called once, inside the node's runtime.
+    pub fn share(&self, shared: Arc<dyn SharedPresence>) {
+        if self.inner.shared.set(shared.clone()).is_err() {
+            return;
+        }
+        let presence = self.clone();
+        tokio::spawn(async move { presence.run(shared).await });
+    }
+
+    async fn run(self, shared: Arc<dyn SharedPresence>) {
+        let mut beat = tokio::time::interval(BEAT_EVERY);
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                _ = beat.tick() => match shared.beat().await {
+                    Ok(true) => self.all_dirty(),
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(%error, "presence: cannot beat; retrying"),
+                },
+                _ = flush.tick() => {}
+                _ = self.inner.wake.notified() => {}
+            }
+            self.flush(&*shared).await;
+            if Arc::strong_count(&self.inner) == 1 {
+                return; // the node is gone
+            }
+        }
+    }
+
+    fn all_dirty(&self) {
+        let all = self.inner.local.lock().keys();
+        self.inner.dirty.lock().extend(all);
+    }
+
+    /// Write what changed since the last write; what fails is written again next time.
+    async fn flush(&self, shared: &dyn SharedPresence) {
+        let dirty: Vec<(TopicId, Arc<str>)> = self.inner.dirty.lock().drain().collect();
+        if dirty.is_empty() {
+            return;
+        }
+        let counts: Vec<Count> = {
+            let local = self.inner.local.lock();
+            dirty
+                .iter()
+                .map(|(topic, user)| local.count(topic, user))
+                .collect()
+        };
+        if let Err(error) = shared.write(counts).await {
+            tracing::warn!(%error, "presence: cannot write to the cluster; retrying");
+            self.inner.dirty.lock().extend(dirty);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The topic's counts (cluster-wide in a cluster).
+    pub async fn stats(&self, topic: &str) -> Result<Stats, StoreError> {
+        match self.inner.shared.get() {
+            Some(shared) => shared.stats(topic.into()).await,
+            None => Ok(self.inner.local.lock().stats(topic)),
+        }
+    }
+
+    /// Up to `limit` (at most [`MAX_PAGE`]) members of the topic after user id `after`, in
+    /// user-id order (cluster-wide in a cluster).
+    pub async fn page(
+        &self,
+        topic: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        match self.inner.shared.get() {
+            Some(shared) => shared.page(topic.into(), after, limit).await,
+            None => Ok(self.inner.local.lock().page(topic, after.as_deref(), limit)),
+        }
+    }
+
+    /// This node's own members of `topic` with their connection counts (for tests and stats).
+    pub fn here(&self, topic: &str) -> BTreeMap<String, u64> {
+        self.inner.local.lock().here(topic)
+    }
+}
+
+impl Drop for Present {
+    fn drop(&mut self) {
+        self.presence.exit(&self.topic, &self.user);
+    }
+}
