@@ -60,6 +60,7 @@ impl Node {
             config.max_topics_per_connection,
             metrics.clone(),
         );
+        let presence = crate::presence::Presence::new(topics.clone());
         Ok(Arc::new(Node {
             gate,
             id: Self::id_for(&config),
@@ -69,7 +70,7 @@ impl Node {
             broker,
             stats: Stats::default(),
             metrics,
-            presence: crate::presence::Presence::default(),
+            presence,
             draining: AtomicBool::new(false),
         }))
     }

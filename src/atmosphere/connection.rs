@@ -8,6 +8,7 @@
 //! In a cluster the cursor may point before what this node's topic holds (the client was
 //! served by another node until now): the membership fetches the missing part from the
 //! cluster's shared history first.
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub(super) const DEFAULT_POLL_HOLD: Duration = Duration::from_secs(30);
 /// Clustered: how often a pushing transport's cursor is written to its session record (what a
 /// client replays twice at most if its node dies).
 const CURSOR_FLUSH: Duration = Duration::from_secs(2);
+/// Notices (presence) kept for a client between two polls or while its sink is full.
+const MAX_NOTICES: usize = 64;
 
 /// One logical client.
 pub struct Connection {
@@ -80,6 +83,8 @@ pub struct Connection {
     history: usize,
     /// Its place in the topic's presence, handed to the membership once joined.
     present: Option<Present>,
+    /// The topic's notices not yet written (bounded: the oldest go first), if it takes them.
+    pub(super) notices: Option<VecDeque<Arc<Envelope>>>,
     /// Its place in the node's sessions-by-transport gauge.
     pub(super) on_transport: OnTransport,
 }
@@ -112,15 +117,18 @@ impl Connection {
             token_timer: None,
             history: 0,
             present: None,
+            notices: None,
             id,
         }
     }
 
     /// Start with the topic's last `history` messages (history on join), counted in the
-    /// topic's presence through `present` while the connection is in it.
-    pub fn joining(mut self, history: usize, present: Option<Present>) -> Self {
+    /// topic's presence through `present` while the connection is in it, and taking the
+    /// topic's presence notices if `notices`.
+    pub fn joining(mut self, history: usize, present: Option<Present>, notices: bool) -> Self {
         self.history = history;
         self.present = present;
+        self.notices = notices.then(VecDeque::new);
         self
     }
 
@@ -189,10 +197,57 @@ impl Connection {
         }
     }
 
+    /// A notice of the topic (presence) for the client: written at once to a pushing
+    /// transport that can take it, answered to a parked poll, kept for the next poll
+    /// otherwise (the oldest dropped beyond [`MAX_NOTICES`]).
+    pub(super) fn notice(&mut self, envelope: Arc<Envelope>, ctx: &mut Context<Self>) {
+        let Some(notices) = &mut self.notices else {
+            return;
+        };
+        if notices.len() >= MAX_NOTICES {
+            notices.pop_front();
+        }
+        notices.push_back(envelope);
+        if self.parked.is_some() {
+            self.complete_parked(ctx);
+        } else {
+            self.pump(ctx);
+        }
+    }
+
+    /// Write the notices waiting for the client; returns whether the sink took them all.
+    fn write_notices(&mut self, ctx: &mut Context<Self>) -> bool {
+        while let Some(envelope) = self.notices.as_mut().and_then(VecDeque::pop_front) {
+            let frame = atmosphere_frame(&envelope, self.mode.framing);
+            let Some(sink) = self.sink.as_mut() else {
+                return false;
+            };
+            match sink.try_write(frame) {
+                WriteOutcome::Written => self.last_write = Instant::now(),
+                WriteOutcome::Full => {
+                    if let Some(notices) = &mut self.notices {
+                        notices.push_front(envelope);
+                    }
+                    self.wait_writable(ctx);
+                    return false;
+                }
+                WriteOutcome::Closed => {
+                    self.detach(ctx, None);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// Write everything after the cursor that the histories hold, until the sink is full.
     pub(super) fn pump(&mut self, ctx: &mut Context<Self>) {
         loop {
             if self.sink.is_none() || self.waiting_writable {
+                return;
+            }
+            self.take_lane();
+            if !self.write_notices(ctx) {
                 return;
             }
             if self.fetch_first(ctx, |act, ctx| act.pump(ctx)).is_none() {
@@ -520,7 +575,12 @@ impl Actor for Connection {
             self.id.clone(),
             ctx.address().recipient(),
         );
-        let join = async move { node.topics.join(&topic, session, recipient).await };
+        let notices = self.notices.is_some();
+        let join = async move {
+            node.topics
+                .join_with_notices(&topic, session, recipient, notices)
+                .await
+        };
         // Nothing else is handled until the topic has answered: the cursor must be set first.
         ctx.wait(join.into_actor(self).map(|ack, act, _| {
             act.flushed_cursor = ack.cursor;

@@ -13,6 +13,10 @@ impl Handler<Deliver> for Connection {
     type Result = ();
 
     fn handle(&mut self, Deliver(envelope): Deliver, ctx: &mut Context<Self>) {
+        if envelope.seq == 0 {
+            self.notice(envelope, ctx); // unnumbered: a notice of the topic
+            return;
+        }
         self.take_lane();
         let Some(membership) = &mut self.membership else {
             return;

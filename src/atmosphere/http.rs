@@ -183,7 +183,7 @@ fn connection_for(
             .get_or_start(&id, topic.topic(), who.user_id(), || {
                 let present = crate::session::present(node, topic, &who);
                 Connection::new(id.clone(), topic.clone(), atmosphere.clone(), mode)
-                    .joining(history, present)
+                    .joining(history, present, request.presence)
                     .start()
             });
     addr.do_send(Identify(who));

@@ -8,7 +8,10 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
+use std::collections::VecDeque;
+
 use super::connection::{poll_frames, Connection, DEFAULT_POLL_HOLD, MAX_POLL_BATCH};
+use super::lane::atmosphere_frame;
 use super::messages::{Poll, PollReply};
 use crate::node::Stats;
 use crate::protocol::atmosphere::frame::PADDING;
@@ -48,6 +51,13 @@ impl Connection {
         let framing = self.mode.framing;
         if with_handshake && self.mode.protocol {
             body.extend_from_slice(self.handshake_frame().as_bytes());
+            if !framing.track_message_size {
+                return (body, self.cursor(), 0);
+            }
+        }
+        // Notices first (presence); without TrackMessageSize a poll carries one message.
+        while let Some(notice) = self.notices.as_mut().and_then(VecDeque::pop_front) {
+            body.extend_from_slice(atmosphere_frame(&notice, framing).as_bytes());
             if !framing.track_message_size {
                 return (body, self.cursor(), 0);
             }

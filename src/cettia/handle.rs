@@ -102,12 +102,14 @@ impl Socket {
     /// for the socket's client, as for a `topic` parameter: a topic its namespace does not
     /// let it subscribe to, or one past `--max-topics-per-connection`, is refused.
     pub fn join(&self, topic: &str) -> Result<(), Refused> {
-        self.join_with_history(topic, 0)
+        self.join_with(topic, JoinOptions::default())
     }
 
-    /// Join `topic` as [`Socket::join`] does, first receiving its last `history` messages
-    /// (no more than `--history-messages`, none if its namespace turns history off).
-    pub fn join_with_history(&self, topic: &str, history: usize) -> Result<(), Refused> {
+    /// Join `topic` as [`Socket::join`] does, with `options`: first receiving its last
+    /// `history` messages (no more than `--history-messages`, none if its namespace turns
+    /// history off), and with `presence`, `presence` events when users join and leave it
+    /// (`{"nimbus": "presence", "event": "join" | "leave", "user", "info"?}`).
+    pub fn join_with(&self, topic: &str, options: JoinOptions) -> Result<(), Refused> {
         let gate = &self.server.node().gate;
         let who = self.identity();
         let cleared = {
@@ -123,7 +125,8 @@ impl Socket {
         // Past the mailbox bound rather than dropped: the cap on topics bounds these.
         self.addr.do_send(JoinTopic {
             topic: cleared,
-            history,
+            history: options.history,
+            presence: options.presence,
         });
         Ok(())
     }
@@ -201,4 +204,13 @@ impl Reply {
             }
         }
     }
+}
+
+/// How a socket joins a topic (see [`Socket::join_with`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JoinOptions {
+    /// The topic's last messages to receive first (history on join).
+    pub history: usize,
+    /// Receive `presence` events when users join and leave the topic.
+    pub presence: bool,
 }

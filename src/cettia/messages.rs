@@ -122,6 +122,8 @@ pub struct Disconnect;
 pub struct JoinTopic {
     pub topic: crate::session::Cleared,
     pub history: usize,
+    /// The socket also receives the topic's presence notices, as `presence` events.
+    pub presence: bool,
 }
 
 /// Leave a topic.

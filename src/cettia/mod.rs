@@ -51,7 +51,7 @@ use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
 use cluster::{Control, Handled, Target};
 use socket::SocketActor;
 
-pub use handle::{Reply, Socket};
+pub use handle::{JoinOptions, Reply, Socket};
 
 /// Called with the outcome of an outbound event the client replied to: `Ok` when it resolved,
 /// `Err` when it rejected (or the reply can no longer come).
@@ -205,22 +205,27 @@ impl Cettia {
     }
 
     /// What `nimbus` does out of the box: a socket joins the topics named by its `topic` query
-    /// parameters (after each one's last `history` messages, if it asks) and carries the tags named by its `tag` parameters; `echo` is sent back to its sender; `message` is published to the socket's
+    /// parameters (after each one's last `history` messages, and with `presence` events, if
+    /// it asks) and carries the tags named by its `tag` parameters; `echo` is sent back to its sender; `message` is published to the socket's
     /// topics, where Atmosphere and Cettia clients alike receive it.
     pub fn with_defaults(node: Arc<Node>) -> Self {
         let cettia = Cettia::new(node);
         cettia.on_socket(|socket| {
             let topics: Vec<String> = socket.query("topic").map(str::to_string).collect();
-            // `history=N`: each topic's last N messages first (history on join).
-            let history = socket
-                .query("history")
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
+            // `history=N`: each topic's last N messages first (history on join);
+            // `presence=true`: `presence` events when users join and leave.
+            let options = JoinOptions {
+                history: socket
+                    .query("history")
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+                presence: socket.query("presence").any(|v| v == "true"),
+            };
             for topic in topics {
                 // The gate let the request in with these topics; one refused now (the socket
                 // resumed with a token that lost a grant) is said to the client.
-                if let Err(refused) = socket.join_with_history(&topic, history) {
+                if let Err(refused) = socket.join_with(&topic, options) {
                     let _ = socket.send("error", Value::from(refused.to_string()));
                 }
             }

@@ -204,14 +204,21 @@ impl SocketActor {
 
     /// A topic message for this socket: a `message` event whose data is the text (a JSON
     /// string) or, for JSON messages, the JSON itself.
+    /// Send a topic's message as a `message` event, or its notice (unnumbered) as a
+    /// `presence` event.
     pub(super) fn deliver_topic_message(&mut self, envelope: &Envelope, ctx: &mut Context<Self>) {
+        let kind = if envelope.seq == 0 {
+            "presence"
+        } else {
+            "message"
+        };
         let tail = envelope.frame(TOPIC_TAIL_SLOT, |text| {
             let data = if envelope.json {
                 text.to_string()
             } else {
                 serde_json::to_string(text).unwrap_or_else(|_| "null".into())
             };
-            ByteString::from(event::json_tail("message", &data, false))
+            ByteString::from(event::json_tail(kind, &data, false))
         });
         let id = self.next_id();
         let mut json = String::with_capacity(tail.len() + 16);

@@ -515,7 +515,7 @@ impl Actor for SocketActor {
                     continue;
                 };
                 let topic: TopicId = topic.as_str().into();
-                self.join(cleared, 0, ctx, move |mut membership, act, ctx| {
+                self.join(cleared, (0, false), ctx, move |mut membership, act, ctx| {
                     if membership.epoch == epoch {
                         // Ahead of this node's topic (relays in flight): the client has those;
                         // behind it: caught up below, from the shared history.

@@ -15,7 +15,7 @@ impl SocketActor {
     pub(super) fn join(
         &mut self,
         topic: Cleared,
-        history: usize,
+        (history, notices): (usize, bool),
         ctx: &mut Context<Self>,
         then: impl FnOnce(Membership, &mut Self, &mut Context<Self>) + 'static,
     ) {
@@ -26,12 +26,16 @@ impl SocketActor {
         let session = self.shared.id.clone();
         let recipient = ctx.address().recipient::<Deliver>();
         ctx.wait(
-            async move { topics.join(&topic, session, recipient).await }
-                .into_actor(self)
-                .map(move |ack, act, ctx| {
-                    let membership = Membership::new(ack, history).with_presence(present);
-                    then(membership, act, ctx)
-                }),
+            async move {
+                topics
+                    .join_with_notices(&topic, session, recipient, notices)
+                    .await
+            }
+            .into_actor(self)
+            .map(move |ack, act, ctx| {
+                let membership = Membership::new(ack, history).with_presence(present);
+                then(membership, act, ctx)
+            }),
         );
     }
 }
@@ -45,7 +49,8 @@ impl Handler<JoinTopic> for SocketActor {
             return;
         }
         let history = session::history_on_join(self.server.node(), &join.topic, join.history);
-        self.join(join.topic, history, ctx, move |membership, act, ctx| {
+        let options = (history, join.presence);
+        self.join(join.topic, options, ctx, move |membership, act, ctx| {
             act.topics.insert(topic.clone(), membership);
             act.record_dirty = true;
             if history > 0 {
@@ -75,6 +80,11 @@ impl Handler<Deliver> for SocketActor {
         let Some(membership) = self.topics.get_mut(&envelope.topic) else {
             return;
         };
+        if envelope.seq == 0 {
+            // Unnumbered: a notice of the topic (presence), sent as a `presence` event.
+            self.deliver_topic_message(&envelope, ctx);
+            return;
+        }
         if membership.is_fetching() {
             return; // read from the history by the fetch under way
         }

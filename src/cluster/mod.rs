@@ -217,6 +217,17 @@ impl RedisBroker {
         else {
             return;
         };
+        if let Some(notice) = payload.strip_prefix(b"!") {
+            // A presence notice (see `presence_set.lua`): for every node, its own included.
+            if let Ok(text) = std::str::from_utf8(notice) {
+                let message = crate::topic::Message {
+                    text: text.to_string().into(),
+                    json: true,
+                };
+                self.topics.notify(topic, message);
+            }
+            return;
+        }
         match relay::decode(topic, &payload) {
             Ok(relayed) if relayed.node == self.settings.node_id => {}
             Ok(relayed) => self.topics.ingest(relayed.epoch, relayed.envelope),

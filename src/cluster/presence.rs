@@ -13,7 +13,7 @@ use futures_util::future::{try_join_all, BoxFuture};
 use redis::Script;
 
 use super::{keys, now_ms, unreachable, RedisBroker};
-use crate::presence::{Count, Member, Page, SharedPresence, Stats};
+use crate::presence::{notice, Count, Member, Page, SharedPresence, Stats};
 use crate::topic::{StoreError, TopicId};
 
 /// A node whose last beat is older than this is dead: its members leave.
@@ -55,12 +55,18 @@ impl RedisBroker {
             .as_deref()
             .map(|v| v.to_string())
             .unwrap_or_default();
+        let joined = notice(true, &count.user, count.info.as_deref());
+        let left = notice(false, &count.user, None);
         let mut invocation = topic_keys(&self.presence_scripts.set, &count.topic);
         let (change, held_left): (i64, u64) = invocation
             .key(keys::presence_held(&count.topic, &self.instance))
+            .key(keys::channel(&count.topic))
             .arg(&*count.user)
             .arg(count.clients)
             .arg(info)
+            .arg(&*joined.text)
+            .arg(&*left.text)
+            .arg(self.conn.publish_command())
             .invoke_async(&mut conn)
             .await
             .map_err(unreachable)?;
@@ -85,6 +91,8 @@ impl RedisBroker {
             let mut invocation = topic_keys(&self.presence_scripts.reap, &topic);
             let left: Vec<String> = invocation
                 .key(keys::presence_held(&topic, instance))
+                .key(keys::channel(&topic))
+                .arg(self.conn.publish_command())
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unreachable)?;

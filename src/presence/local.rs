@@ -28,13 +28,14 @@ struct Entry {
 }
 
 impl Local {
-    /// One more connection of `user` (empty: anonymous) in `topic`.
-    pub fn add(&mut self, topic: &TopicId, user: &Arc<str>, info: Option<Arc<Value>>) {
+    /// One more connection of `user` (empty: anonymous) in `topic`; returns whether the user
+    /// was not a member here before.
+    pub fn add(&mut self, topic: &TopicId, user: &Arc<str>, info: Option<Arc<Value>>) -> bool {
         let members = self.topics.entry(topic.clone()).or_default();
         members.clients += 1;
         if user.is_empty() {
             members.anonymous += 1;
-            return;
+            return false;
         }
         let entry = members.users.entry(user.clone()).or_insert(Entry {
             clients: 0,
@@ -44,25 +45,30 @@ impl Local {
         if info.is_some() {
             entry.info = info;
         }
+        entry.clients == 1
     }
 
-    /// One connection of `user` fewer in `topic`.
-    pub fn remove(&mut self, topic: &str, user: &str) {
+    /// One connection of `user` fewer in `topic`; returns whether that was the user's last
+    /// one here.
+    pub fn remove(&mut self, topic: &str, user: &str) -> bool {
         let Some(members) = self.topics.get_mut(topic) else {
-            return;
+            return false;
         };
         members.clients = members.clients.saturating_sub(1);
+        let mut left = false;
         if user.is_empty() {
             members.anonymous = members.anonymous.saturating_sub(1);
         } else if let Some(entry) = members.users.get_mut(user) {
             entry.clients -= 1;
             if entry.clients == 0 {
                 members.users.remove(user);
+                left = true;
             }
         }
         if members.clients == 0 {
             self.topics.remove(topic);
         }
+        left
     }
 
     /// What this node holds for `user` in `topic` (zero once it left).
@@ -153,9 +159,9 @@ mod tests {
         let alice: Arc<str> = "alice".into();
         let anonymous: Arc<str> = "".into();
         let info = Some(Arc::new(serde_json::json!({"name": "Alice"})));
-        local.add(&topic, &alice, info.clone());
-        local.add(&topic, &alice, None);
-        local.add(&topic, &anonymous, None);
+        assert!(local.add(&topic, &alice, info.clone()), "a new member");
+        assert!(!local.add(&topic, &alice, None), "the same member");
+        assert!(!local.add(&topic, &anonymous, None), "anonymous: no member");
         assert_eq!(
             local.stats("/room"),
             Stats {

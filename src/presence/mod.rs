@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::topic::{StoreError, TopicId};
+use crate::topic::{Message, StoreError, TopicId, TopicRegistry};
 
 pub use local::Local;
 
@@ -94,14 +94,34 @@ pub trait SharedPresence: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Page, StoreError>>;
 }
 
+/// The notice a topic's members who asked for presence receive when `user` joins (with its
+/// public `info`) or leaves: `{"nimbus": "presence", "event": "join" | "leave", "user", "info"?}`.
+/// The cluster's scripts write the same shape.
+pub fn notice(joined: bool, user: &str, info: Option<&Value>) -> Message {
+    let mut event = serde_json::json!({
+        "nimbus": "presence",
+        "event": if joined { "join" } else { "leave" },
+        "user": user,
+    });
+    if let (true, Some(info)) = (joined, info) {
+        event["info"] = info.clone();
+    }
+    Message {
+        text: event.to_string().into(),
+        json: true,
+    }
+}
+
 /// The node's presence: its own clients, and the cluster's store when it has one.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Presence {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
+    /// Where join and leave notices go when the node is alone (in a cluster the store sends
+    /// them, once, to every node).
+    topics: TopicRegistry,
     local: Mutex<Local>,
     /// (topic, user) whose count changed since the last write to the shared store.
     dirty: Mutex<HashSet<(TopicId, Arc<str>)>>,
@@ -128,6 +148,19 @@ impl std::fmt::Debug for Present {
 // === impl Presence ===
 
 impl Presence {
+    /// The presence of a node whose topics are `topics`.
+    pub fn new(topics: TopicRegistry) -> Self {
+        Presence {
+            inner: Arc::new(Inner {
+                topics,
+                local: Mutex::default(),
+                dirty: Mutex::default(),
+                shared: std::sync::OnceLock::new(),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
     /// A connection of `user` (`None`: anonymous) with public `info` joins `topic`.
     pub fn enter(
         &self,
@@ -136,8 +169,11 @@ impl Presence {
         info: Option<Arc<Value>>,
     ) -> Present {
         let user = user.unwrap_or_else(|| Arc::from(""));
-        self.inner.local.lock().add(&topic, &user, info);
-        self.changed(&topic, &user);
+        let joined = self.inner.local.lock().add(&topic, &user, info.clone());
+        if self.changed(&topic, &user) && joined {
+            let notice = notice(true, &user, info.as_deref());
+            self.inner.topics.notify(&topic, notice);
+        }
         Present {
             presence: self.clone(),
             topic,
@@ -146,18 +182,24 @@ impl Presence {
     }
 
     fn exit(&self, topic: &TopicId, user: &Arc<str>) {
-        self.inner.local.lock().remove(topic, user);
-        self.changed(topic, user);
+        let left = self.inner.local.lock().remove(topic, user);
+        if self.changed(topic, user) && left {
+            self.inner.topics.notify(topic, notice(false, user, None));
+        }
     }
 
-    fn changed(&self, topic: &TopicId, user: &Arc<str>) {
-        if self.inner.shared.get().is_some() {
-            self.inner
-                .dirty
-                .lock()
-                .insert((topic.clone(), user.clone()));
-            self.inner.wake.notify_one();
+    /// Note a change of `user`'s count in `topic`; returns whether this node is alone (it then
+    /// tells the topic's members itself; in a cluster the store tells every node, once).
+    fn changed(&self, topic: &TopicId, user: &Arc<str>) -> bool {
+        if self.inner.shared.get().is_none() {
+            return true;
         }
+        self.inner
+            .dirty
+            .lock()
+            .insert((topic.clone(), user.clone()));
+        self.inner.wake.notify_one();
+        false
     }
 
     /// Share presence with the cluster through `shared`, and keep doing so: spawns the task

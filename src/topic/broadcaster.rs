@@ -47,7 +47,16 @@ pub struct Deliver(pub Arc<Envelope>);
 pub struct Join {
     pub session: SessionId,
     pub recipient: Recipient<Deliver>,
+    /// The member asked for the topic's notices (see [`Notice`]).
+    pub notices: bool,
 }
+
+/// A notice about the topic (presence: who joined, who left) for the members that asked for
+/// notices: unnumbered (its envelope's sequence is 0), kept in no history, at most once. A
+/// member whose mailbox is full does not get it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Notice(pub Message);
 
 /// Set how a member can be written to directly (see [`DirectWrite`]), e.g. its new socket.
 #[derive(Message)]
@@ -140,6 +149,8 @@ struct Member {
     direct: Option<Arc<dyn DirectWrite>>,
     /// Its mailbox was full at the last fan-out: it is re-nudged by the maintenance tick.
     behind: bool,
+    /// It takes the topic's notices.
+    notices: bool,
 }
 
 /// Asked by an idle broadcaster whether it may free itself: `true` when the registry dropped
@@ -468,6 +479,7 @@ impl Handler<Join> for Broadcaster {
                 recipient: msg.recipient,
                 direct: None,
                 behind: false,
+                notices: msg.notices,
             },
         );
         MessageResult(JoinAck {
@@ -516,6 +528,22 @@ impl Handler<Publish> for Broadcaster {
             msg.message,
         ));
         self.accept(envelope);
+    }
+}
+
+impl Handler<Notice> for Broadcaster {
+    type Result = ();
+
+    fn handle(&mut self, Notice(message): Notice, _ctx: &mut Context<Self>) {
+        let envelope = Arc::new(Envelope::new(
+            self.state.id.clone(),
+            0,
+            Audience::All,
+            message,
+        ));
+        for member in self.members.values().filter(|m| m.notices) {
+            let _ = member.recipient.try_send(Deliver(envelope.clone()));
+        }
     }
 }
 

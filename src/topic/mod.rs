@@ -15,7 +15,7 @@ mod upstream;
 use std::sync::Arc;
 
 pub use broadcaster::{
-    Broadcaster, Deliver, Join, JoinAck, Leave, Publish, Sequenced, SetDirect, TopicState,
+    Broadcaster, Deliver, Join, JoinAck, Leave, Notice, Publish, Sequenced, SetDirect, TopicState,
 };
 pub use direct::DirectWrite;
 pub use envelope::{Audience, Envelope, Message, FRAME_SLOTS};

@@ -149,12 +149,26 @@ impl TopicRegistry {
         session: SessionId,
         recipient: Recipient<Deliver>,
     ) -> JoinAck {
+        self.join_with_notices(topic, session, recipient, false)
+            .await
+    }
+
+    /// Join `topic` as [`TopicRegistry::join`] does; with `notices`, the member also gets the
+    /// topic's notices (presence).
+    pub async fn join_with_notices(
+        &self,
+        topic: &str,
+        session: SessionId,
+        recipient: Recipient<Deliver>,
+        notices: bool,
+    ) -> JoinAck {
         loop {
             let addr = self.get_or_create(topic);
             match addr
                 .send(Join {
                     session: session.clone(),
                     recipient: recipient.clone(),
+                    notices,
                 })
                 .await
             {
@@ -184,6 +198,15 @@ impl TopicRegistry {
                 self.remove_stale(topic, &addr);
                 self.publish(topic, audience, message)
             }
+        }
+    }
+
+    /// Hand a notice (presence) to the members of this node's topic that asked for notices,
+    /// if the node has the topic.
+    pub fn notify(&self, topic: &str, message: Message) {
+        let addr = self.inner.topics.lock().get(topic).map(|e| e.addr.clone());
+        if let Some(addr) = addr {
+            let _ = addr.try_send(super::Notice(message));
         }
     }
 

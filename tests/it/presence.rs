@@ -112,6 +112,30 @@ async fn tracking_id(reader: &mut BodyReader) -> String {
     payload.split('|').nth(1).unwrap().to_string()
 }
 
+/// The join and leave events among `messages` of users other than `me` (in a cluster a client
+/// may be told of its own join: the notice goes out when its node writes its counts).
+fn others(messages: &[String], me: &str) -> Vec<(String, String)> {
+    let parsed: Vec<Value> = messages
+        .iter()
+        .filter_map(|m| serde_json::from_str(m).ok())
+        .collect();
+    events(&parsed)
+        .into_iter()
+        .filter(|(_, user)| user != me)
+        .collect()
+}
+
+/// The messages of an Atmosphere SSE stream up to and including `last`.
+async fn sse_messages(reader: &mut BodyReader, last: &str) -> Vec<String> {
+    let text = reader.read_until(35.0, |t| t.contains(last)).await;
+    let payload: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim_start)
+        .collect();
+    common::unframe(payload.trim_start())
+}
+
 /// One node: alice on two connections (WebSocket and SSE), bob on a Cettia socket and an
 /// anonymous client are two users and four clients; pages walk the members in order with
 /// their token's `info`; alice stays a member until her last connection ends.
@@ -184,7 +208,11 @@ async fn the_members_of_a_killed_node_leave_within_the_bound_and_come_back() {
     let topic = "/room/cluster-presence";
     let mut alice = BodyReader::open(&sse_url(&node(1), topic, Some(&token("alice", "A")))).await;
     let _ = tracking_id(&mut alice).await;
-    let mut bob = BodyReader::open(&sse_url(&node(2), topic, Some(&token("bob", "B")))).await;
+    let mut bob = BodyReader::open(&format!(
+        "{}&X-Nimbus-Presence=true",
+        sse_url(&node(2), topic, Some(&token("bob", "B")))
+    ))
+    .await;
     let _ = tracking_id(&mut bob).await;
     let mut carol = BodyReader::open(&sse_url(&node(3), topic, Some(&token("carol", "C")))).await;
     let _ = tracking_id(&mut carol).await;
@@ -211,11 +239,154 @@ async fn the_members_of_a_killed_node_leave_within_the_bound_and_come_back() {
     );
     assert_eq!(users(&members(&node(3), topic, 10).await), ["bob", "carol"]);
 
+    // Bob (who came after alice) was told of carol, and once that alice left: his stream up
+    // to a marker published now holds nothing else.
+    let (status, _) = api(
+        &node(3),
+        "publish",
+        json!({"topic": topic, "data": "marker"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = sse_messages(&mut bob, "marker").await;
+    let told = others(&seen, "bob");
+    assert_eq!(
+        told,
+        [event("join", "carol"), event("leave", "alice")],
+        "{seen:?}"
+    );
+
     let mut back = BodyReader::open(&sse_url(&node(3), topic, Some(&token("alice", "A")))).await;
     let _ = tracking_id(&mut back).await;
     await_stats(&node(2), topic, (3, 3), 10.0).await;
+    let (status, _) = api(
+        &node(3),
+        "publish",
+        json!({"topic": topic, "data": "marker 2"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = sse_messages(&mut bob, "marker 2").await;
+    let told = others(&seen, "bob");
+    assert_eq!(told, [event("join", "alice")], "{seen:?}");
     assert_eq!(
         users(&members(&cluster.lb(""), topic, 10).await),
         ["alice", "bob", "carol"]
     );
+}
+
+/// The presence notices of a frame, or of a stream's text (TrackMessageSize framing).
+fn notices(text: &str) -> Vec<Value> {
+    common::unframe(text)
+        .iter()
+        .filter_map(|m| serde_json::from_str::<Value>(m).ok())
+        .filter(|v| v["nimbus"] == "presence")
+        .collect()
+}
+
+fn event(kind: &str, user: &str) -> (String, String) {
+    (kind.to_string(), user.to_string())
+}
+
+fn events(notices: &[Value]) -> Vec<(String, String)> {
+    notices
+        .iter()
+        .map(|n| event(n["event"].as_str().unwrap(), n["user"].as_str().unwrap()))
+        .collect()
+}
+
+/// Clients that ask for presence get who joins and leaves (with the member's `info`), on an
+/// Atmosphere WebSocket (`X-Nimbus-Presence=true`), over long-polling between polls, and on a
+/// Cettia socket (`presence=true`, as `presence` events); a second connection of a member is no
+/// join; a client that does not ask gets none.
+#[tokio::test]
+async fn who_asks_is_told_who_joins_and_leaves() {
+    let server = TestServer::start(|c| {
+        c.api_key = Some(KEY.into());
+        c.jwt_hmac_secret = Some(SECRET.into());
+    });
+    let base = server.url("");
+    let topic = "/room/notices";
+    let ws_url = |user: &str, presence: bool| {
+        let mut query = format!(
+            "{topic}?{}&X-Atmosphere-Auth={}",
+            atmo_query("websocket", "0", true),
+            token(user, &user.to_uppercase())
+        );
+        if presence {
+            query.push_str("&X-Nimbus-Presence=true");
+        }
+        server.ws_url(&query)
+    };
+    let (mut alice, _) = ws_open_url(&ws_url("alice", true)).await;
+    let _ = ws_text(&mut alice).await;
+    let (mut quiet, _) = ws_open_url(&ws_url("quiet", false)).await;
+    let _ = ws_text(&mut quiet).await;
+    assert_eq!(
+        notices(&ws_text(&mut alice).await),
+        [
+            json!({"nimbus": "presence", "event": "join", "user": "quiet", "info": {"name": "QUIET"}})
+        ]
+    );
+
+    // Carol long-polls with presence: what happens between her polls waits for her next one.
+    let carol = token("carol", "CAROL");
+    let lp = |id: &str| {
+        format!(
+            "{base}{topic}?{}&X-Atmosphere-Auth={carol}&X-Nimbus-Presence=true",
+            atmo_query("long-polling", id, true)
+        )
+    };
+    let handshake = reqwest::get(lp("0")).await.unwrap().text().await.unwrap();
+    let carol_id = handshake.split('|').nth(1).unwrap().to_string();
+    assert_eq!(
+        events(&notices(&ws_text(&mut alice).await)),
+        [event("join", "carol")]
+    );
+
+    let (mut bob, _) = ws_open_url(&server.ws_url(&format!(
+        "/cettia?cettia-version=1.0&topic={topic}&presence=true&token={}",
+        token("bob", "BOB")
+    )))
+    .await;
+    let _ = ws_text(&mut bob).await;
+    assert_eq!(
+        events(&notices(&ws_text(&mut alice).await)),
+        [event("join", "bob")]
+    );
+    let polled = reqwest::get(lp(&carol_id))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        events(&notices(&polled)),
+        [event("join", "bob")],
+        "kept for her next poll"
+    );
+
+    // A second connection of alice is no join; her leaving with both is one leave.
+    let (mut alice_too, _) = ws_open_url(&ws_url("alice", false)).await;
+    let _ = ws_text(&mut alice_too).await;
+    let (status, body) = api(&base, "disconnect", json!({"user": "alice"})).await;
+    assert_eq!(status, 200, "{body}");
+    let cettia_event: Value = serde_json::from_str(&ws_text(&mut bob).await).unwrap();
+    assert_eq!(cettia_event["type"], "presence");
+    assert_eq!(
+        cettia_event["data"],
+        json!({"nimbus": "presence", "event": "leave", "user": "alice"})
+    );
+    let polled = reqwest::get(lp(&carol_id))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(events(&notices(&polled)), [event("leave", "alice")]);
+
+    // The one that did not ask got none: the next thing it reads is a message published now.
+    let (status, _) = api(&base, "publish", json!({"topic": topic, "data": "marker"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(common::unframe(&ws_text(&mut quiet).await), ["marker"]);
 }

@@ -81,6 +81,9 @@ pub struct AtmosphereRequest {
     /// `X-Nimbus-History` (a Nimbus extension): how many of the topic's last messages a new
     /// connection receives before the live ones; `0` (the default) for none.
     pub history: usize,
+    /// `X-Nimbus-Presence=true` (a Nimbus extension): the connection also receives the
+    /// topic's presence notices (who joined, who left) among its messages.
+    pub presence: bool,
 }
 
 impl AtmosphereRequest {
@@ -122,6 +125,7 @@ impl AtmosphereRequest {
         };
         Ok(AtmosphereRequest {
             history,
+            presence: is_true(get("X-Nimbus-Presence")),
             transport,
             tracking_id,
             protocol: is_true(get("X-atmo-protocol")),
@@ -142,7 +146,7 @@ impl AtmosphereRequest {
 }
 
 /// The query parameters Nimbus reads (names compare case-insensitively).
-const PARAMS: [&str; 9] = [
+const PARAMS: [&str; 10] = [
     "X-Atmosphere-Transport",
     "X-Atmosphere-tracking-id",
     "X-Atmosphere-Framework",
@@ -152,6 +156,7 @@ const PARAMS: [&str; 9] = [
     "X-Atmosphere-Session-Token",
     "X-Atmosphere-Auth",
     "X-Nimbus-History",
+    "X-Nimbus-Presence",
 ];
 
 /// The values of [`PARAMS`] in a query string (the last occurrence of a name wins). Every poll

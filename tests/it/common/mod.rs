@@ -9,6 +9,9 @@ use nimbus::Config;
 
 pub mod cluster;
 
+/// How long a test waits for a node it starts.
+const START_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A node serving on loopback; stopped when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -76,7 +79,9 @@ impl TestServer {
                 let _ = server.await;
             })
         });
-        let handle = rx.recv().expect("server started");
+        let handle = rx
+            .recv_timeout(START_WITHIN)
+            .expect("the server to start within 30 s");
         (TestServer { addr, node, handle }, atmosphere, cettia)
     }
 
@@ -109,7 +114,10 @@ impl TestServer {
                 let _ = server.await;
             })
         });
-        let (handle, node, cettia) = rx.recv().expect("server started");
+        // Bounded: a node that cannot reach Redis fails the test instead of hanging it.
+        let (handle, node, cettia) = rx
+            .recv_timeout(START_WITHIN)
+            .expect("the clustered node to start within 30 s");
         (TestServer { addr, node, handle }, cettia)
     }
 
