@@ -4,6 +4,7 @@
 //! The protocols only find the token where their clients put it (Atmosphere:
 //! `X-Atmosphere-Auth`, header or query; Cettia: the socket URI's `token` parameter) and
 //! answer a refusal on their own wire.
+use super::guest::{BadName, Guests};
 use super::identity::{AuthError, Identity, KeyError, KeySettings, Verifier};
 use super::ids::{ForeignId, IdPolicy, SessionIds};
 
@@ -13,6 +14,8 @@ pub struct Access {
     ids: SessionIds,
     /// Clients without a token are let in (as anonymous) even though keys are configured.
     anonymous: bool,
+    /// Guest sign-in, on a node that checks no tokens.
+    guests: Option<Guests>,
 }
 
 // === impl Access ===
@@ -35,23 +38,39 @@ impl Access {
             IdPolicy::Open
         });
         let secret = secret.unwrap_or_else(random_secret);
+        let guests = match verifier {
+            None => Some(Guests::new(&secret)?),
+            Some(_) => None,
+        };
         Ok(Access {
             anonymous: verifier.is_none() || allow_anonymous,
             ids: SessionIds::new(secret.as_bytes(), policy),
             verifier,
+            guests,
         })
     }
 
-    /// Who presents `token` (`None` or empty: no token).
+    /// Who presents `token` (`None` or empty: no token). A node that checks no tokens knows
+    /// its guests, and takes every other client as anonymous.
     pub fn identify(&self, token: Option<&str>) -> Result<Identity, AuthError> {
         let Some(verifier) = &self.verifier else {
-            return Ok(Identity::anonymous());
+            let guest = token.zip(self.guests.as_ref());
+            return match guest.and_then(|(token, guests)| guests.verify(token)) {
+                Some(result) => result,
+                None => Ok(Identity::anonymous()),
+            };
         };
         match token.filter(|t| !t.is_empty()) {
             Some(token) => verifier.verify(token),
             None if self.anonymous => Ok(Identity::anonymous()),
             None => Err(AuthError::Missing),
         }
+    }
+
+    /// A guest token for `name` (its user id and the token), on a node that checks no tokens;
+    /// `None` on one that does.
+    pub fn guest(&self, name: &str) -> Option<Result<(String, String), BadName>> {
+        self.guests.as_ref().map(|guests| guests.issue(name))
     }
 
     /// A new session id for `who`.
@@ -76,6 +95,7 @@ impl Access {
             verifier: None,
             ids: SessionIds::new(random_secret().as_bytes(), policy),
             anonymous: true,
+            guests: None,
         }
     }
 }

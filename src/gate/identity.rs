@@ -1,8 +1,8 @@
 //! Who a client is: an [`Identity`] read from a JSON Web Token the client presents, the same for
 //! every protocol and transport.
 //!
-//! The node verifies tokens; it never issues them (except the development sign-in route the
-//! edge offers when told to). Keys come from the flags: `--jwt-hmac-secret` (HS256, with an
+//! The node verifies tokens; it never issues them, except guest tokens on a node that checks
+//! none (`super::guest`). Keys come from the flags: `--jwt-hmac-secret` (HS256, with an
 //! optional previous secret accepted until a time, for rotation) and `--jwt-public-key` (a PEM
 //! file holding an RSA or EC public key: RS256/384/512, ES256/384). `aud` and `iss` are checked
 //! when configured.

@@ -18,12 +18,14 @@ use actix_http::StatusCode;
 use thiserror::Error;
 
 mod access;
+pub mod guest;
 pub mod identity;
 mod ids;
 pub mod limits;
 pub mod permissions;
 
 pub use access::{random_secret, Access};
+pub use guest::{BadName, GUEST_TTL};
 pub use identity::{AuthError, Identity, KeyError, KeySettings};
 pub use ids::{ForeignId, IdPolicy, SessionIds};
 pub use permissions::{Action, Denied, Features, FileError, Permissions};
@@ -148,6 +150,11 @@ impl Gate {
     /// reserved: a client-chosen one could collide with another session's).
     pub fn is_issued_form(&self, id: &str) -> bool {
         self.access.is_issued_form(id)
+    }
+
+    /// A guest token for `name` (see [`guest`]); `None` when the node checks real tokens.
+    pub fn guest(&self, name: &str) -> Option<Result<(String, String), BadName>> {
+        self.access.guest(name)
     }
 
     /// A new session id for `who`.

@@ -6,6 +6,7 @@
 mod admin;
 mod api;
 mod assets;
+mod chat;
 mod compose;
 mod headers;
 mod metrics;
@@ -138,11 +139,7 @@ pub fn serve_apps(
             .wrap(from_fn(headers::nimbus_headers))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
-            .route("/", web::get().to(assets::chat_page))
-            .route(
-                "/_nimbus/atmosphere.js",
-                web::get().to(assets::atmosphere_js),
-            )
+            .configure(chat::routes)
             .configure(|config| {
                 if public_telemetry {
                     config

@@ -390,3 +390,104 @@ async fn who_asks_is_told_who_joins_and_leaves() {
     assert_eq!(status, 200);
     assert_eq!(common::unframe(&ws_text(&mut quiet).await), ["marker"]);
 }
+
+/// The stock node (no token keys) signs guests in by name, and any client reads a room's
+/// members with `GET /_nimbus/presence` as the gate lets it subscribe; a node that checks
+/// tokens offers no guests, and refuses the members of a room its client may not read.
+#[tokio::test]
+async fn guests_sign_in_by_name_and_clients_read_who_is_in_a_room() {
+    let server = TestServer::start(|_| {});
+    let base = server.url("");
+    let client = reqwest::Client::new();
+    let sign_in = |name: &str| {
+        client
+            .post(format!("{base}/_nimbus/sign-in"))
+            .body(json!({ "name": name }).to_string())
+            .send()
+    };
+    let answer: Value = sign_in(" Ada ").await.unwrap().json_text().await;
+    assert_eq!(answer["user"], "Ada");
+    let guest = answer["token"].as_str().unwrap().to_string();
+    assert_eq!(sign_in("   ").await.unwrap().status(), 400);
+    assert_eq!(sign_in(&"x".repeat(40)).await.unwrap().status(), 400);
+
+    let topic = "/chat/guests";
+    let (mut ws, _) = ws_open_url(&server.ws_url(&format!(
+        "{topic}?{}&X-Atmosphere-Auth={guest}",
+        atmo_query("websocket", "0", true)
+    )))
+    .await;
+    let _ = ws_text(&mut ws).await;
+    let read = |token: Option<&str>| {
+        let mut request = client.get(format!("{base}/_nimbus/presence?topic={topic}"));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        request.send()
+    };
+    let members: Value = read(None).await.unwrap().json_text().await;
+    assert_eq!(members["users"], 1, "{members}");
+    assert_eq!(members["members"][0]["user"], "Ada");
+    assert_eq!(members["members"][0]["info"]["name"], "Ada");
+    let forged = format!("{guest}x");
+    assert_eq!(read(Some(&forged)).await.unwrap().status(), 401);
+
+    let checked = TestServer::start(|c| {
+        c.jwt_hmac_secret = Some(SECRET.into());
+        c.config = Some(private_rooms());
+    });
+    let checked_base = checked.url("");
+    let response = client
+        .post(format!("{checked_base}/_nimbus/sign-in"))
+        .body(r#"{"name": "Ada"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        404,
+        "tokens come from the application there"
+    );
+    let read = |topic: &str, token: String| {
+        client
+            .get(format!("{checked_base}/_nimbus/presence?topic={topic}"))
+            .header("Authorization", format!("Bearer {token}"))
+            .send()
+    };
+    assert_eq!(
+        read("/private/x", token("eve", "Eve"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let open: Value = read("/chat/x", token("eve", "Eve"))
+        .await
+        .unwrap()
+        .json_text()
+        .await;
+    assert_eq!(open["users"], 0);
+}
+
+/// A configuration file whose `/private/` rooms need a grant.
+fn private_rooms() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("nimbus-presence-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[[namespace]]\nprefix = \"/private/\"\nsubscribe = \"grant\"\n",
+    )
+    .unwrap();
+    path
+}
+
+/// A response body as JSON.
+trait JsonText {
+    async fn json_text(self) -> Value;
+}
+
+impl JsonText for reqwest::Response {
+    async fn json_text(self) -> Value {
+        let text = self.text().await.unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    }
+}
