@@ -199,12 +199,43 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// The backend's webhook URL (`http://...`): users coming online, going offline, joining
+    /// and leaving topics are POSTed there, signed with `--webhook-secret` (see the README).
+    #[arg(long, env = "NIMBUS_WEBHOOK_URL", requires = "webhook_secret", value_parser = http_url)]
+    pub webhook_url: Option<String>,
+
+    /// The secret webhook POSTs are signed with (HMAC-SHA256, `X-Nimbus-Signature`).
+    #[arg(long, env = "NIMBUS_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// How long one webhook POST may take before it counts as failed (and is retried).
+    #[arg(long, env = "NIMBUS_WEBHOOK_TIMEOUT_SECS", default_value_t = 5)]
+    pub webhook_timeout_secs: u64,
+
     /// HTTP worker threads (default: one per CPU).
     #[arg(long, env = "NIMBUS_WORKERS")]
     pub workers: Option<usize>,
 }
 
+/// A webhook URL: plain HTTP (the node carries no TLS client; the backend is expected on the
+/// private network, or behind a proxy that adds TLS).
+fn http_url(url: &str) -> Result<String, String> {
+    match url.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() => Ok(url.to_string()),
+        _ => Err("a webhook URL starts with http:// (https is not supported)".into()),
+    }
+}
+
 impl Config {
+    /// Where the backend's webhooks go, if anywhere.
+    pub fn webhook_settings(&self) -> Option<crate::webhook::Settings> {
+        Some(crate::webhook::Settings {
+            url: self.webhook_url.clone()?,
+            secret: self.webhook_secret.clone().unwrap_or_default(),
+            timeout: Duration::from_secs(self.webhook_timeout_secs.max(1)),
+        })
+    }
+
     /// A configuration with every default, bound to `bind` (used by tests and embedders).
     pub fn for_bind(bind: SocketAddr) -> Self {
         let mut config = Config::parse_from(["nimbus"]);

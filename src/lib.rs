@@ -47,5 +47,6 @@ pub mod server;
 pub mod session;
 pub mod topic;
 pub mod transport;
+pub mod webhook;
 
 pub use config::Config;

@@ -27,6 +27,8 @@ pub struct Metrics {
     auth_failures: Family<Labels, Counter>,
     limit_hits: Family<Labels, Counter>,
     permission_denials: Family<Labels, Counter>,
+    /// Webhook events by outcome: `delivered`, `failed` (an attempt; retried), `dropped`.
+    webhook_events: Family<Labels, Counter>,
     /// Sessions by protocol and the transport that carries them now (or carried them last).
     transports: Arc<TransportGauges>,
 }
@@ -121,6 +123,20 @@ impl Metrics {
         self.limit_hits.get_or_create(&vec![("limit", limit)]).inc();
     }
 
+    /// Count `n` webhook events that were `delivered`, `failed` an attempt, or were `dropped`.
+    pub fn webhook_events(&self, outcome: &'static str, n: u64) {
+        self.webhook_events
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc_by(n);
+    }
+
+    /// How many webhook events had `outcome` so far.
+    pub fn webhook_events_count(&self, outcome: &'static str) -> u64 {
+        self.webhook_events
+            .get_or_create(&vec![("outcome", outcome)])
+            .get()
+    }
+
     /// Register the families kept here (sessions by transport, refusals) for one scrape.
     pub fn register(&self, registry: &mut Registry) {
         let open = Family::<Labels, Gauge>::default();
@@ -150,6 +166,11 @@ impl Metrics {
             "limit_hits",
             "Requests and clients stopped by a limit, by limit",
             self.limit_hits.clone(),
+        );
+        registry.register(
+            "webhook_events",
+            "Backend webhook events by outcome (delivered, failed attempts, dropped)",
+            self.webhook_events.clone(),
         );
         registry.register(
             "permission_denials",

@@ -27,6 +27,8 @@ pub struct Node {
     pub metrics: crate::metrics::Metrics,
     /// Who is in each topic (this node's clients, and the cluster's when it has one).
     pub presence: crate::presence::Presence,
+    /// The backend's events about who comes and goes (`--webhook-url`).
+    pub webhooks: crate::webhook::Webhooks,
     /// Shutting down: not ready, handing clients to other nodes.
     draining: AtomicBool,
 }
@@ -60,10 +62,13 @@ impl Node {
             config.max_topics_per_connection,
             metrics.clone(),
         );
-        let presence = crate::presence::Presence::new(topics.clone());
+        let id = Self::id_for(&config);
+        let webhooks =
+            crate::webhook::Webhooks::new(config.webhook_settings(), &id, metrics.clone());
+        let presence = crate::presence::Presence::new(topics.clone(), webhooks.clone());
         Ok(Arc::new(Node {
             gate,
-            id: Self::id_for(&config),
+            id,
             websockets: Arc::new(SocketGauge::new(config.websocket_limit())),
             config,
             topics,
@@ -71,6 +76,7 @@ impl Node {
             stats: Stats::default(),
             metrics,
             presence,
+            webhooks,
             draining: AtomicBool::new(false),
         }))
     }

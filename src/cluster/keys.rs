@@ -62,6 +62,11 @@ pub fn presence_topics(instance: &str) -> String {
 /// Every node instance with the time of its last beat (ms).
 pub const PRESENCE_BEATS: &str = "nimbus:pr:beats";
 
+/// The stream of backend webhook events waiting for delivery, read by every node as one
+/// consumer group ([`WEBHOOK_GROUP`]).
+pub const WEBHOOKS: &str = "nimbus:wh";
+pub const WEBHOOK_GROUP: &str = "nodes";
+
 /// A session's record (where its client stands).
 pub fn session(id: &str) -> String {
     format!("nimbus:s:{id}")

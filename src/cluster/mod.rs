@@ -24,6 +24,7 @@ mod link;
 mod presence;
 pub mod relay;
 mod secret;
+mod webhooks;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -65,6 +66,8 @@ pub struct RedisSettings {
     pub history_age: Duration,
     /// How long a session record outlives its client's last visit.
     pub session_ttl: Duration,
+    /// Queue backend webhook events as presence changes.
+    pub webhooks: bool,
 }
 
 /// How long a confirmed publish waits for its numbering before it is answered "queued".
@@ -106,6 +109,8 @@ pub struct RedisBroker {
     /// This process among the cluster's nodes, for presence (`<node id>:<random>`).
     instance: String,
     presence_scripts: presence::Scripts,
+    /// The webhook stream's consumer group is known to exist.
+    webhook_group: AtomicBool,
 }
 
 /// Counters of the bridge, for `/_nimbus/stats`.
@@ -166,6 +171,7 @@ impl RedisBroker {
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
             presence_scripts: presence::Scripts::default(),
+            webhook_group: AtomicBool::new(false),
         });
         broker
             .conn

@@ -15,6 +15,7 @@ use redis::Script;
 use super::{keys, now_ms, unreachable, RedisBroker};
 use crate::presence::{notice, Count, Member, Page, SharedPresence, Stats};
 use crate::topic::{StoreError, TopicId};
+use crate::webhook::{Event, ONLINE};
 
 /// A node whose last beat is older than this is dead: its members leave.
 pub const DEAD_AFTER: Duration = Duration::from_secs(15);
@@ -55,8 +56,10 @@ impl RedisBroker {
             .as_deref()
             .map(|v| v.to_string())
             .unwrap_or_default();
-        let joined = notice(true, &count.user, count.info.as_deref());
-        let left = notice(false, &count.user, None);
+        // The pseudo-topic of online users tells no one; its changes are webhook events only.
+        let notices = &*count.topic != ONLINE;
+        let joined = notices.then(|| notice(true, &count.user, count.info.as_deref()).text);
+        let left = notices.then(|| notice(false, &count.user, None).text);
         let mut invocation = topic_keys(&self.presence_scripts.set, &count.topic);
         let (change, held_left): (i64, u64) = invocation
             .key(keys::presence_held(&count.topic, &self.instance))
@@ -64,8 +67,8 @@ impl RedisBroker {
             .arg(&*count.user)
             .arg(count.clients)
             .arg(info)
-            .arg(&*joined.text)
-            .arg(&*left.text)
+            .arg(joined.as_deref().unwrap_or(""))
+            .arg(left.as_deref().unwrap_or(""))
             .arg(self.conn.publish_command())
             .invoke_async(&mut conn)
             .await
@@ -74,6 +77,16 @@ impl RedisBroker {
             1 => tracing::debug!(topic = %count.topic, user = %count.user, "member joined"),
             -1 => tracing::debug!(topic = %count.topic, user = %count.user, "member left"),
             _ => {}
+        }
+        if change != 0 && self.settings.webhooks {
+            let event = Event::new(
+                &count.topic,
+                &count.user,
+                change == 1,
+                count.info.as_deref(),
+                &self.settings.node_id,
+            );
+            self.queue_event(&event).await?;
         }
         Ok(held_left == 0)
     }
@@ -87,17 +100,25 @@ impl RedisBroker {
             .query_async(&mut conn)
             .await
             .map_err(unreachable)?;
+        // The node id part of `<node id>:<random>`.
+        let node = instance.rsplit_once(':').map_or(instance, |(node, _)| node);
         for topic in topics {
             let mut invocation = topic_keys(&self.presence_scripts.reap, &topic);
+            let notices = if topic == ONLINE { "" } else { "1" };
             let left: Vec<String> = invocation
                 .key(keys::presence_held(&topic, instance))
                 .key(keys::channel(&topic))
                 .arg(self.conn.publish_command())
+                .arg(notices)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unreachable)?;
             for user in left {
                 tracing::info!(%topic, %user, %instance, "member left with its node");
+                if self.settings.webhooks {
+                    self.queue_event(&Event::new(&topic, &user, false, None, node))
+                        .await?;
+                }
             }
         }
         redis::pipe()

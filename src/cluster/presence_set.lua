@@ -5,7 +5,7 @@
 -- KEYS[4] = clients (the topic's connection count), KEYS[5] = this node's hash (user -> count),
 -- KEYS[6] = the topic's relay channel, where a join or leave notice goes ('!' + JSON)
 -- ARGV[1] = user ('' = anonymous), ARGV[2] = connections on this node, ARGV[3] = info JSON or '',
--- ARGV[4] = the join notice, ARGV[5] = the leave notice, ARGV[6] = PUBLISH or SPUBLISH
+-- ARGV[4] = the join notice, ARGV[5] = the leave notice ('' for none), ARGV[6] = PUBLISH or SPUBLISH
 -- Returns {change, node hash left}: change 1 the user became a member, -1 it left, 0 neither.
 local user, count = ARGV[1], tonumber(ARGV[2])
 local old = tonumber(redis.call('HGET', KEYS[5], user) or '0')
@@ -30,7 +30,9 @@ if total <= 0 then
   redis.call('HDEL', KEYS[1], user)
   redis.call('HDEL', KEYS[2], user)
   redis.call('ZREM', KEYS[3], user)
-  redis.call(ARGV[6], KEYS[6], '!' .. ARGV[5])
+  if ARGV[5] ~= '' then
+    redis.call(ARGV[6], KEYS[6], '!' .. ARGV[5])
+  end
   return {-1, node_left}
 end
 if ARGV[3] ~= '' then
@@ -38,7 +40,9 @@ if ARGV[3] ~= '' then
 end
 if total == delta then
   redis.call('ZADD', KEYS[3], 0, user)
-  redis.call(ARGV[6], KEYS[6], '!' .. ARGV[4])
+  if ARGV[4] ~= '' then
+    redis.call(ARGV[6], KEYS[6], '!' .. ARGV[4])
+  end
   return {1, node_left}
 end
 return {0, node_left}

@@ -24,6 +24,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::topic::{Message, StoreError, TopicId, TopicRegistry};
+use crate::webhook::{Webhooks, ONLINE};
 
 pub use local::Local;
 
@@ -122,6 +123,9 @@ struct Inner {
     /// Where join and leave notices go when the node is alone (in a cluster the store sends
     /// them, once, to every node).
     topics: TopicRegistry,
+    /// The backend's events (alone, this node queues them; in a cluster the store does). With
+    /// webhooks on, each membership of a user also counts in the [`ONLINE`] pseudo-topic.
+    webhooks: Webhooks,
     local: Mutex<Local>,
     /// (topic, user) whose count changed since the last write to the shared store.
     dirty: Mutex<HashSet<(TopicId, Arc<str>)>>,
@@ -134,6 +138,8 @@ pub struct Present {
     presence: Presence,
     topic: TopicId,
     user: Arc<str>,
+    /// Also counted in the [`ONLINE`] pseudo-topic.
+    online: bool,
 }
 
 impl std::fmt::Debug for Present {
@@ -148,11 +154,12 @@ impl std::fmt::Debug for Present {
 // === impl Presence ===
 
 impl Presence {
-    /// The presence of a node whose topics are `topics`.
-    pub fn new(topics: TopicRegistry) -> Self {
+    /// The presence of a node whose topics are `topics`, telling `webhooks` who comes and goes.
+    pub fn new(topics: TopicRegistry, webhooks: Webhooks) -> Self {
         Presence {
             inner: Arc::new(Inner {
                 topics,
+                webhooks,
                 local: Mutex::default(),
                 dirty: Mutex::default(),
                 shared: std::sync::OnceLock::new(),
@@ -169,22 +176,59 @@ impl Presence {
         info: Option<Arc<Value>>,
     ) -> Present {
         let user = user.unwrap_or_else(|| Arc::from(""));
-        let joined = self.inner.local.lock().add(&topic, &user, info.clone());
-        if self.changed(&topic, &user) && joined {
-            let notice = notice(true, &user, info.as_deref());
-            self.inner.topics.notify(&topic, notice);
+        let online = !user.is_empty() && self.inner.webhooks.enabled();
+        let online_topic = TopicId::from(ONLINE);
+        let (joined, came_online) = {
+            let mut local = self.inner.local.lock();
+            let joined = local.add(&topic, &user, info.clone());
+            (
+                joined,
+                online && local.add(&online_topic, &user, info.clone()),
+            )
+        };
+        let alone = self.changed(&topic, &user);
+        if online {
+            self.changed(&online_topic, &user);
+        }
+        if alone {
+            let webhooks = &self.inner.webhooks;
+            if came_online {
+                webhooks.record(ONLINE, &user, true, info.as_deref());
+            }
+            if joined {
+                let notice = notice(true, &user, info.as_deref());
+                self.inner.topics.notify(&topic, notice);
+                webhooks.record(&topic, &user, true, info.as_deref());
+            }
         }
         Present {
             presence: self.clone(),
             topic,
             user,
+            online,
         }
     }
 
-    fn exit(&self, topic: &TopicId, user: &Arc<str>) {
-        let left = self.inner.local.lock().remove(topic, user);
-        if self.changed(topic, user) && left {
-            self.inner.topics.notify(topic, notice(false, user, None));
+    fn exit(&self, topic: &TopicId, user: &Arc<str>, online: bool) {
+        let online_topic = TopicId::from(ONLINE);
+        let (left, went_offline) = {
+            let mut local = self.inner.local.lock();
+            let left = local.remove(topic, user);
+            (left, online && local.remove(&online_topic, user))
+        };
+        let alone = self.changed(topic, user);
+        if online {
+            self.changed(&online_topic, user);
+        }
+        if alone {
+            let webhooks = &self.inner.webhooks;
+            if left {
+                self.inner.topics.notify(topic, notice(false, user, None));
+                webhooks.record(topic, user, false, None);
+            }
+            if went_offline {
+                webhooks.record(ONLINE, user, false, None);
+            }
         }
     }
 
@@ -288,6 +332,6 @@ impl Presence {
 
 impl Drop for Present {
     fn drop(&mut self) {
-        self.presence.exit(&self.topic, &self.user);
+        self.presence.exit(&self.topic, &self.user, self.online);
     }
 }

@@ -37,6 +37,7 @@ impl Node {
             history_messages: limits.max_messages,
             history_age: limits.max_age,
             session_ttl: config.session_ttl(),
+            webhooks: config.webhook_url.is_some(),
         };
         let broker = RedisBroker::connect(settings.clone(), topics.clone()).await?;
         topics.set_cluster(broker.clone());
@@ -50,7 +51,9 @@ impl Node {
         }
         let node = Node::with_broker(config, topics, broker.clone())?;
         // Presence is shared through the same Redis: every node counts its own clients there.
-        node.presence.share(broker);
+        node.presence.share(broker.clone());
+        // So are webhook events: any node delivers them, and speaks for a node that died.
+        node.webhooks.share(broker);
         Ok(node)
     }
 }

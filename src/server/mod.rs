@@ -115,6 +115,7 @@ pub fn serve_apps(
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let shutdown_timeout = node.config.drain_secs.max(1);
+    node.webhooks.start();
     let commands = crate::session::Commands::new(node.clone());
     commands.serve(Arc::new(atmosphere.clone()));
     commands.serve(Arc::new(cettia.clone()));

@@ -22,16 +22,7 @@ fn token(sub: &str) -> String {
 }
 
 async fn api(base: &str, method: &str, key: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/{method}"))
-        .header("Authorization", format!("apikey {key}"))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = serde_json::from_str(&response.text().await.unwrap()).expect("JSON answer");
-    (status, body)
+    common::api(base, key, method, body).await
 }
 
 fn with_api() -> TestServer {

@@ -11,18 +11,7 @@ use serde_json::{json, Value};
 const KEY: &str = "history-key";
 
 async fn api(server: &TestServer, method: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(server.url(&format!("/api/{method}")))
-        .header("Authorization", format!("apikey {KEY}"))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&response.text().await.unwrap()).unwrap(),
-    )
+    common::api(&server.url(""), KEY, method, body).await
 }
 
 async fn publish(server: &TestServer, topic: &str, data: &str) {

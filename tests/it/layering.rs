@@ -13,9 +13,13 @@ const RULES: &[(&str, &[&str])] = &[
     ("topic", &["metrics"]),
     ("broker", &["topic"]),
     ("gate", &["metrics", "topic"]),
-    ("presence", &["topic"]),
-    ("cluster", &["broker", "metrics", "presence", "topic"]),
-    ("config", &["gate", "topic"]),
+    ("webhook", &["metrics", "topic"]),
+    ("presence", &["topic", "webhook"]),
+    (
+        "cluster",
+        &["broker", "metrics", "presence", "topic", "webhook"],
+    ),
+    ("config", &["gate", "topic", "webhook"]),
     (
         "node",
         &[
@@ -26,6 +30,7 @@ const RULES: &[(&str, &[&str])] = &[
             "presence",
             "topic",
             "transport",
+            "webhook",
         ],
     ),
     (

@@ -26,4 +26,5 @@ mod slow_consumer;
 mod smoke;
 mod sse_streaming;
 mod targeted;
+mod webhooks;
 mod websocket;

@@ -25,18 +25,7 @@ fn token(user: &str, name: &str) -> String {
 }
 
 async fn api(base: &str, method: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/{method}"))
-        .header("Authorization", format!("apikey {KEY}"))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&response.text().await.unwrap()).unwrap(),
-    )
+    common::api(base, KEY, method, body).await
 }
 
 async fn stats(base: &str, topic: &str) -> (u64, u64) {

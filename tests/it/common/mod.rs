@@ -533,3 +533,22 @@ pub fn signed_token(secret: &str, sub: &str, topics: &[&str]) -> String {
     )
     .unwrap()
 }
+
+/// Call the backend API of the node at `base` with `key`: `(status, JSON body)`.
+pub async fn api(
+    base: &str,
+    key: &str,
+    method: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/{method}"))
+        .header("Authorization", format!("apikey {key}"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or_default())
+}
