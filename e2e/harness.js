@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const NIMBUS = process.env.NIMBUS_BIN || join(root, 'target/release/nimbus');
 
 /** Messages that exercise the framing: delimiters, quotes, newlines, non-BMP characters. */
@@ -104,6 +104,8 @@ export async function startCluster(flags = []) {
       const r = await fetch(`${base}${topic}?${q}`, { method: 'POST', body: text, headers: { 'Content-Type': 'text/plain' } });
       if (r.status !== 200) throw new Error(`publish failed: ${r.status} ${await r.text()}`);
     },
+    /** `kill -9` node `n` (1..3). */
+    kill: (n) => run('kill-node', String(n)),
     stop: () => run('down'),
   };
 }
