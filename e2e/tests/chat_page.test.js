@@ -181,8 +181,8 @@ test('four members over four transports and three nodes, one on Cettia; a node k
     const survivor = (victim % 3) + 1;
     const dave = await enter(cluster.node(victim), 'dave', 'sse', room);
     pages.push(dave);
-    // (WebSocket: the reference client's HTTP transports lose their stream when a keep-alive
-    // connection of its heartbeat POSTs is closed; see the README.)
+    // (WebSocket: the reference client closes its HTTP transports when an idle keep-alive
+    // connection of one of its POSTs is closed; see the README.)
     carol = await cettiaMember(cluster.node(survivor), 'carol', room, 'websocket');
     const last20 = Array.from({ length: 20 }, (_, i) => `message ${i + 2}`);
     await waitFor('the last 20 messages for dave', async () => (await messages(dave)).length === 20);
