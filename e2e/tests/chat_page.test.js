@@ -42,7 +42,7 @@ async function say(page, text) {
   await page.click('#send-button');
 }
 
-async function conversation(base, { screenshot } = {}) {
+async function conversation(base, { screenshot, late = 'sse' } = {}) {
   const alice = await enter(base, 'alice', 'websocket');
   const bob = await enter(base, 'bob', 'long-polling');
   try {
@@ -68,9 +68,10 @@ async function conversation(base, { screenshot } = {}) {
         Array.from({ length: 21 }, (_, i) => `alice: message ${i + 1}`));
     }
 
-    // Carol comes later, on SSE: the room's last 20 messages, then the live ones; she is
-    // listed, and everyone sees her.
-    const carol = await enter(base, 'carol', 'sse');
+    // Carol comes later (on SSE, or HTTP streaming): the room's last 20 messages, then the
+    // live ones; she is listed, and everyone sees her.
+    const carol = await enter(base, 'carol', late);
+    assert.equal(await carol.textContent('#transport-in-use'), late);
     try {
       await waitFor('the last 20 messages for carol', async () => (await messages(carol)).length === 20);
       assert.deepEqual((await messages(carol)).map((m) => m.text),
@@ -104,7 +105,7 @@ async function conversation(base, { screenshot } = {}) {
 test('guests chat in a room on one node: presence, history on entry, names and times', async () => {
   const node = await startNode(['--reconnect-window-secs', '3', '--long-poll-expiry-secs', '5']);
   try {
-    await conversation(node.base, { screenshot: join(import.meta.dirname, '..', '..', 'docs', 'chat-page.png') });
+    await conversation(node.base, { screenshot: join(import.meta.dirname, '..', '..', 'docs', 'chat-page.png'), late: 'streaming' });
   } finally {
     await node.stop();
   }
