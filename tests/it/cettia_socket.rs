@@ -33,10 +33,47 @@ async fn open(server: &common::TestServer, extra: &str) -> (Ws, String) {
     (ws, id)
 }
 
-/// Wait until the server has seen the socket's transport go.
-async fn closed(ws: Ws) {
+/// A node whose Cettia application counts the transports it closed (`on_close`).
+fn start_counting_closes(
+    configure: impl FnOnce(&mut nimbus::Config),
+) -> (common::TestServer, Arc<AtomicUsize>) {
+    let closes = Arc::new(AtomicUsize::new(0));
+    let counter = closes.clone();
+    let (server, _) = common::TestServer::start_with_cettia(configure, move |app| {
+        app.on_close(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+    });
+    (server, closes)
+}
+
+/// Drop the socket's WebSocket and wait until the server has closed its transport.
+async fn closed(ws: Ws, closes: &AtomicUsize) {
+    let before = closes.load(Ordering::SeqCst);
     drop(ws);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    within(5.0, "the server to close the transport", async {
+        while closes.load(Ordering::SeqCst) == before {
+            // A backoff inside a deadline loop, not an ordering wait.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// Wait until the socket has joined the topics it opened with: the socket handles nothing
+/// else while it joins, so the answer to an `echo` sent now comes after the joins. The echo
+/// takes the socket's next event id.
+async fn joined(ws: &mut Ws) {
+    ws_send(
+        ws,
+        r#"{"id":0,"type":"echo","data":"joined?","reply":false}"#,
+    )
+    .await;
+    let answer = ws_text(ws).await;
+    assert!(
+        answer.contains(r#""type":"echo","data":"joined?""#),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
@@ -140,6 +177,7 @@ async fn heartbeat_is_echoed_and_a_missing_one_closes_the_transport() {
         "{handshake}"
     );
     for i in 0..3 {
+        // The time between heartbeats is what is tested (under the 600 ms interval).
         tokio::time::sleep(Duration::from_millis(400)).await;
         ws_send(
             &mut ws,
@@ -164,10 +202,16 @@ async fn heartbeat_is_echoed_and_a_missing_one_closes_the_transport() {
 
 #[tokio::test]
 async fn resume_delivers_what_was_sent_while_away_in_order_once() {
-    let server = common::TestServer::start(|_| {});
+    let (server, closes) = start_counting_closes(|_| {});
     let topic = "/resume/room";
-    let (ws, id) = open(&server, &format!("&topic={topic}")).await;
-    closed(ws).await;
+    // A witness in the topic: once it has a message, so has the socket's mailbox.
+    let (mut witness, _) =
+        ws_open_url(&server.ws_url(&format!("{topic}?{}", atmo_query("websocket", "0", false))))
+            .await;
+    let _ = ws_text(&mut witness).await;
+    let (mut ws, id) = open(&server, &format!("&topic={topic}")).await;
+    joined(&mut ws).await;
+    closed(ws, &closes).await;
     // Messages published to the socket's topic while it has no transport.
     for i in 0..3 {
         let status = reqwest::Client::new()
@@ -179,34 +223,40 @@ async fn resume_delivers_what_was_sent_while_away_in_order_once() {
             .status();
         assert_eq!(status, 200);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..3 {
+        assert_eq!(ws_text(&mut witness).await, format!("m{i}"));
+    }
     let (mut ws, again) = open(&server, &format!("&cettia-id={id}")).await;
     assert_eq!(again, id, "the same socket");
     for i in 0..3 {
         assert_eq!(
             ws_text(&mut ws).await,
-            format!(r#"{{"id":"{i}","type":"message","data":"m{i}","reply":false}}"#)
+            format!(
+                r#"{{"id":"{}","type":"message","data":"m{i}","reply":false}}"#,
+                i + 1
+            )
         );
     }
     ws_silent(&mut ws, Duration::from_millis(300)).await;
     // Another resume: nothing again (delivered once).
-    closed(ws).await;
+    closed(ws, &closes).await;
     let (mut ws, _) = open(&server, &format!("&cettia-id={id}")).await;
     ws_silent(&mut ws, Duration::from_millis(300)).await;
     // The event counter continued across transports.
     ws_send(&mut ws, r#"{"id":1,"type":"echo","data":1,"reply":false}"#).await;
     assert_eq!(
         ws_text(&mut ws).await,
-        r#"{"id":"3","type":"echo","data":1,"reply":false}"#
+        r#"{"id":"4","type":"echo","data":1,"reply":false}"#
     );
 }
 
 #[tokio::test]
 async fn the_resume_queue_is_bounded_and_drops_the_oldest() {
-    let server = common::TestServer::start(|c| c.max_lag_messages = 4);
+    let (server, closes) = start_counting_closes(|c| c.max_lag_messages = 4);
     let topic = "/resume/bounded";
-    let (ws, id) = open(&server, &format!("&topic={topic}")).await;
-    closed(ws).await;
+    let (mut ws, id) = open(&server, &format!("&topic={topic}")).await;
+    joined(&mut ws).await;
+    closed(ws, &closes).await;
     let missed_before = stat(&server, "missed").await;
     for i in 0..10 {
         reqwest::Client::new()
@@ -216,7 +266,8 @@ async fn the_resume_queue_is_bounded_and_drops_the_oldest() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The socket has them all once six were dropped from its queue.
+    common::wait_stat(&server, "missed", 5.0, |n| n - missed_before >= 6).await;
     let (mut ws, _) = open(&server, &format!("&cettia-id={id}")).await;
     for i in 6..10 {
         let text = ws_text(&mut ws).await;
@@ -244,18 +295,29 @@ async fn a_socket_is_deleted_after_the_resume_window_once() {
     );
     let (ws, id) = open(&server, "&topic=/deleted/room").await;
     assert_eq!(cettia.counts().0, 1);
-    closed(ws).await;
+    closed(ws, &closes).await;
+    let closed_at = std::time::Instant::now();
     assert_eq!(closes.load(Ordering::SeqCst), 1);
     assert_eq!(deleted.load(Ordering::SeqCst), 0, "still within the window");
     assert!(cettia.socket(&id).is_some());
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(deleted.load(Ordering::SeqCst), 1);
+    within(5.0, "the socket's deletion", async {
+        while deleted.load(Ordering::SeqCst) == 0 {
+            // A backoff inside a deadline loop, not an ordering wait.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        closed_at.elapsed() >= Duration::from_millis(900),
+        "deleted after the 1 s window, not before: {:?}",
+        closed_at.elapsed()
+    );
     assert!(cettia.socket(&id).is_none());
     assert_eq!(cettia.counts(), (0, 0), "sockets and transports freed");
     let (_ws, fresh) = open(&server, &format!("&cettia-id={id}")).await;
     assert_ne!(fresh, id, "a deleted socket is not resumed");
     // The topic was left: publishing reaches only the new socket's (none) topics; the node's
-    // topic registry frees the idle topic.
+    // topic registry frees the idle topic. A wait for what must not happen (a second delete).
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(deleted.load(Ordering::SeqCst), 1, "delete fires once");
 }
@@ -375,14 +437,14 @@ async fn atmosphere_and_cettia_clients_in_one_topic_see_each_other() {
             .await;
     let _atmo_handshake = ws_text(&mut atmo).await;
     let (mut cettia, _) = open(&server, &format!("&topic={topic}")).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    joined(&mut cettia).await;
 
     // Atmosphere → Cettia: text becomes a `message` event with string data.
     ws_send(&mut atmo, "hello from atmosphere").await;
     assert_eq!(ws_text(&mut atmo).await, "hello from atmosphere");
     assert_eq!(
         ws_text(&mut cettia).await,
-        r#"{"id":"0","type":"message","data":"hello from atmosphere","reply":false}"#
+        r#"{"id":"1","type":"message","data":"hello from atmosphere","reply":false}"#
     );
     // Cettia → Atmosphere: a string as is, other JSON as JSON text.
     ws_send(
@@ -393,7 +455,7 @@ async fn atmosphere_and_cettia_clients_in_one_topic_see_each_other() {
     assert_eq!(ws_text(&mut atmo).await, "hi \"atmo\"");
     assert_eq!(
         ws_text(&mut cettia).await,
-        r#"{"id":"1","type":"message","data":"hi \"atmo\"","reply":false}"#
+        r#"{"id":"2","type":"message","data":"hi \"atmo\"","reply":false}"#
     );
     ws_send(
         &mut cettia,
@@ -403,7 +465,7 @@ async fn atmosphere_and_cettia_clients_in_one_topic_see_each_other() {
     assert_eq!(ws_text(&mut atmo).await, r#"{"n":[1,2]}"#);
     assert_eq!(
         ws_text(&mut cettia).await,
-        r#"{"id":"2","type":"message","data":{"n":[1,2]},"reply":false}"#
+        r#"{"id":"3","type":"message","data":{"n":[1,2]},"reply":false}"#
     );
     // A socket in several topics publishes to each of them.
     let (mut other, _) =
@@ -411,7 +473,7 @@ async fn atmosphere_and_cettia_clients_in_one_topic_see_each_other() {
             .await;
     let _ = ws_text(&mut other).await;
     let (mut multi, _) = open(&server, &format!("&topic={topic}&topic=/other")).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    joined(&mut multi).await;
     ws_send(
         &mut multi,
         r#"{"id":1,"type":"message","data":"both","reply":false}"#,
@@ -421,7 +483,7 @@ async fn atmosphere_and_cettia_clients_in_one_topic_see_each_other() {
     assert_eq!(ws_text(&mut atmo).await, "both");
     assert_eq!(
         ws_text(&mut cettia).await,
-        r#"{"id":"3","type":"message","data":"both","reply":false}"#
+        r#"{"id":"4","type":"message","data":"both","reply":false}"#
     );
     ws_silent(&mut atmo, Duration::from_millis(200)).await;
 }
