@@ -380,6 +380,7 @@ async fn long_poll_transport_closes_when_the_client_does_not_poll_again_within_3
         "&cettia-transport-name=longpoll&cettia-transport-when=poll",
     );
     reqwest::get(&poll_url).await.unwrap(); // the socket handshake
+                                            // The time without a poll is what is tested: 2 s, a POST, 1.5 s more (3.5 s in all).
     tokio::time::sleep(Duration::from_millis(2000)).await;
     post_event(
         &server,
@@ -461,7 +462,16 @@ async fn bad_requests_get_the_reference_status_and_a_sentence() {
 
 #[tokio::test]
 async fn a_long_poller_resumes_its_socket_with_the_events_sent_while_away() {
-    let (server, cettia) = common::TestServer::start_with_cettia(|_| {}, |_| {});
+    let closes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = closes.clone();
+    let (server, cettia) = common::TestServer::start_with_cettia(
+        |_| {},
+        move |app| {
+            app.on_close(move |_| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        },
+    );
     let open = |extra: String| {
         let url = open_url(&server, "longpoll", &extra);
         async move { transport_id(&reqwest::get(url).await.unwrap().text().await.unwrap()) }
@@ -484,10 +494,17 @@ async fn a_long_poller_resumes_its_socket_with_the_events_sent_while_away() {
         .next()
         .unwrap()
         .to_string();
+    let before = closes.load(std::sync::atomic::Ordering::SeqCst);
     reqwest::get(tid_url(&server, &tid, "&cettia-transport-when=abort"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    within(5.0, "the aborted transport to close", async {
+        while closes.load(std::sync::atomic::Ordering::SeqCst) == before {
+            // A backoff inside a deadline loop, not an ordering wait.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     let socket = cettia.socket(&id).expect("kept for the resume window");
     socket.send("note", Value::from("while away")).unwrap();
     socket.send("note", Value::from("still away")).unwrap();
