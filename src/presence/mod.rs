@@ -34,6 +34,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const BEAT_EVERY: Duration = Duration::from_secs(2);
 /// Most member entries a page may hold.
 pub const MAX_PAGE: usize = 1000;
+/// Member entries in a page whose reader names no limit.
+pub const DEFAULT_PAGE: usize = 100;
 
 /// A topic's counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -126,6 +128,8 @@ struct Inner {
     /// The backend's events (alone, this node queues them; in a cluster the store does). With
     /// webhooks on, each membership of a user also counts in the [`ONLINE`] pseudo-topic.
     webhooks: Webhooks,
+    /// [`ONLINE`] as a topic id, made once.
+    online_topic: TopicId,
     local: Mutex<Local>,
     /// (topic, user) whose count changed since the last write to the shared store.
     dirty: Mutex<HashSet<(TopicId, Arc<str>)>>,
@@ -160,6 +164,7 @@ impl Presence {
             inner: Arc::new(Inner {
                 topics,
                 webhooks,
+                online_topic: TopicId::from(ONLINE),
                 local: Mutex::default(),
                 dirty: Mutex::default(),
                 shared: std::sync::OnceLock::new(),
@@ -177,18 +182,18 @@ impl Presence {
     ) -> Present {
         let user = user.unwrap_or_else(|| Arc::from(""));
         let online = !user.is_empty() && self.inner.webhooks.enabled();
-        let online_topic = TopicId::from(ONLINE);
+        let online_topic = &self.inner.online_topic;
         let (joined, came_online) = {
             let mut local = self.inner.local.lock();
             let joined = local.add(&topic, &user, info.clone());
             (
                 joined,
-                online && local.add(&online_topic, &user, info.clone()),
+                online && local.add(online_topic, &user, info.clone()),
             )
         };
         let alone = self.changed(&topic, &user);
         if online {
-            self.changed(&online_topic, &user);
+            self.changed(online_topic, &user);
         }
         if alone {
             let webhooks = &self.inner.webhooks;
@@ -210,15 +215,15 @@ impl Presence {
     }
 
     fn exit(&self, topic: &TopicId, user: &Arc<str>, online: bool) {
-        let online_topic = TopicId::from(ONLINE);
+        let online_topic = &self.inner.online_topic;
         let (left, went_offline) = {
             let mut local = self.inner.local.lock();
             let left = local.remove(topic, user);
-            (left, online && local.remove(&online_topic, user))
+            (left, online && local.remove(online_topic, user))
         };
         let alone = self.changed(topic, user);
         if online {
-            self.changed(&online_topic, user);
+            self.changed(online_topic, user);
         }
         if alone {
             let webhooks = &self.inner.webhooks;

@@ -12,6 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::json_error;
 use crate::node::Node;
 
 /// The chat page, the atmosphere.js it loads, and what it asks the node.
@@ -26,8 +27,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/_nimbus/presence", web::get().to(presence));
 }
 
-/// Members per page when the request names no `limit`.
-const DEFAULT_LIMIT: usize = 100;
 /// Largest sign-in body.
 const MAX_BODY: usize = 4096;
 
@@ -35,11 +34,6 @@ const MAX_BODY: usize = 4096;
 #[serde(deny_unknown_fields)]
 struct SignIn {
     name: String,
-}
-
-fn refusal(status: StatusCode, message: impl std::fmt::Display) -> HttpResponse {
-    HttpResponse::build(status)
-        .json(json!({"error": {"code": status.as_u16(), "message": message.to_string()}}))
 }
 
 /// `POST /_nimbus/sign-in`.
@@ -52,23 +46,23 @@ pub async fn sign_in(node: web::Data<Node>, body: web::Payload) -> HttpResponse 
     .await
     {
         Ok(body) => body,
-        Err(error) => return refusal(error.status(), error),
+        Err(error) => return json_error(error.status(), error),
     };
     let request: SignIn = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
-            return refusal(
+            return json_error(
                 StatusCode::BAD_REQUEST,
                 format!("expected {{\"name\": ...}}: {error}"),
             )
         }
     };
     match node.gate.guest(&request.name) {
-        None => refusal(
+        None => json_error(
             StatusCode::NOT_FOUND,
             "this node checks tokens: sign in with your application, whose backend issues them",
         ),
-        Some(Err(bad)) => refusal(StatusCode::BAD_REQUEST, bad),
+        Some(Err(bad)) => json_error(StatusCode::BAD_REQUEST, bad),
         Some(Ok((user, token))) => HttpResponse::Ok().json(json!({
             "user": user,
             "token": token,
@@ -108,18 +102,16 @@ pub async fn presence(
         .and_then(|who| gate.subscribe(&who, 0, [query.topic.as_str()]));
     let topic = match cleared {
         Ok(mut cleared) => cleared.remove(0),
-        Err(refused) => return refusal(refused.status(), refused),
+        Err(refused) => return json_error(refused.status(), refused),
     };
     if !topic.features().presence {
-        return refusal(
+        return json_error(
             StatusCode::NOT_FOUND,
             format!("{} keeps no presence", query.topic),
         );
     }
-    let limit = query
-        .limit
-        .unwrap_or(DEFAULT_LIMIT)
-        .clamp(1, crate::presence::MAX_PAGE);
+    // Presence bounds the page to what it serves (1 to `MAX_PAGE`).
+    let limit = query.limit.unwrap_or(crate::presence::DEFAULT_PAGE);
     let stats = node.presence.stats(&query.topic).await;
     let page = node.presence.page(&query.topic, query.cursor, limit).await;
     match (stats, page) {
@@ -129,6 +121,6 @@ pub async fn presence(
             "members": page.members,
             "cursor": page.cursor,
         })),
-        (Err(error), _) | (_, Err(error)) => refusal(StatusCode::SERVICE_UNAVAILABLE, error),
+        (Err(error), _) | (_, Err(error)) => json_error(StatusCode::SERVICE_UNAVAILABLE, error),
     }
 }

@@ -270,12 +270,24 @@ async fn stats(node: web::Data<Node>, atmosphere: web::Data<Atmosphere>) -> Http
     HttpResponse::Ok().json(node.snapshot(atmosphere.len()))
 }
 
+/// The JSON refusal of the node's own endpoints (the backend API, the chat page's):
+/// `{"error": {"code": <HTTP status>, "message": ...}}`.
+fn json_error(
+    status: actix_web::http::StatusCode,
+    message: impl std::fmt::Display,
+) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({"error": {
+        "code": status.as_u16(),
+        "message": message.to_string(),
+    }}))
+}
+
 /// Anything under `/api/` but a `POST /api/<method>`.
 async fn api_refused() -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(serde_json::json!({"error": {
-        "code": 405,
-        "message": "the backend API takes POST /api/<method> with a JSON body",
-    }}))
+    json_error(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "the backend API takes POST /api/<method> with a JSON body",
+    )
 }
 
 async fn not_found() -> HttpResponse {

@@ -66,7 +66,8 @@ pub const ONLINE: &str = "online";
 /// One event, as the backend receives it (`id` set by the queue that holds it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    #[serde(default)]
+    /// Given by the queue (in the cluster's stream, the entry id, so not stored in the entry).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
     #[serde(rename = "type")]
     pub kind: Kind,

@@ -33,6 +33,14 @@ async fn open(server: &common::TestServer, extra: &str) -> (Ws, String) {
     (ws, id)
 }
 
+/// An Atmosphere WebSocket client of `topic` (plain messages), past its handshake.
+async fn atmosphere_ws(server: &common::TestServer, topic: &str) -> Ws {
+    let query = atmo_query("websocket", "0", false);
+    let (mut ws, _) = ws_open_url(&server.ws_url(&format!("{topic}?{query}"))).await;
+    let _handshake = ws_text(&mut ws).await;
+    ws
+}
+
 /// A node whose Cettia application counts the transports it closed (`on_close`).
 fn start_counting_closes(
     configure: impl FnOnce(&mut nimbus::Config),
@@ -205,10 +213,7 @@ async fn resume_delivers_what_was_sent_while_away_in_order_once() {
     let (server, closes) = start_counting_closes(|_| {});
     let topic = "/resume/room";
     // A witness in the topic: once it has a message, so has the socket's mailbox.
-    let (mut witness, _) =
-        ws_open_url(&server.ws_url(&format!("{topic}?{}", atmo_query("websocket", "0", false))))
-            .await;
-    let _ = ws_text(&mut witness).await;
+    let mut witness = atmosphere_ws(&server, topic).await;
     let (mut ws, id) = open(&server, &format!("&topic={topic}")).await;
     joined(&mut ws).await;
     closed(ws, &closes).await;
@@ -432,10 +437,7 @@ async fn application_api_sends_to_a_socket_a_tag_and_a_topic() {
 async fn atmosphere_and_cettia_clients_in_one_topic_see_each_other() {
     let server = common::TestServer::start(|_| {});
     let topic = "/chat/mixed";
-    let (mut atmo, _) =
-        ws_open_url(&server.ws_url(&format!("{topic}?{}", atmo_query("websocket", "0", false))))
-            .await;
-    let _atmo_handshake = ws_text(&mut atmo).await;
+    let mut atmo = atmosphere_ws(&server, topic).await;
     let (mut cettia, _) = open(&server, &format!("&topic={topic}")).await;
     joined(&mut cettia).await;
 
@@ -468,10 +470,7 @@ async fn atmosphere_and_cettia_clients_in_one_topic_see_each_other() {
         r#"{"id":"3","type":"message","data":{"n":[1,2]},"reply":false}"#
     );
     // A socket in several topics publishes to each of them.
-    let (mut other, _) =
-        ws_open_url(&server.ws_url(&format!("/other?{}", atmo_query("websocket", "0", false))))
-            .await;
-    let _ = ws_text(&mut other).await;
+    let mut other = atmosphere_ws(&server, "/other").await;
     let (mut multi, _) = open(&server, &format!("&topic={topic}&topic=/other")).await;
     joined(&mut multi).await;
     ws_send(

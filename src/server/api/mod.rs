@@ -68,9 +68,7 @@ impl ApiError {
     }
 
     fn response(&self) -> HttpResponse {
-        let status = self.status();
-        HttpResponse::build(status)
-            .json(json!({"error": {"code": status.as_u16(), "message": self.to_string()}}))
+        super::json_error(self.status(), self)
     }
 }
 

@@ -11,9 +11,6 @@ use serde_json::{json, Value};
 
 use super::{check_topic, Api, ApiError};
 
-/// Members per page when the call names no `limit`.
-const DEFAULT_LIMIT: usize = 100;
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceStats {
@@ -49,7 +46,7 @@ pub async fn stats(api: &Api<'_>, call: PresenceStats) -> Result<Value, ApiError
 
 pub async fn page(api: &Api<'_>, call: Presence) -> Result<Value, ApiError> {
     check(api, &call.topic)?;
-    let limit = call.limit.unwrap_or(DEFAULT_LIMIT);
+    let limit = call.limit.unwrap_or(crate::presence::DEFAULT_PAGE);
     if limit == 0 || limit > crate::presence::MAX_PAGE {
         return Err(ApiError::BadRequest(format!(
             "limit must be 1 to {}",
