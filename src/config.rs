@@ -175,10 +175,45 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_SESSION_IDS", value_enum)]
     pub session_ids: Option<crate::gate::IdPolicy>,
 
-    /// Messages a session may publish per second (bursts as large); `0` = no limit. Over it a
+    /// Bytes of history one client (a signed-in user, or an anonymous address) may take:
+    /// its messages' cost in every history that keeps them (about three times their size,
+    /// once per topic), at most this much within any `--history-age-secs`; past it a publish
+    /// is refused 429, so one client cannot evict what others missed. Default: a sixteenth of
+    /// `--history-budget-bytes`; `0` = no share.
+    #[arg(long, env = "NIMBUS_HISTORY_SHARE_BYTES")]
+    pub history_share_bytes: Option<u64>,
+
+    /// Messages a client may publish per second (bursts as large): a signed-in user, however
+    /// many connections it has, or an anonymous client's address; `0` = no limit. Over it a
     /// POST gets 429 and a WebSocket is closed with 1008.
     #[arg(long, env = "NIMBUS_MAX_PUBLISHES_PER_SEC", default_value_t = 1000)]
     pub max_publishes_per_sec: u32,
+
+    /// Address ranges of the balancers in front of the node (e.g. `10.0.0.0/8,127.0.0.1/32`):
+    /// a request from one of them is taken to come from the address its `X-Forwarded-For`
+    /// names (the last one not itself trusted). Per-address limits count that address.
+    #[arg(long, env = "NIMBUS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Connections (sessions, whatever their transport) one client address may hold in the
+    /// whole cluster; more are refused with 429. `0` = no limit (the default: behind NAT or a
+    /// balancer without `--trusted-proxies`, many users share one address).
+    #[arg(long, env = "NIMBUS_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 0)]
+    pub max_connections_per_address: u64,
+
+    /// Connections one signed-in user may hold in the whole cluster; more are refused with
+    /// 429. `0` = no limit.
+    #[arg(long, env = "NIMBUS_MAX_CONNECTIONS_PER_USER", default_value_t = 0)]
+    pub max_connections_per_user: u64,
+
+    /// New connections one client address may open per second on a node (bursts as large);
+    /// more are refused with 429. `0` = no limit.
+    #[arg(
+        long,
+        env = "NIMBUS_MAX_CONNECTS_PER_ADDRESS_PER_SEC",
+        default_value_t = 0
+    )]
+    pub max_connects_per_address_per_sec: u32,
 
     /// Topics one connection may be in; subscribing past it is refused (403, Cettia `error`,
     /// WebSocket 1008), never dropped in silence.
@@ -234,6 +269,22 @@ impl Config {
             secret: self.webhook_secret.clone().unwrap_or_default(),
             timeout: Duration::from_secs(self.webhook_timeout_secs.max(1)),
         })
+    }
+
+    /// The gate's rate limits and connection caps.
+    pub fn limit_settings(&self) -> crate::gate::limits::Settings {
+        crate::gate::limits::Settings {
+            publishes_per_sec: self.max_publishes_per_sec,
+            history_share: self
+                .history_share_bytes
+                .unwrap_or(self.history_budget_bytes as u64 / 16),
+            history_age: Duration::from_secs(self.history_age_secs),
+            connects_per_sec: self.max_connects_per_address_per_sec,
+            caps: crate::gate::Caps {
+                per_address: self.max_connections_per_address,
+                per_user: self.max_connections_per_user,
+            },
+        }
     }
 
     /// A configuration with every default, bound to `bind` (used by tests and embedders).

@@ -58,7 +58,7 @@ impl Node {
                 config.session_secret.clone(),
             )?,
             Permissions::load(config.config.as_deref())?,
-            crate::gate::limits::Limits::new(config.max_publishes_per_sec),
+            crate::gate::limits::Limits::new(config.limit_settings()),
             config.max_topics_per_connection,
             metrics.clone(),
         );

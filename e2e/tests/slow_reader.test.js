@@ -9,7 +9,7 @@ import { launchBrowser, messagesOf, openClient, startNode, waitFor } from '../ha
 let node;
 let browser;
 before(async () => {
-  node = await startNode(['--max-publishes-per-sec', '0', '--max-lag-messages', '500', '--history-messages', '10000', '--history-bytes', '67108864']);
+  node = await startNode(['--max-publishes-per-sec', '0', '--history-share-bytes', '0', '--max-lag-messages', '500', '--history-messages', '10000', '--history-bytes', '67108864']);
   browser = await launchBrowser();
 });
 after(async () => {

@@ -83,6 +83,8 @@ pub struct Connection {
     history: usize,
     /// Its place in the topic's presence, handed to the membership once joined.
     present: Option<Present>,
+    /// The session's place in the connection counts (the caps), for as long as it lives here.
+    counted: session::Counted,
     /// The topic's notices not yet written (bounded: the oldest go first), if it takes them.
     pub(super) notices: Option<VecDeque<Arc<Envelope>>>,
     /// Its place in the node's sessions-by-transport gauge.
@@ -117,9 +119,16 @@ impl Connection {
             token_timer: None,
             history: 0,
             present: None,
+            counted: session::Counted::default(),
             notices: None,
             id,
         }
+    }
+
+    /// Counted in the connection caps through `counted` while the connection lives.
+    pub fn counted(mut self, counted: session::Counted) -> Self {
+        self.counted = counted;
+        self
     }
 
     /// Start with the topic's last `history` messages (history on join), counted in the

@@ -18,7 +18,7 @@ use crate::error::HttpError;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
 use crate::session::websocket::UpgradeRefused;
-use crate::session::{AuthError, Cleared, Identity, Refused};
+use crate::session::{self, AuthError, Cleared, Counted, Identity, Refused};
 use crate::topic::{Audience, SessionId, StoreError};
 use crate::transport::request_body;
 
@@ -63,6 +63,7 @@ async fn handle(
             let request = parsed.map_err(HttpError::from)?;
             let who = match door(
                 node,
+                &req,
                 request.auth.as_deref(),
                 request.tracking_id.as_deref(),
             ) {
@@ -82,7 +83,7 @@ async fn handle(
                 Err(error) => return Err(HttpError::from(error).into()),
             };
             let id = request.as_ref().and_then(|r| r.tracking_id.as_deref());
-            let who = match door(node, token.as_deref(), id) {
+            let who = match door(node, &req, token.as_deref(), id) {
                 Ok(who) => who,
                 Err(refused) => return Ok(*refused),
             };
@@ -94,8 +95,7 @@ async fn handle(
                     // A POST without a tracking id is no session's: its rate is its user's, or
                     // its address's.
                     if id.is_none() {
-                        let address = format!("ip:{}", peer_ip(&req));
-                        if let Err(limited) = node.gate.rate(&who, address, 1) {
+                        if let Err(limited) = node.gate.rate(&who, "ip:unknown", 1) {
                             return Err(HttpError::Gate(limited).into());
                         }
                     }
@@ -109,9 +109,14 @@ async fn handle(
 }
 
 /// Who the request comes from, and whether the tracking id it carries is its own (the gate).
-fn door(node: &Node, token: Option<&str>, id: Option<&str>) -> Result<Identity, Box<HttpResponse>> {
+fn door(
+    node: &Node,
+    req: &HttpRequest,
+    token: Option<&str>,
+    id: Option<&str>,
+) -> Result<Identity, Box<HttpResponse>> {
     node.gate
-        .enter(token, &[id])
+        .enter(token, session::caller(node, req), &[id])
         .map_err(|refused| Box::new(refusal(refused)))
 }
 
@@ -126,15 +131,12 @@ fn refusal(refused: Refused) -> HttpResponse {
     if refused == Refused::Auth(AuthError::Expired) {
         response.insert_header(("X-Atmosphere-Auth-Expired", "true"));
     }
+    if refused.status() == actix_web::http::StatusCode::TOO_MANY_REQUESTS {
+        response.insert_header((header::RETRY_AFTER, "1"));
+    }
     response
         .content_type("text/plain; charset=utf-8")
         .body(format!("{refused}\n"))
-}
-
-/// The address the request came from (the balancer's, behind one).
-fn peer_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown".into(), |addr| addr.ip().to_string())
 }
 
 /// A plain POST's token: `X-Atmosphere-Auth`, or `Authorization: Bearer`.
@@ -169,6 +171,7 @@ fn connection_for(
     topic: &Cleared,
     request: &AtmosphereRequest,
     who: Identity,
+    counted: Counted,
 ) -> (SessionId, Addr<Connection>, bool) {
     let node = atmosphere.node();
     let id: SessionId = match &request.tracking_id {
@@ -184,6 +187,7 @@ fn connection_for(
                 let present = crate::session::present(node, topic, &who);
                 Connection::new(id.clone(), topic.clone(), atmosphere.clone(), mode)
                     .joining(history, present, request.presence)
+                    .counted(counted)
                     .start()
             });
     addr.do_send(Identify(who));
@@ -218,7 +222,11 @@ async fn open(
         Err(refused) => return Ok(refusal(refused)),
     };
     let first_request = request.tracking_id.is_none();
-    let (id, connection, created) = connection_for(atmosphere, &topic, &request, who);
+    let counted = match admission(atmosphere, &request, &who).await {
+        Ok(counted) => counted,
+        Err(refused) => return Ok(refusal(refused)),
+    };
+    let (id, connection, created) = connection_for(atmosphere, &topic, &request, who, counted);
     let topic: &str = topic.topic();
     let mut response = match request.transport {
         TransportKind::WebSocket | TransportKind::Sse | TransportKind::Streaming => {
@@ -243,6 +251,23 @@ async fn open(
         );
     }
     Ok(response)
+}
+
+/// A request that opens a session (no tracking id, or one this node has no connection for
+/// and the cluster never issued: a client-chosen id) is a new connection, let in by
+/// [`session::admit`]; one that resumes a session issued before is counted, never refused
+/// (a session live here already counts).
+async fn admission(
+    atmosphere: &Atmosphere,
+    request: &AtmosphereRequest,
+    who: &Identity,
+) -> Result<Counted, Refused> {
+    let node = atmosphere.node();
+    match request.tracking_id.as_deref() {
+        Some(id) if atmosphere.registry().get(id).is_some() => Ok(Counted::default()),
+        Some(id) if node.gate.was_issued(id, who) => Ok(session::count(node, who)),
+        _ => session::admit(node, who).await,
+    }
 }
 
 /// The upgrade checks both protocols share (`session::websocket::upgrade_refused`), on

@@ -197,7 +197,7 @@ impl Atmosphere {
         let paid = u32::from(from.id().is_empty());
         self.node()
             .gate
-            .publish(&from.identity, from.id(), &[from.topic()], paid)?;
+            .publish(&from.identity, from.id(), &[from.topic()], paid, text.len())?;
         let mut text = text;
         for hook in self.hooks().on_message.iter() {
             match hook(from, &text) {

@@ -160,7 +160,7 @@ impl Handler<TransportInbound> for SocketActor {
         // Every event pays one token of the socket's publish rate (a `message` to many topics
         // pays the rest when it is published).
         let who = self.shared.identity.lock();
-        self.server.node().gate.rate(&who, &*self.shared.id, 1)?;
+        self.server.node().gate.rate(&who, &self.shared.id, 1)?;
         drop(who);
         match decode_inbound(&msg.message) {
             Ok(event) => {

@@ -109,7 +109,7 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
         request.socket_id.as_deref(),
         request.transport_id.as_deref(),
     ];
-    let who = match door(&node, request.token(), ids) {
+    let who = match door(&node, req, request.token(), ids) {
         Ok(who) => who,
         Err(refused) => return *refused,
     };
@@ -120,7 +120,7 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
             Ok(When::Poll) => {
                 let found = match transport_of(cettia, &request) {
                     Some(found) => Some(found),
-                    None => continue_transport(cettia, &request).await,
+                    None => continue_transport(cettia, &request, who).await,
                 };
                 let Some((socket, generation)) = found else {
                     return error(
@@ -206,16 +206,22 @@ async fn open_socket(
         .iter()
         .filter(|(name, _)| name == "topic")
         .map(|(_, topic)| topic.as_str());
-    cettia
-        .node()
-        .gate
+    let node = cettia.node();
+    node.gate
         .subscribe(&who, 0, topics)
         .map_err(|refused| Box::new(refusal(refused)))?;
-    let socket = match dialect {
-        Dialect::Cettia => cettia.socket_for_request(dialect, id, params, &who).await,
-        Dialect::Vibe => cettia.socket_for(dialect, id, params, &who),
+    let socket = match cettia.existing_socket(dialect, id).await {
+        Some(socket) => socket,
+        None => {
+            // A new socket: a new connection, let in by the connect rate and the caps.
+            let counted = crate::session::admit(node, &who)
+                .await
+                .map_err(|refused| Box::new(refusal(refused)))?;
+            cettia
+                .socket_for(dialect, id, params, &who, counted)
+                .map_err(|e| Box::new(error(StatusCode::CONFLICT, e)))?
+        }
     };
-    let socket = socket.map_err(|e| Box::new(error(StatusCode::CONFLICT, e)))?;
     socket.do_send(Identify(who));
     Ok(socket)
 }
@@ -224,11 +230,12 @@ async fn open_socket(
 /// transport ids it carries were issued to it (the gate).
 fn door(
     node: &Node,
+    req: &HttpRequest,
     token: Option<&str>,
     ids: [Option<&str>; 2],
 ) -> Result<Identity, Box<HttpResponse>> {
     node.gate
-        .enter(token, &ids)
+        .enter(token, crate::session::caller(node, req), &ids)
         .map_err(|refused| Box::new(refusal(refused)))
 }
 
@@ -248,13 +255,15 @@ fn transport_of(cettia: &Cettia, request: &CettiaRequest) -> Option<(Addr<Socket
 }
 
 /// Clustered: a poll of a long-poll transport opened on another node. Its socket moves here
-/// and the same transport continues (no new handshake).
+/// and the same transport continues (no new handshake), told who its client is.
 async fn continue_transport(
     cettia: &Cettia,
     request: &CettiaRequest,
+    who: Identity,
 ) -> Option<(Addr<SocketActor>, u64)> {
     let tid = request.transport_id.as_deref()?;
     let socket = cettia.socket_of_remote_transport(tid).await?;
+    socket.do_send(Identify(who));
     let tid: Arc<str> = tid.into();
     let attach = AttachLongPoll {
         transport_id: tid.clone(),
@@ -626,7 +635,7 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
     let key = vibe_transport_key(&id);
     let heartbeat = Some(request.heartbeat.unwrap_or(0));
     // Vibe clients choose their socket ids: the id is bound to its first owner instead.
-    let who = match door(&node, request.token(), [None, None]) {
+    let who = match door(&node, req, request.token(), [None, None]) {
         Ok(who) => who,
         Err(refused) => return *refused,
     };

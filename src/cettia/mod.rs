@@ -46,12 +46,20 @@ use crate::broker::{ControlChannel, ControlPlane};
 use crate::node::{Node, Stats};
 use crate::protocol::cettia::Dialect;
 pub use crate::protocol::cettia::Value;
-use crate::session::{Identity, LocalSessions};
+use crate::session::{Counted, Identity, LocalSessions};
 use crate::topic::{Audience, Message, PublishError, SessionId, TopicId};
 use cluster::{Control, Handled, Target};
 use socket::SocketActor;
 
 pub use handle::{JoinOptions, Reply, Socket};
+
+/// The length of the text a topic message of `data` carries (what its history retains).
+fn text_len(data: &Value) -> usize {
+    match data {
+        Value::String(s) => s.as_bytes().len(),
+        other => crate::protocol::cettia::event::json(other).map_or(0, |json| json.len()),
+    }
+}
 
 /// Called with the outcome of an outbound event the client replied to: `Ok` when it resolved,
 /// `Err` when it rejected (or the reply can no longer come).
@@ -248,7 +256,7 @@ impl Cettia {
             let mut outcome = server
                 .node()
                 .gate
-                .publish(&socket.identity(), socket.id(), &names, 1)
+                .publish(&socket.identity(), socket.id(), &names, 1, text_len(&data))
                 .map_err(|refused| SendError::Denied(refused.to_string()));
             if outcome.is_ok() {
                 for topic in &names {
@@ -440,13 +448,15 @@ impl Cettia {
     }
 
     /// The socket for a request: the live one with `id` if there is one (resumption), else a
-    /// new socket (with `id` for Vibe, whose clients choose it; a fresh UUID for Cettia).
+    /// new socket (with `id` for Vibe, whose clients choose it; a fresh id for Cettia),
+    /// counted in the connection caps by `counted`.
     pub(crate) fn socket_for(
         &self,
         dialect: Dialect,
         id: Option<&str>,
         params: &[(String, String)],
         who: &Identity,
+        counted: Counted,
     ) -> Result<Addr<SocketActor>, IdInUse> {
         let mut sockets = self.inner.sockets.lock();
         if let Some(id) = id {
@@ -475,7 +485,9 @@ impl Cettia {
             deleted: AtomicBool::new(false),
             identity: Mutex::new(who.clone()),
         });
-        let addr = SocketActor::new(shared.clone(), self.clone()).start();
+        let addr = SocketActor::new(shared.clone(), self.clone())
+            .counted(counted)
+            .start();
         sockets.insert(id, (shared, addr.clone()));
         Ok(addr)
     }

@@ -15,9 +15,7 @@ use super::cluster::{
 };
 use super::messages::{Emit, ForwardedInbound, HandOver, TransportClosed};
 use super::socket::SocketActor;
-use super::{
-    Cettia, ForwardError, IdInUse, InboundAck, Resuming, SocketShared, MAX_FORWARDED_POSTS,
-};
+use super::{Cettia, ForwardError, InboundAck, Resuming, SocketShared, MAX_FORWARDED_POSTS};
 use crate::broker::{ControlPlane, RecordKind};
 use crate::protocol::cettia::{Dialect, Value, WireMessage};
 use crate::session::Identity;
@@ -84,23 +82,27 @@ impl Cettia {
             .map(|(_, addr)| addr.clone())
     }
 
-    /// The socket for a request: [`Cettia::socket_for`], except that in a cluster a Cettia id
-    /// this node does not hold is looked up in the cluster and moved here if it is alive.
-    pub(crate) async fn socket_for_request(
+    /// The socket a request names, if it lives: on this node (of the same dialect), or, for
+    /// a Cettia id in a cluster, on another node, from which it is moved here. `None`: the
+    /// request opens a new socket.
+    pub(crate) async fn existing_socket(
         &self,
         dialect: Dialect,
         id: Option<&str>,
-        params: &[(String, String)],
-        who: &Identity,
-    ) -> Result<Addr<SocketActor>, IdInUse> {
-        if let (Dialect::Cettia, Some(id), Some(_)) = (dialect, id, &self.inner.control) {
-            if self.live(id).is_none() {
-                if let Some(addr) = self.resume_remote(id, None).await {
-                    return Ok(addr);
-                }
-            }
+    ) -> Option<Addr<SocketActor>> {
+        let id = id?;
+        let here = {
+            let sockets = self.inner.sockets.lock();
+            sockets
+                .get(id)
+                .filter(|(shared, addr)| shared.dialect == dialect && addr.connected())
+                .map(|(_, addr)| addr.clone())
+        };
+        match (here, dialect, &self.inner.control) {
+            (Some(addr), _, _) => Some(addr),
+            (None, Dialect::Cettia, Some(_)) => self.resume_remote(id, None).await,
+            _ => None,
         }
-        self.socket_for(dialect, id, params, who)
     }
 
     /// Move socket `id` to this node from wherever it is (see `cluster.rs`): load its record,

@@ -115,6 +115,9 @@ pub struct SocketActor {
     pub(super) saved_tags: Vec<String>,
     /// Runs out with the identity's token.
     pub(super) token_timer: Option<SpawnHandle>,
+    /// The socket's place in the connection counts (the caps); a socket moved here from
+    /// another node is counted when the request that moved it says who its client is.
+    counted: Option<session::Counted>,
 }
 
 impl SocketActor {
@@ -146,7 +149,14 @@ impl SocketActor {
             last_saved: None,
             saved_tags: Vec::new(),
             token_timer: None,
+            counted: None,
         }
+    }
+
+    /// Counted in the connection caps through `counted` while the socket lives here.
+    pub(super) fn counted(mut self, counted: session::Counted) -> Self {
+        self.counted = Some(counted);
+        self
     }
 
     /// A Cettia socket continued from its record (written by another node).
@@ -611,6 +621,9 @@ impl Handler<super::messages::Identify> for SocketActor {
 
     fn handle(&mut self, msg: super::messages::Identify, ctx: &mut Context<Self>) {
         expiry::arm(self, &msg.0, ctx);
+        if self.counted.is_none() {
+            self.counted = Some(session::count(self.server.node(), &msg.0));
+        }
         *self.shared.identity.lock() = msg.0;
     }
 }

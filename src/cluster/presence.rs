@@ -13,7 +13,9 @@ use futures_util::future::{try_join_all, BoxFuture};
 use redis::Script;
 
 use super::{keys, now_ms, unreachable, RedisBroker};
-use crate::presence::{notice, Count, Member, Page, SharedPresence, Stats};
+use std::sync::Arc;
+
+use crate::presence::{is_tally, notice, Count, Member, Page, SharedPresence, Stats};
 use crate::topic::{StoreError, TopicId};
 use crate::webhook::{Event, ONLINE};
 
@@ -57,7 +59,9 @@ impl RedisBroker {
             .map(|v| v.to_string())
             .unwrap_or_default();
         // The pseudo-topic of online users tells no one; its changes are webhook events only.
-        let notices = &*count.topic != ONLINE;
+        // The connection tallies tell no one at all.
+        let tally = is_tally(&count.topic);
+        let notices = &*count.topic != ONLINE && !tally;
         let joined = notices.then(|| notice(true, &count.user, count.info.as_deref()).text);
         let left = notices.then(|| notice(false, &count.user, None).text);
         let mut invocation = topic_keys(&self.presence_scripts.set, &count.topic);
@@ -78,7 +82,7 @@ impl RedisBroker {
             -1 => tracing::debug!(topic = %count.topic, user = %count.user, "member left"),
             _ => {}
         }
-        if change != 0 && self.settings.webhooks {
+        if change != 0 && self.settings.webhooks && !tally {
             let event = Event::new(
                 &count.topic,
                 &count.user,
@@ -104,7 +108,8 @@ impl RedisBroker {
         let node = instance.rsplit_once(':').map_or(instance, |(node, _)| node);
         for topic in topics {
             let mut invocation = topic_keys(&self.presence_scripts.reap, &topic);
-            let notices = if topic == ONLINE { "" } else { "1" };
+            let tally = is_tally(&topic);
+            let notices = if topic == ONLINE || tally { "" } else { "1" };
             let left: Vec<String> = invocation
                 .key(keys::presence_held(&topic, instance))
                 .key(keys::channel(&topic))
@@ -114,6 +119,9 @@ impl RedisBroker {
                 .await
                 .map_err(unreachable)?;
             for user in left {
+                if tally {
+                    continue;
+                }
                 tracing::info!(%topic, %user, %instance, "member left with its node");
                 if self.settings.webhooks {
                     self.queue_event(&Event::new(&topic, &user, false, None, node))
@@ -228,6 +236,29 @@ impl SharedPresence for RedisBroker {
                 users,
                 clients: clients.unwrap_or(0).max(0) as u64,
             })
+        })
+    }
+
+    fn held(
+        &self,
+        topic: TopicId,
+        user: Arc<str>,
+    ) -> BoxFuture<'static, Result<(u64, u64), StoreError>> {
+        let mut conn = self.conn.clone();
+        let mine = keys::presence_held(&topic, &self.instance);
+        Box::pin(async move {
+            let (cluster, mine): (Option<i64>, Option<i64>) = redis::pipe()
+                .cmd("HGET")
+                .arg(keys::presence(&topic, "users"))
+                .arg(&*user)
+                .cmd("HGET")
+                .arg(mine)
+                .arg(&*user)
+                .query_async(&mut conn)
+                .await
+                .map_err(unreachable)?;
+            let count = |n: Option<i64>| n.unwrap_or(0).max(0) as u64;
+            Ok((count(cluster), count(mine)))
         })
     }
 

@@ -75,12 +75,23 @@ impl Access {
 
     /// A new session id for `who`.
     pub fn issue(&self, who: &Identity) -> String {
-        self.ids.issue(who.user_id())
+        self.ids.issue(who.owner())
     }
 
     /// Whether `who` may use session `id`.
     pub fn check(&self, id: &str, who: &Identity) -> Result<(), ForeignId> {
-        self.ids.check(id, who.user_id())
+        self.ids.check(id, who.owner())
+    }
+
+    /// Whether the cluster issued `id` to `who`, whatever the id policy.
+    pub fn was_issued(&self, id: &str, who: &Identity) -> bool {
+        self.ids.was_issued(id, who.owner())
+    }
+
+    /// Whether anonymous clients are let in and their ids signed: only then does a browser
+    /// secret bind anything.
+    pub fn binds_browsers(&self) -> bool {
+        self.anonymous && self.ids.policy() == IdPolicy::Signed
     }
 
     /// Whether `id` has the form of an id the node issues.

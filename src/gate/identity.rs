@@ -10,6 +10,7 @@
 //! Claims read: `sub` (the user id, required), `exp` (optional; a connection is closed when it
 //! passes), `info` (public data shown to others, e.g. in presence) and `topics` (grants: topic
 //! patterns this user may use beyond what its namespace allows; a trailing `*` is a prefix).
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,13 +26,19 @@ const LEEWAY_SECS: u64 = 5;
 const UNTIMED_AFTER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Who a client is. Anonymous clients have no user.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Identity {
     user: Option<Arc<str>>,
     info: Option<Arc<serde_json::Value>>,
     grants: Arc<[String]>,
     /// Unix seconds after which the identity no longer holds.
     expires_at: Option<u64>,
+    /// Where the client connects from (its request's client address): what an anonymous
+    /// client's limits are counted by.
+    address: Option<IpAddr>,
+    /// An anonymous browser's secret (its `nimbus-anon` cookie): what its session ids are
+    /// bound to.
+    browser: Option<Arc<str>>,
 }
 
 /// Why a token was not taken. Each becomes a 401 (Atmosphere adds `X-Atmosphere-Auth-Expired`
@@ -106,6 +113,19 @@ pub fn unix_now() -> u64 {
 
 // === impl Identity ===
 
+impl std::fmt::Debug for Identity {
+    /// Everything but the browser's secret, which no log may show.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("user", &self.user)
+            .field("grants", &self.grants)
+            .field("expires_at", &self.expires_at)
+            .field("address", &self.address)
+            .field("browser", &self.browser.as_ref().map(|_| "<secret>"))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Identity {
     pub fn anonymous() -> Self {
         Identity::default()
@@ -123,6 +143,34 @@ impl Identity {
     pub fn with_expiry(mut self, expires_at: Option<u64>) -> Self {
         self.expires_at = expires_at;
         self
+    }
+
+    /// The same client, connecting from `address`.
+    pub fn from_address(mut self, address: Option<IpAddr>) -> Self {
+        self.address = address;
+        self
+    }
+
+    /// An anonymous client that presented the browser secret `secret` (a signed-in user's
+    /// ids are bound to the user, not to a browser).
+    pub fn in_browser(mut self, secret: Option<&str>) -> Self {
+        self.browser = secret.filter(|_| self.user.is_none()).map(Arc::from);
+        self
+    }
+
+    /// Whom the client's session ids are bound to.
+    pub fn owner(&self) -> super::ids::Owner<'_> {
+        use super::ids::Owner;
+        match (&self.user, &self.browser) {
+            (Some(user), _) => Owner::User(user),
+            (None, Some(secret)) => Owner::Browser(secret),
+            (None, None) => Owner::Anyone,
+        }
+    }
+
+    /// Where the client connects from, if known.
+    pub fn address(&self) -> Option<IpAddr> {
+        self.address
     }
 
     pub fn with_grants(mut self, grants: Vec<String>) -> Self {
@@ -172,9 +220,12 @@ impl Identity {
             })
     }
 
-    /// Whether `other` is the same user (both anonymous counts as the same).
+    /// Whether a session `self` opened may be used by `other`: the same user; for an
+    /// anonymous browser's session, the same browser; for an anonymous client that keeps no
+    /// cookie, any anonymous client (the session's id is then its only secret).
     pub fn same_user(&self, other: &Identity) -> bool {
         self.user == other.user
+            && (self.user.is_some() || self.browser.is_none() || self.browser == other.browser)
     }
 }
 

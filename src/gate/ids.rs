@@ -29,6 +29,18 @@ pub enum IdPolicy {
     Open,
 }
 
+/// Whom a session id is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// A signed-in user.
+    User(&'a str),
+    /// An anonymous browser, by the secret of its `nimbus-anon` cookie (HttpOnly: never in a
+    /// URL, never readable by the page's scripts).
+    Browser(&'a str),
+    /// An anonymous client that keeps no cookie: whoever knows the id.
+    Anyone,
+}
+
 /// An id refused by [`SessionIds::check`].
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 #[error("this session id was not issued to you")]
@@ -55,10 +67,10 @@ impl SessionIds {
         self.policy
     }
 
-    /// A fresh id for `user` (`None`: anonymous).
-    pub fn issue(&self, user: Option<&str>) -> String {
+    /// A fresh id for `owner`.
+    pub fn issue(&self, owner: Owner<'_>) -> String {
         let random = uuid::Uuid::new_v4().simple().to_string();
-        let tag = self.tag(&random, user);
+        let tag = self.tag(&random, owner);
         format!("{random}-{tag}")
     }
 
@@ -74,39 +86,55 @@ impl SessionIds {
         })
     }
 
-    /// Whether `id` may be used by `user`.
-    pub fn check(&self, id: &str, user: Option<&str>) -> Result<(), ForeignId> {
-        if self.policy == IdPolicy::Open {
-            return Ok(());
+    /// Whether `id` may be used by `owner`.
+    pub fn check(&self, id: &str, owner: Owner<'_>) -> Result<(), ForeignId> {
+        if self.policy == IdPolicy::Open || self.was_issued(id, owner) {
+            Ok(())
+        } else {
+            Err(ForeignId)
         }
+    }
+
+    /// Whether this cluster issued `id` to `owner` (under either policy). A browser also
+    /// holds the ids issued to anyone: those it got before its cookie was set.
+    pub fn was_issued(&self, id: &str, owner: Owner<'_>) -> bool {
+        self.verify(id, owner).is_ok()
+            || (matches!(owner, Owner::Browser(_)) && self.verify(id, Owner::Anyone).is_ok())
+    }
+
+    fn verify(&self, id: &str, owner: Owner<'_>) -> Result<(), ForeignId> {
         let (random, tag) = id.split_once('-').ok_or(ForeignId)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| ForeignId)?;
         if random.len() != 32 || tag.len() != TAG_BYTES {
             return Err(ForeignId);
         }
         // A constant-time comparison with the left part of the MAC.
-        self.mac(random, user)
+        self.mac(random, owner)
             .verify_truncated_left(&tag)
             .map_err(|_| ForeignId)
     }
 
-    fn mac(&self, random: &str, user: Option<&str>) -> HmacSha256 {
+    fn mac(&self, random: &str, owner: Owner<'_>) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(random.as_bytes());
-        // A separator no random part contains, then a marker byte telling an anonymous
-        // client from a user, then the user.
-        match user {
-            Some(user) => {
+        // A separator no random part contains, then a marker byte telling a user from a
+        // browser from anyone, then the user or the browser's secret.
+        match owner {
+            Owner::User(user) => {
                 mac.update(&[0, 1]);
                 mac.update(user.as_bytes());
             }
-            None => mac.update(&[0, 0]),
+            Owner::Browser(secret) => {
+                mac.update(&[0, 2]);
+                mac.update(secret.as_bytes());
+            }
+            Owner::Anyone => mac.update(&[0, 0]),
         }
         mac
     }
 
-    fn tag(&self, random: &str, user: Option<&str>) -> String {
-        let full = self.mac(random, user).finalize().into_bytes();
+    fn tag(&self, random: &str, owner: Owner<'_>) -> String {
+        let full = self.mac(random, owner).finalize().into_bytes();
         URL_SAFE_NO_PAD.encode(&full[..TAG_BYTES])
     }
 }
@@ -118,19 +146,19 @@ mod tests {
     #[test]
     fn an_id_holds_for_its_user_only() {
         let ids = SessionIds::new(b"cluster secret", IdPolicy::Signed);
-        let id = ids.issue(Some("alice"));
+        let id = ids.issue(Owner::User("alice"));
         assert!(crate::protocol::atmosphere::request::is_valid_tracking_id(
             &id
         ));
-        assert_eq!(ids.check(&id, Some("alice")), Ok(()));
-        assert_eq!(ids.check(&id, Some("mallory")), Err(ForeignId));
-        assert_eq!(ids.check(&id, None), Err(ForeignId));
-        let anonymous = ids.issue(None);
-        assert_eq!(ids.check(&anonymous, None), Ok(()));
+        assert_eq!(ids.check(&id, Owner::User("alice")), Ok(()));
+        assert_eq!(ids.check(&id, Owner::User("mallory")), Err(ForeignId));
+        assert_eq!(ids.check(&id, Owner::Anyone), Err(ForeignId));
+        let anonymous = ids.issue(Owner::Anyone);
+        assert_eq!(ids.check(&anonymous, Owner::Anyone), Ok(()));
         assert!(SessionIds::is_issued_form(&id) && SessionIds::is_issued_form(&anonymous));
         let vibe_style = uuid::Uuid::new_v4().to_string();
         assert!(!SessionIds::is_issued_form(&vibe_style));
-        assert_eq!(ids.check(&anonymous, Some("alice")), Err(ForeignId));
+        assert_eq!(ids.check(&anonymous, Owner::User("alice")), Err(ForeignId));
     }
 
     #[test]
@@ -138,13 +166,31 @@ mod tests {
         let ids = SessionIds::new(b"cluster secret", IdPolicy::Signed);
         let other = SessionIds::new(b"another secret", IdPolicy::Signed);
         assert_eq!(
-            ids.check(&other.issue(Some("a")), Some("a")),
+            ids.check(&other.issue(Owner::User("a")), Owner::User("a")),
             Err(ForeignId)
         );
         for made_up in ["publisher", "0123-abc", "", "x-y-z"] {
-            assert_eq!(ids.check(made_up, None), Err(ForeignId), "{made_up}");
+            assert_eq!(
+                ids.check(made_up, Owner::Anyone),
+                Err(ForeignId),
+                "{made_up}"
+            );
         }
         let open = SessionIds::new(b"s", IdPolicy::Open);
-        assert_eq!(open.check("publisher", None), Ok(()));
+        assert_eq!(open.check("publisher", Owner::Anyone), Ok(()));
+    }
+
+    #[test]
+    fn a_browsers_id_is_its_own_and_it_keeps_what_it_had_before_its_cookie() {
+        let ids = SessionIds::new(b"cluster secret", IdPolicy::Signed);
+        let (mine, theirs) = (Owner::Browser("c0ffee"), Owner::Browser("bad"));
+        let bound = ids.issue(mine);
+        assert_eq!(ids.check(&bound, mine), Ok(()));
+        for other in [theirs, Owner::Anyone, Owner::User("c0ffee")] {
+            assert_eq!(ids.check(&bound, other), Err(ForeignId), "{other:?}");
+        }
+        let before_the_cookie = ids.issue(Owner::Anyone);
+        assert_eq!(ids.check(&before_the_cookie, mine), Ok(()));
+        assert_eq!(ids.check(&before_the_cookie, Owner::Anyone), Ok(()));
     }
 }

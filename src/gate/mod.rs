@@ -14,6 +14,8 @@
 //! The gate sits below the node (it knows topics and metrics, not sessions or protocols): who a
 //! client is ([`identity`], tokens), whether a session id is its own ([`SessionIds`]), what
 //! its namespace lets it do ([`permissions`]) and how fast it may publish ([`limits`]).
+use std::net::IpAddr;
+
 use actix_http::StatusCode;
 use thiserror::Error;
 
@@ -27,12 +29,12 @@ pub mod permissions;
 pub use access::{random_secret, Access};
 pub use guest::{BadName, GUEST_TTL};
 pub use identity::{AuthError, Identity, KeyError, KeySettings};
-pub use ids::{ForeignId, IdPolicy, SessionIds};
+pub use ids::{ForeignId, IdPolicy, Owner, SessionIds};
 pub use permissions::{Action, Denied, Features, FileError, Permissions};
 
 use crate::metrics::Metrics;
 use crate::topic::{self, BadTopic, TopicId};
-use limits::Limits;
+pub use limits::{Caps, Limits};
 
 /// Settings a node cannot start with.
 #[derive(Debug, Error)]
@@ -90,6 +92,32 @@ pub enum Refused {
     /// Past `--max-publishes-per-sec`: 429.
     #[error("publish rate limit exceeded; slow down")]
     RateLimited,
+    /// Past `--history-share-bytes`: 429.
+    #[error("your messages take too large a share of the node's history; slow down")]
+    HistoryShare,
+    /// Past `--max-connects-per-address-per-sec`: 429.
+    #[error("too many new connections from your address; retry later")]
+    ConnectRate,
+    /// Past `--max-connections-per-address` or `--max-connections-per-user`: 429.
+    #[error("too many connections {per} (at most {max}); close one first")]
+    TooManyConnections { per: &'static str, max: u64 },
+}
+
+/// What a request says of its client besides its token: where it comes from, and an
+/// anonymous browser's secret (its `nimbus-anon` cookie), if it has one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller<'a> {
+    pub address: Option<IpAddr>,
+    pub browser: Option<&'a str>,
+}
+
+/// How many connections a client already holds in the cluster, its new one included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// From the client's address (`None`: not counted, its address unknown).
+    pub by_address: Option<u64>,
+    /// Of the client's user (`None`: anonymous).
+    pub by_user: Option<u64>,
 }
 
 /// The identity, session-id, permission and limit checks of a node.
@@ -120,12 +148,23 @@ impl Gate {
         }
     }
 
-    /// Open or resume a session: who presents `token`, and whether each of `ids` (the session
-    /// and transport ids the request carries) was issued to it.
-    pub fn enter(&self, token: Option<&str>, ids: &[Option<&str>]) -> Result<Identity, Refused> {
-        let who = self.access.identify(token).inspect_err(|error| {
-            self.metrics.auth_failure(error.reason());
-        })?;
+    /// Open or resume a session: who presents `token` as `caller` (the request's client
+    /// address and browser secret), and whether each of `ids` (the session and transport ids
+    /// the request carries) was issued to it.
+    pub fn enter(
+        &self,
+        token: Option<&str>,
+        caller: Caller<'_>,
+        ids: &[Option<&str>],
+    ) -> Result<Identity, Refused> {
+        let who = self
+            .access
+            .identify(token)
+            .inspect_err(|error| {
+                self.metrics.auth_failure(error.reason());
+            })?
+            .from_address(caller.address)
+            .in_browser(caller.browser);
         for id in ids.iter().flatten() {
             self.access.check(id, &who).inspect_err(|_| {
                 self.metrics.auth_failure("foreign_session");
@@ -135,8 +174,9 @@ impl Gate {
     }
 
     /// A session named by an id its client chose (Vibe) belongs to its first owner: `who`
-    /// may use it only if it is the same user. Sessions of anonymous clients are theirs who
-    /// know the id (it is then the only secret).
+    /// may use it only if it is the same user, or, opened by an anonymous browser, the same
+    /// browser. Sessions of anonymous clients that keep no cookie are theirs who know the id
+    /// (it is then the only secret).
     pub fn claim(&self, owner: &Identity, who: &Identity) -> Result<(), Refused> {
         if owner.same_user(who) {
             Ok(())
@@ -144,6 +184,55 @@ impl Gate {
             self.metrics.auth_failure("foreign_session");
             Err(ForeignId.into())
         }
+    }
+
+    /// Whether anonymous browsers get a secret to bind their session ids to (ids are signed
+    /// and anonymous clients let in); the edge then sets the `nimbus-anon` cookie.
+    pub fn binds_browsers(&self) -> bool {
+        self.access.binds_browsers()
+    }
+
+    /// Whether `id` is a session id this cluster issued to `who`, whatever the id policy: a
+    /// session it names was let in when it was issued, so using it again opens nothing new.
+    pub fn was_issued(&self, id: &str, who: &Identity) -> bool {
+        self.access.was_issued(id, who)
+    }
+
+    /// A new connection of `who`: its address's connect rate. The caps come after, with the
+    /// cluster's counts ([`Gate::hold`]).
+    pub fn connect(&self, who: &Identity) -> Result<(), Refused> {
+        match who.address() {
+            Some(address) if !self.limits.admit_connect(address) => {
+                self.metrics.limit_hit("connect_rate");
+                Err(Refused::ConnectRate)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The connection caps, for whoever counts connections (nothing to count when all are off).
+    pub fn caps(&self) -> Caps {
+        self.limits.caps()
+    }
+
+    /// Whether a client holding `held` connections (its new one included) stays within the
+    /// caps.
+    pub fn hold(&self, held: Held) -> Result<(), Refused> {
+        let caps = self.limits.caps();
+        let over = |count: Option<u64>, max: u64| max > 0 && count.is_some_and(|n| n > max);
+        let (per, max, limit) = if over(held.by_address, caps.per_address) {
+            (
+                "from your address",
+                caps.per_address,
+                "connections_per_address",
+            )
+        } else if over(held.by_user, caps.per_user) {
+            ("for your user", caps.per_user, "connections_per_user")
+        } else {
+            return Ok(());
+        };
+        self.metrics.limit_hit(limit);
+        Err(Refused::TooManyConnections { per, max })
     }
 
     /// Whether `id`, chosen by a client, has the form of an id the node issues (such ids are
@@ -198,15 +287,17 @@ impl Gate {
         Ok(cleared)
     }
 
-    /// Whether `who` may publish one message to each of `topics`, from session (or address)
-    /// `from`, which already paid `paid` of them (the event that carried it). A message to
-    /// many topics costs one token per topic.
+    /// Whether `who` may publish one message of `bytes` to each of `topics`, from session
+    /// (or address) `from`, which already paid `paid` of them (the event that carried it). A
+    /// message to many topics costs one token per topic, and its history cost in each against
+    /// the client's history share.
     pub fn publish(
         &self,
         who: &Identity,
         from: &str,
         topics: &[&str],
         paid: u32,
+        bytes: usize,
     ) -> Result<(), Refused> {
         for name in topics {
             topic::check_name(name)?;
@@ -215,28 +306,42 @@ impl Gate {
                 .inspect_err(|_| self.metrics.permission_denied("publish"))?;
         }
         let owed = (topics.len() as u32).saturating_sub(paid);
-        self.rate(who, from, owed)
+        self.rate(who, from, owed)?;
+        let cost = topic::retained_cost(bytes).saturating_mul(topics.len());
+        if self.limits.admit_history(&client_key(who, from), cost) {
+            Ok(())
+        } else {
+            self.metrics.limit_hit("history_share");
+            Err(Refused::HistoryShare)
+        }
     }
 
     /// Take `n` tokens of a client's publish rate (one inbound message: `1`). A signed-in
     /// user has one bucket, however many sessions it opens; an anonymous client has that of
-    /// `from` (its session id, or the address of a POST without one).
-    pub fn rate(&self, who: &Identity, from: impl Into<String>, n: u32) -> Result<(), Refused> {
+    /// its address, however many sessions it mints (`from`, its session id, only when its
+    /// address is unknown).
+    pub fn rate(&self, who: &Identity, from: &str, n: u32) -> Result<(), Refused> {
         if n == 0 {
             return Ok(());
         }
-        // The bucket's key, made once (the keyed limiter owns its keys).
-        let key = match who.user_id() {
-            Some(user) => format!("user:{user}"),
-            None => from.into(),
-        };
-        let admitted = self.limits.admit_publish(key, n);
+        let admitted = self.limits.admit_publish(client_key(who, from), n);
         if admitted {
             Ok(())
         } else {
             self.metrics.limit_hit("publish_rate");
             Err(Refused::RateLimited)
         }
+    }
+}
+
+/// Whose limits a client meets: its user's, or its address's when anonymous (`from`, its
+/// session id, only when the address is unknown). Made once per check (keyed limiters own
+/// their keys).
+fn client_key(who: &Identity, from: &str) -> String {
+    match (who.user_id(), who.address()) {
+        (Some(user), _) => format!("user:{user}"),
+        (None, Some(address)) => format!("ip:{address}"),
+        (None, None) => from.to_string(),
     }
 }
 
@@ -251,7 +356,10 @@ impl Refused {
                 StatusCode::FORBIDDEN
             }
             Refused::BadTopic(_) => StatusCode::BAD_REQUEST,
-            Refused::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Refused::RateLimited
+            | Refused::HistoryShare
+            | Refused::ConnectRate
+            | Refused::TooManyConnections { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -267,7 +375,7 @@ mod tests {
         Gate::new(
             Access::for_tests(IdPolicy::Signed),
             Permissions::new(vec![namespace]),
-            Limits::new(rate),
+            Limits::publishing(rate),
             max_topics,
             Metrics::default(),
         )
@@ -302,14 +410,14 @@ mod tests {
         let gate = gate(8, 4);
         let who = Identity::anonymous();
         assert_eq!(gate.rate(&who, "s", 1), Ok(()));
-        assert_eq!(gate.publish(&who, "s", &["/a", "/b", "/c"], 1), Ok(()));
+        assert_eq!(gate.publish(&who, "s", &["/a", "/b", "/c"], 1, 10), Ok(()));
         assert_eq!(
-            gate.publish(&who, "s", &["/a", "/b", "/c"], 1),
+            gate.publish(&who, "s", &["/a", "/b", "/c"], 1, 10),
             Err(Refused::RateLimited),
             "four tokens a second, three taken: two more are over"
         );
         assert_eq!(
-            gate.publish(&who, "s", &["/a", "/b"], 1),
+            gate.publish(&who, "s", &["/a", "/b"], 1, 10),
             Ok(()),
             "a refused message took nothing: the fourth token is still there"
         );

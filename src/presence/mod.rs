@@ -62,6 +62,17 @@ pub struct Page {
     pub cursor: Option<String>,
 }
 
+/// Pseudo-topics counting every session by its client address and by its user, for the
+/// connection caps (see [`Presence::tally`]). Real topics start with `/`, so no topic is one.
+pub const BY_ADDRESS: &str = "connections:address";
+pub const BY_USER: &str = "connections:user";
+
+/// Whether `topic` is one of the connection tallies ([`BY_ADDRESS`], [`BY_USER`]): counted
+/// like any topic, announced to no one (no notices, no webhook events).
+pub fn is_tally(topic: &str) -> bool {
+    topic == BY_ADDRESS || topic == BY_USER
+}
+
 /// The count a node holds for one user (or, `user` empty, its anonymous clients) in one topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Count {
@@ -87,6 +98,14 @@ pub trait SharedPresence: Send + Sync + 'static {
 
     /// The topic's counts, cluster-wide.
     fn stats(&self, topic: TopicId) -> BoxFuture<'static, Result<Stats, StoreError>>;
+
+    /// The connections `user` has in `topic` in the whole cluster, and how many of them the
+    /// store holds for this node (as last written).
+    fn held(
+        &self,
+        topic: TopicId,
+        user: Arc<str>,
+    ) -> BoxFuture<'static, Result<(u64, u64), StoreError>>;
 
     /// Up to `limit` members after user id `after`, cluster-wide.
     fn page(
@@ -144,6 +163,8 @@ pub struct Present {
     user: Arc<str>,
     /// Also counted in the [`ONLINE`] pseudo-topic.
     online: bool,
+    /// Joins and leaves are told (notices, webhooks); not for the tallies.
+    announced: bool,
 }
 
 impl std::fmt::Debug for Present {
@@ -181,7 +202,17 @@ impl Presence {
         info: Option<Arc<Value>>,
     ) -> Present {
         let user = user.unwrap_or_else(|| Arc::from(""));
-        let online = !user.is_empty() && self.inner.webhooks.enabled();
+        self.join(topic, user, info, true)
+    }
+
+    fn join(
+        &self,
+        topic: TopicId,
+        user: Arc<str>,
+        info: Option<Arc<Value>>,
+        announced: bool,
+    ) -> Present {
+        let online = announced && !user.is_empty() && self.inner.webhooks.enabled();
         let online_topic = &self.inner.online_topic;
         let (joined, came_online) = {
             let mut local = self.inner.local.lock();
@@ -195,7 +226,7 @@ impl Presence {
         if online {
             self.changed(online_topic, &user);
         }
-        if alone {
+        if alone && announced {
             let webhooks = &self.inner.webhooks;
             if came_online {
                 webhooks.record(ONLINE, &user, true, info.as_deref());
@@ -211,10 +242,36 @@ impl Presence {
             topic,
             user,
             online,
+            announced,
         }
     }
 
-    fn exit(&self, topic: &TopicId, user: &Arc<str>, online: bool) {
+    /// A session counted under `key` in the tally `topic` ([`BY_ADDRESS`], [`BY_USER`]): no
+    /// one is told; dropping the guard uncounts it.
+    pub fn tally(&self, topic: &'static str, key: Arc<str>) -> Present {
+        debug_assert!(is_tally(topic));
+        self.join(TopicId::from(topic), key, None, false)
+    }
+
+    /// How many sessions `key` holds in the tally `topic`, cluster-wide: the store's count for
+    /// the other nodes, this node's own now (the store may not have its latest yet). If the
+    /// store cannot be reached, this node's alone.
+    pub async fn held(&self, topic: &'static str, key: &Arc<str>) -> u64 {
+        let topic = TopicId::from(topic);
+        let here = self.inner.local.lock().count(&topic, key).clients;
+        let Some(shared) = self.inner.shared.get() else {
+            return here;
+        };
+        match shared.held(topic, key.clone()).await {
+            Ok((cluster, mine)) => cluster.saturating_sub(mine) + here,
+            Err(error) => {
+                tracing::warn!(%error, "connection caps: the cluster's counts are unreachable; counting this node's");
+                here
+            }
+        }
+    }
+
+    fn exit(&self, topic: &TopicId, user: &Arc<str>, online: bool, announced: bool) {
         let online_topic = &self.inner.online_topic;
         let (left, went_offline) = {
             let mut local = self.inner.local.lock();
@@ -225,7 +282,7 @@ impl Presence {
         if online {
             self.changed(online_topic, user);
         }
-        if alone {
+        if alone && announced {
             let webhooks = &self.inner.webhooks;
             if left {
                 self.inner.topics.notify(topic, notice(false, user, None));
@@ -337,6 +394,7 @@ impl Presence {
 
 impl Drop for Present {
     fn drop(&mut self) {
-        self.presence.exit(&self.topic, &self.user, self.online);
+        self.presence
+            .exit(&self.topic, &self.user, self.online, self.announced);
     }
 }

@@ -98,7 +98,7 @@ pub async fn presence(
     let token = bearer.or(query.token);
     let gate = &node.gate;
     let cleared = gate
-        .enter(token.as_deref(), &[])
+        .enter(token.as_deref(), crate::session::Caller::default(), &[])
         .and_then(|who| gate.subscribe(&who, 0, [query.topic.as_str()]));
     let topic = match cleared {
         Ok(mut cleared) => cleared.remove(0),

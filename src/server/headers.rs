@@ -31,6 +31,16 @@ pub async fn nimbus_headers(
     // the request has no `Origin` (their reference servers do; preflights included).
     let cettia_wildcard =
         !req.headers().contains_key(header::ORIGIN) && matches!(req.path(), "/cettia" | "/vibe");
+    // An anonymous browser without a secret gets one, for the session ids issued to it later
+    // (not on the backend's API or the telemetry paths, whose callers are no browsers).
+    let give_secret = node.gate.binds_browsers()
+        && req.method() != Method::OPTIONS
+        && crate::transport::browser_secret(req.request()).is_none()
+        && !req.path().starts_with("/api/")
+        && !matches!(
+            req.path(),
+            "/metrics" | "/healthz" | "/readyz" | "/_nimbus/stats"
+        );
 
     let mut response = if req.method() == Method::OPTIONS {
         let mut preflight =
@@ -51,6 +61,11 @@ pub async fn nimbus_headers(
     };
 
     let headers = response.headers_mut();
+    if give_secret {
+        if let Ok(cookie) = HeaderValue::from_str(&crate::transport::new_browser_cookie()) {
+            headers.append(header::SET_COOKIE, cookie);
+        }
+    }
     if let Ok(node_id) = HeaderValue::from_str(&node.id) {
         headers.insert(HeaderName::from_static("x-nimbus-node"), node_id);
     }

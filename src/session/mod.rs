@@ -16,6 +16,7 @@
 //!
 //! The transports under them are protocol-blind (`crate::transport`); the codecs over them are
 //! pure (`crate::protocol`).
+pub mod admission;
 pub mod command;
 pub mod expiry;
 mod membership;
@@ -26,9 +27,10 @@ use thiserror::Error;
 
 // The gate lives below the node; sessions meet it under these names too.
 pub use crate::gate::{identity, permissions};
-pub use crate::gate::{random_secret, Access, Cleared, ConfigError, Gate, Refused};
+pub use crate::gate::{random_secret, Access, Caller, Cleared, ConfigError, Gate, Refused};
 pub use crate::gate::{ForeignId, IdPolicy, SessionIds};
 pub use crate::presence::Present;
+pub use admission::{admit, count, Counted};
 pub use command::{Command, Commands, LocalSessions};
 pub use identity::{AuthError, Identity};
 pub use membership::{Fetch, Membership, Replay, Reports};
@@ -82,6 +84,16 @@ pub fn disconnected() -> CloseReason {
     CloseReason {
         code: CloseCode::Normal,
         description: Some("disconnected by the server".into()),
+    }
+}
+
+/// What a request says of its client besides its token (the gate's [`Caller`]): its
+/// address, the client a trusted balancer names (`--trusted-proxies`) included, and an
+/// anonymous browser's secret.
+pub fn caller<'a>(node: &Node, req: &'a actix_web::HttpRequest) -> Caller<'a> {
+    Caller {
+        address: crate::transport::client_address(req, &node.config.trusted_proxies),
+        browser: crate::transport::browser_secret(req),
     }
 }
 

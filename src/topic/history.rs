@@ -116,6 +116,11 @@ fn cost(envelope: &Envelope) -> usize {
     envelope.weight() + 2 * envelope.text.len()
 }
 
+/// What a message of `text_len` bytes will cost every history that retains it (see `cost`).
+pub fn retained_cost(text_len: usize) -> usize {
+    3 * text_len + std::mem::size_of::<Envelope>()
+}
+
 /// The retained messages of one topic, oldest first.
 #[derive(Debug)]
 pub struct History {

@@ -19,7 +19,7 @@ pub use broadcaster::{
 };
 pub use direct::DirectWrite;
 pub use envelope::{Audience, Envelope, Message, FRAME_SLOTS};
-pub use history::{History, HistoryBudget, HistoryLimits, Replay};
+pub use history::{retained_cost, History, HistoryBudget, HistoryLimits, Replay};
 pub use registry::{PublishError, Recent, TopicRegistry};
 pub use upstream::{Backlog, StoreError, TopicPosition, Upstream};
 

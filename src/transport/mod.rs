@@ -6,6 +6,7 @@
 //! is something to answer. Nothing here knows topics, protocols or the node: this module
 //! imports no other module of the crate.
 pub mod body;
+mod client;
 pub mod long_poll;
 pub mod request_body;
 mod sink;
@@ -13,6 +14,7 @@ pub mod writable;
 mod write;
 pub mod ws;
 
+pub use client::{browser_secret, client_address, new_browser_cookie, BROWSER_COOKIE};
 pub use sink::Sink;
 pub use write::WriteOutcome;
 

@@ -683,3 +683,141 @@ async fn telemetry_can_be_kept_off_the_public_port() {
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }
+
+/// W5: an anonymous browser's session ids are bound to the secret of its `nimbus-anon` cookie,
+/// which the node sets (HttpOnly) on its first response; another anonymous client holding one
+/// of those ids (a leaked URL) is refused, on Atmosphere, Cettia and Vibe alike. A client that
+/// keeps no cookie still has its ids as its only secret.
+#[tokio::test]
+async fn an_anonymous_browsers_sessions_are_refused_to_anyone_without_its_cookie() {
+    let server = server(|_| {});
+    let http = reqwest::Client::new();
+    let room = "/open/w5";
+    let atmosphere = |id: &str, transport: &str| {
+        server.url(&format!(
+            "{room}?{}",
+            common::atmo_query(transport, id, true)
+        ))
+    };
+    // The first visit gets a secret.
+    let first = http
+        .get(atmosphere("0", "long-polling"))
+        .send()
+        .await
+        .unwrap();
+    let set = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("nimbus-anon="), "{cookie}");
+    let other = format!("nimbus-anon={}", uuid::Uuid::new_v4().simple());
+    let with = |request: reqwest::RequestBuilder, cookie: Option<&str>| match cookie {
+        Some(cookie) => request.header("Cookie", cookie),
+        None => request,
+    };
+    let handshake = with(http.get(atmosphere("0", "long-polling")), Some(&cookie))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        handshake.headers().get("set-cookie").is_none(),
+        "it has one"
+    );
+    let id = handshake.headers()["x-atmosphere-tracking-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for thief in [None, Some(other.as_str())] {
+        let post = with(http.post(atmosphere(&id, "long-polling")), thief)
+            .body("as the browser")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status(), 403, "Atmosphere POST with {thief:?}");
+        let close = with(http.get(atmosphere(&id, "close")), thief)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(close.status(), 403, "Atmosphere close with {thief:?}");
+    }
+    let own = with(http.post(atmosphere(&id, "long-polling")), Some(&cookie))
+        .body("mine")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+
+    // Cettia: the transport id of a stream opened with the cookie.
+    let open = server.url(
+        "/cettia?cettia-version=1.0&cettia-transport-version=1.0&cettia-transport-name=stream\
+         &cettia-transport-when=open&cettia-transport-sse=true",
+    );
+    let stream = with(http.get(open), Some(&cookie)).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+    let handshake = within(5.0, "the Cettia handshake", async {
+        let mut text = String::new();
+        while !text.contains("cettia-transport-id=") || !text.ends_with("\n\n") {
+            let chunk = futures::StreamExt::next(&mut body).await.unwrap().unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    })
+    .await;
+    let tid = common::transport_id(&handshake);
+    let event = |cookie: Option<&str>| {
+        with(
+            http.post(server.url(&format!(
+                "/cettia?cettia-version=1.0&cettia-transport-version=1.0&cettia-transport-id={tid}"
+            ))),
+            cookie,
+        )
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .body(r#"data={"id":1,"type":"noop","data":null,"reply":false}"#)
+        .send()
+    };
+    assert_eq!(event(None).await.unwrap().status(), 403);
+    assert_eq!(event(Some(&other)).await.unwrap().status(), 403);
+    assert_eq!(event(Some(&cookie)).await.unwrap().status(), 200);
+
+    // Vibe: an id the browser chose is its own.
+    let id = vibe_id();
+    let opened = with(
+        http.get(vibe(&server, &id, "open", "longpollajax", "")),
+        Some(&cookie),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(opened.status(), 200);
+    let abort = |cookie: Option<&str>| {
+        with(
+            http.get(vibe(&server, &id, "abort", "longpollajax", "")),
+            cookie,
+        )
+        .send()
+    };
+    assert_eq!(abort(Some(&other)).await.unwrap().status(), 403);
+    assert_eq!(abort(None).await.unwrap().status(), 403);
+    assert_eq!(abort(Some(&cookie)).await.unwrap().status(), 200);
+
+    // Without any cookie, as before: the id is the secret.
+    let bare = http
+        .get(atmosphere("0", "long-polling"))
+        .send()
+        .await
+        .unwrap();
+    let bare_id = bare.headers()["x-atmosphere-tracking-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let post = http
+        .post(atmosphere(&bare_id, "long-polling"))
+        .body("no cookie")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 200);
+}

@@ -8,11 +8,15 @@ use std::time::Duration;
 use common::{atmo_query, within, ws_until_close, TestServer};
 use futures::StreamExt;
 
-/// A session over `--max-publishes-per-sec` gets 429 (with `Retry-After`) for a POST and a
-/// `1008` close for a WebSocket message; another session is not held back; hits are counted.
+/// A client over `--max-publishes-per-sec` gets 429 (with `Retry-After`) for a POST and a
+/// `1008` close for a WebSocket message; another client (here: another address, named by the
+/// trusted balancer) is not held back; hits are counted.
 #[tokio::test]
 async fn a_session_over_its_publish_rate_is_refused() {
-    let server = TestServer::start(|c| c.max_publishes_per_sec = 5);
+    let server = TestServer::start(|c| {
+        c.max_publishes_per_sec = 5;
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    });
     let client = reqwest::Client::new();
     let url = |id: &str| {
         server.url(&format!(
@@ -24,6 +28,7 @@ async fn a_session_over_its_publish_rate_is_refused() {
     for i in 0..8 {
         let response = client
             .post(url("fast"))
+            .header("X-Forwarded-For", "198.51.100.10")
             .body(format!("m{i}"))
             .send()
             .await
@@ -35,7 +40,13 @@ async fn a_session_over_its_publish_rate_is_refused() {
     }
     assert_eq!(&statuses[..5], &[200; 5]);
     assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
-    let other = client.post(url("calm")).body("hello").send().await.unwrap();
+    let other = client
+        .post(url("calm"))
+        .header("X-Forwarded-For", "198.51.100.11")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(other.status(), 200);
     // Plain POSTs (no tracking id) share their address's bucket.
     let plain: Vec<u16> = futures::future::join_all((0..8).map(|i| {
@@ -66,19 +77,69 @@ async fn a_session_over_its_publish_rate_is_refused() {
     assert_eq!(u16::from(close.code), 1008);
     assert!(close.reason.contains("rate limit"), "{}", close.reason);
 
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let hits: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("nimbus_limit_hits_total{limit=\"publish_rate\"} "))
-        .expect("a publish_rate counter")
-        .parse()
-        .unwrap();
+    let metrics = common::scrape(&server).await;
+    let hits = common::sample(&metrics, r#"nimbus_limit_hits_total{limit="publish_rate"}"#);
     assert!(hits >= 4, "{hits}");
+}
+
+/// One address cannot take the node's history budget (issue 25, W1): flooding a room with
+/// 60 KB messages, it is refused 429 once its share (`--history-share-bytes`, by default a
+/// sixteenth of the budget) is spent, so the message another publisher sent to a client that
+/// was away is still there when the client comes back, and nothing was evicted.
+#[tokio::test]
+async fn one_address_cannot_evict_what_others_missed() {
+    const BUDGET: usize = 4 * 1024 * 1024;
+    let server = TestServer::start(|c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.max_publishes_per_sec = 0;
+        c.history_budget_bytes = BUDGET;
+        c.history_bytes = 64 * 1024 * 1024;
+        c.max_message_bytes = 128 * 1024;
+    });
+    let topic = "/share/room";
+    let away = common::lp_handshake(&server, topic, true).await;
+    let client = reqwest::Client::new();
+    let post = |from: &'static str, body: String| {
+        client
+            .post(server.url(topic))
+            .header("X-Forwarded-For", from)
+            .body(body)
+            .send()
+    };
+    let said = post("198.51.100.20", "for the one who is away".into())
+        .await
+        .unwrap();
+    assert_eq!(said.status(), 200);
+    // 100 × 60 KB cost ≈ 18 MiB of history: four budgets, were it let through.
+    let mut refused_after = None;
+    for i in 0..100 {
+        let status = post("198.51.100.66", format!("{i:>5}").repeat(12 * 1024))
+            .await
+            .unwrap()
+            .status();
+        if status == 429 {
+            refused_after = Some(i);
+            break;
+        }
+        assert_eq!(status, 200);
+    }
+    let refused_after = refused_after.expect("the flood refused before it fills the budget");
+    assert!(refused_after >= 1, "a share holds a message or more");
+    let back = common::lp_poll(&server, topic, &away, true).await;
+    let messages = common::unframe(&back);
+    assert_eq!(messages[0], "for the one who is away");
+    assert_eq!(
+        messages.len(),
+        1 + refused_after,
+        "and the flood's accepted messages"
+    );
+    let metrics = common::scrape(&server).await;
+    assert_eq!(metric(&metrics, "nimbus_history_evictions_total"), 0);
+    let hits = common::sample(
+        &metrics,
+        r#"nimbus_limit_hits_total{limit="history_share"}"#,
+    );
+    assert_eq!(hits, 1);
 }
 
 /// A Cettia event over the rate is answered 429 on its POST.
@@ -93,14 +154,7 @@ async fn a_cettia_socket_over_its_publish_rate_gets_429() {
     let handshake = stream
         .read_until(5.0, |t| t.contains("cettia-transport-id="))
         .await;
-    let tid = handshake
-        .split_once("cettia-transport-id=")
-        .unwrap()
-        .1
-        .split(['&', '\n'])
-        .next()
-        .unwrap()
-        .to_string();
+    let tid = common::transport_id(&handshake);
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     for i in 0..6 {
@@ -172,12 +226,7 @@ fn rss_bytes(pid: u32) -> u64 {
 }
 
 fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name}"))
-        .trim()
-        .parse()
-        .unwrap()
+    common::sample(text, name)
 }
 
 /// A streaming subscriber of each of `topics` topics, drained as it goes.
@@ -238,10 +287,13 @@ async fn history_memory_stays_within_the_node_budget() {
     // 2,200 streaming responses held at once: more descriptors than a default soft limit.
     rlimit::increase_nofile_limit(u64::MAX).unwrap();
     // One load generator posts thousands of messages a second: no publish rate limit here.
+    // The budget itself is under test: no share per client (one address fills it).
     let node = start_binary(&[
         "--history-budget-bytes",
         &BUDGET.to_string(),
         "--max-publishes-per-sec",
+        "0",
+        "--history-share-bytes",
         "0",
     ])
     .await;

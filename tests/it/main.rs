@@ -9,6 +9,7 @@ mod cettia_socket;
 mod cettia_vibe;
 mod cluster;
 mod common;
+mod connection_limits;
 mod departure;
 mod deploy;
 mod gate;

@@ -60,6 +60,7 @@ async fn a_slow_websocket_is_dropped_and_resumes_from_the_history() {
         c.max_lag_messages = 100;
         // The publisher is a load generator, faster than a session may publish.
         c.max_publishes_per_sec = 0;
+        c.history_share_bytes = Some(0);
         c.history_messages = 10_000;
         c.history_bytes = 256 * 1024 * 1024;
         c.reconnect_window_secs = 30;
@@ -142,6 +143,7 @@ async fn a_socket_that_never_reads_again_is_let_go() {
     let server = common::TestServer::start(|c| {
         c.max_lag_messages = 100;
         c.max_publishes_per_sec = 0;
+        c.history_share_bytes = Some(0);
         c.ws_close_grace_secs = 1;
     });
     let topic = "/slow/gone";

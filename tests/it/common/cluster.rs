@@ -73,6 +73,11 @@ impl Cluster {
         format!("redis://127.0.0.1:{}/", self.port + 9)
     }
 
+    /// Run `redis-cli` against the cluster's Redis: its output.
+    pub fn redis_cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port + 9, args)
+    }
+
     /// A URL on node `n` (1..=3), bypassing the balancer.
     pub fn node(&self, n: u16, path_and_query: &str) -> String {
         format!("http://127.0.0.1:{}{path_and_query}", self.port + n)
@@ -172,6 +177,11 @@ impl Redis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Run `redis-cli` against this server: its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
     }
 }
 

@@ -183,6 +183,42 @@ pub async fn stats(server: &TestServer) -> serde_json::Value {
 }
 
 /// One counter of `/_nimbus/stats`.
+/// The `cettia-transport-id` a Cettia transport handshake carries.
+pub fn transport_id(handshake: &str) -> String {
+    handshake
+        .split_once("cettia-transport-id=")
+        .expect("a transport handshake")
+        .1
+        .split(['&', '\n'])
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The node's `/metrics` page.
+pub async fn scrape(server: &TestServer) -> String {
+    let response = within(
+        5.0,
+        "the /metrics page",
+        reqwest::get(server.url("/metrics")),
+    )
+    .await;
+    response.unwrap().text().await.unwrap()
+}
+
+/// The value of `sample` (a metric's name with its labels, as the page writes them) in a
+/// `/metrics` page; panics, showing the page, if it has no such sample.
+pub fn sample(metrics: &str, sample: &str) -> u64 {
+    let prefix = format!("{sample} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {sample} in\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 pub async fn stat(server: &TestServer, name: &str) -> u64 {
     stats(server).await[name]
         .as_u64()
