@@ -60,8 +60,11 @@ start_redis() {
 start_node() { # n
   local n=$1
   # shellcheck disable=SC2086
-  RUST_LOG=${RUST_LOG:-info} "$bin" --bind "127.0.0.1:$((port + n))" --node-id "nimbus$n" \
-    --redis-url "redis://127.0.0.1:$redis_port/" --trusted-proxies 127.0.0.1/32 ${NIMBUS_ARGS:-} >>"$dir/nimbus$n.log" 2>&1 &
+  # The balancer is on loopback: its X-Forwarded-For names the client (an environment
+  # variable rather than a flag, so that builds older than the setting still start).
+  NIMBUS_TRUSTED_PROXIES=${NIMBUS_TRUSTED_PROXIES-127.0.0.1/32} RUST_LOG=${RUST_LOG:-info} \
+    "$bin" --bind "127.0.0.1:$((port + n))" --node-id "nimbus$n" \
+    --redis-url "redis://127.0.0.1:$redis_port/" ${NIMBUS_ARGS:-} >>"$dir/nimbus$n.log" 2>&1 &
   echo $! > "$dir/nimbus$n.pid"
   wait_http "http://127.0.0.1:$((port + n))/readyz" 20
 }

@@ -192,8 +192,8 @@ pub struct Config {
     /// Address ranges of the balancers in front of the node (e.g. `10.0.0.0/8,127.0.0.1/32`):
     /// a request from one of them is taken to come from the address its `X-Forwarded-For`
     /// names (the last one not itself trusted). Per-address limits count that address.
-    #[arg(long, env = "NIMBUS_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    #[arg(long, env = "NIMBUS_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
 
     /// Connections (sessions, whatever their transport) one client address may hold in the
     /// whole cluster; more are refused with 429. `0` = no limit (the default: behind NAT or a
@@ -250,6 +250,30 @@ pub struct Config {
     /// HTTP worker threads (default: one per CPU).
     #[arg(long, env = "NIMBUS_WORKERS")]
     pub workers: Option<usize>,
+}
+
+/// The balancers trusted to name the client (`--trusted-proxies`): address ranges separated
+/// by commas; empty (the variable set to nothing included) is none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl std::str::FromStr for TrustedProxies {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|range| !range.is_empty())
+            .map(|range| {
+                // A lone address is its own range.
+                let net = range
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| range.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                net.map_err(|_| format!("{range:?} is not an address range (e.g. 10.0.0.0/8)"))
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
 }
 
 /// A webhook URL: plain HTTP (the node carries no TLS client; the backend is expected on the
@@ -359,5 +383,24 @@ impl Config {
             issuer: self.jwt_issuer.clone(),
             require_exp: self.jwt_require_exp,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxies_are_ranges_or_addresses_and_empty_is_none() {
+        let parsed: TrustedProxies = "10.0.0.0/8, 127.0.0.1,::1/128".parse().unwrap();
+        let shown: Vec<String> = parsed.0.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+        assert_eq!("".parse::<TrustedProxies>(), Ok(TrustedProxies::default()));
+        assert!("10.0.0.0/8,nope".parse::<TrustedProxies>().is_err());
+        let from_env_set_empty = Config::try_parse_from(["nimbus", "--trusted-proxies", ""]);
+        assert_eq!(
+            from_env_set_empty.unwrap().trusted_proxies,
+            TrustedProxies::default()
+        );
     }
 }

@@ -92,7 +92,7 @@ pub fn disconnected() -> CloseReason {
 /// anonymous browser's secret.
 pub fn caller<'a>(node: &Node, req: &'a actix_web::HttpRequest) -> Caller<'a> {
     Caller {
-        address: crate::transport::client_address(req, &node.config.trusted_proxies),
+        address: crate::transport::client_address(req, &node.config.trusted_proxies.0),
         browser: crate::transport::browser_secret(req),
     }
 }

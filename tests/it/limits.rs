@@ -15,7 +15,7 @@ use futures::StreamExt;
 async fn a_session_over_its_publish_rate_is_refused() {
     let server = TestServer::start(|c| {
         c.max_publishes_per_sec = 5;
-        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.trusted_proxies = "127.0.0.1/32".parse().unwrap();
     });
     let client = reqwest::Client::new();
     let url = |id: &str| {
@@ -90,7 +90,7 @@ async fn a_session_over_its_publish_rate_is_refused() {
 async fn one_address_cannot_evict_what_others_missed() {
     const BUDGET: usize = 4 * 1024 * 1024;
     let server = TestServer::start(|c| {
-        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.trusted_proxies = "127.0.0.1/32".parse().unwrap();
         c.max_publishes_per_sec = 0;
         c.history_budget_bytes = BUDGET;
         c.history_bytes = 64 * 1024 * 1024;
