@@ -53,11 +53,25 @@ use socket::SocketActor;
 
 pub use handle::{JoinOptions, Reply, Socket};
 
-/// The length of the text a topic message of `data` carries (what its history retains).
-fn text_len(data: &Value) -> usize {
+/// The topic message `data` is: a string as is, other data as JSON text (binary data cannot
+/// go to a topic, whose Atmosphere clients read text).
+fn topic_message(data: Value) -> Result<Message, SendError> {
     match data {
-        Value::String(s) => s.as_bytes().len(),
-        other => crate::protocol::cettia::event::json(other).map_or(0, |json| json.len()),
+        Value::String(s) => match s.into_str() {
+            Some(text) => Ok(Message::text(text)),
+            None => Err(SendError::Encode("string is not UTF-8".into())),
+        },
+        other => {
+            if crate::protocol::cettia::event::contains_binary(&other) {
+                return Err(SendError::BinaryToTopic);
+            }
+            let json = crate::protocol::cettia::event::json(&other)
+                .map_err(|e| SendError::Encode(e.to_string()))?;
+            Ok(Message {
+                text: json.into(),
+                json: true,
+            })
+        }
     }
 }
 
@@ -253,18 +267,28 @@ impl Cettia {
             let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
             // The event paid one token of the socket's rate; a message to many topics pays
             // one per topic, all at once, or none of it is published.
-            let mut outcome = server
-                .node()
-                .gate
-                .publish(&socket.identity(), socket.id(), &names, 1, text_len(&data))
-                .map_err(|refused| SendError::Denied(refused.to_string()));
-            if outcome.is_ok() {
+            // Encoded once: its size is what the history share is charged, and every topic
+            // shares its text.
+            let outcome = topic_message(data).and_then(|message| {
+                server
+                    .node()
+                    .gate
+                    .publish(
+                        &socket.identity(),
+                        socket.id(),
+                        &names,
+                        1,
+                        message.text.len(),
+                    )
+                    .map_err(|refused| SendError::Denied(refused.to_string()))?;
+                let mut outcome = Ok(());
                 for topic in &names {
-                    if let Err(error) = server.publish(topic, data.clone()) {
+                    if let Err(error) = server.publish_message(topic, message.clone()) {
                         outcome = Err(error);
                     }
                 }
-            }
+                outcome
+            });
             match (reply, outcome) {
                 (Some(reply), Ok(())) => reply.resolve(Value::Nil),
                 (Some(reply), Err(error)) => reply.reject(Value::from(error.to_string())),
@@ -422,23 +446,10 @@ impl Cettia {
     /// Publish `data` to `topic` through the broker: Cettia sockets in it receive a `message`
     /// event, Atmosphere clients the text (a string as is, other data as JSON text).
     pub fn publish(&self, topic: &str, data: Value) -> Result<(), SendError> {
-        let message = match data {
-            Value::String(s) => match s.into_str() {
-                Some(text) => Message::text(text),
-                None => return Err(SendError::Encode("string is not UTF-8".into())),
-            },
-            other => {
-                if crate::protocol::cettia::event::contains_binary(&other) {
-                    return Err(SendError::BinaryToTopic);
-                }
-                let json = crate::protocol::cettia::event::json(&other)
-                    .map_err(|e| SendError::Encode(e.to_string()))?;
-                Message {
-                    text: json.into(),
-                    json: true,
-                }
-            }
-        };
+        self.publish_message(topic, topic_message(data)?)
+    }
+
+    fn publish_message(&self, topic: &str, message: Message) -> Result<(), SendError> {
         self.inner
             .node
             .broker

@@ -306,9 +306,10 @@ impl Gate {
                 .inspect_err(|_| self.metrics.permission_denied("publish"))?;
         }
         let owed = (topics.len() as u32).saturating_sub(paid);
-        self.rate(who, from, owed)?;
+        let key = client_key(who, from);
+        self.take_rate(&key, owed)?;
         let cost = topic::retained_cost(bytes).saturating_mul(topics.len());
-        if self.limits.admit_history(&client_key(who, from), cost) {
+        if self.limits.admit_history(&key, cost) {
             Ok(())
         } else {
             self.metrics.limit_hit("history_share");
@@ -324,8 +325,12 @@ impl Gate {
         if n == 0 {
             return Ok(());
         }
-        let admitted = self.limits.admit_publish(client_key(who, from), n);
-        if admitted {
+        self.take_rate(&client_key(who, from), n)
+    }
+
+    /// Take `n` tokens of the publish rate of client `key` (see [`client_key`]).
+    fn take_rate(&self, key: &String, n: u32) -> Result<(), Refused> {
+        if n == 0 || self.limits.admit_publish(key, n) {
             Ok(())
         } else {
             self.metrics.limit_hit("publish_rate");
