@@ -102,10 +102,9 @@ pub trait Broker: Send + Sync + 'static {
         None
     }
 
-    /// Round trips to the broker's store, for `/metrics` (`None` for the in-process broker).
-    fn round_trips(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
-        None
-    }
+    /// Add the broker's own metrics (round trips to its store, publish batches) to a scrape's
+    /// registry; the in-process broker has none.
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 
     /// Messages relayed from other nodes that this node dropped because it could not keep up
     /// (its topics fetch them back from the shared history).

@@ -38,7 +38,7 @@ pub fn record(kind: crate::broker::RecordKind, id: &str) -> String {
     }
 }
 
-/// The marker of one publish, so that a retried publish is numbered once.
+/// The marker of one batch of publishes, so that a retried batch is numbered once.
 pub fn publish_marker(topic: &str, publish_id: &str) -> String {
     format!("nimbus:p:{{{topic}}}:{publish_id}")
 }

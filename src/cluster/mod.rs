@@ -1,9 +1,10 @@
 //! The cluster bridge: the Redis broker that lets any node serve any client.
 //!
-//! - **Numbering and history.** A publish runs one script (`publish.lua`) that numbers the
-//!   message in its topic, appends it to the topic's history stream (trimmed by count, expired
-//!   by age) and relays it on the topic's channel: O(1) Redis writes per broadcast, whatever the
-//!   audience. A client's "cache" is its cursor in that history, so any node can serve it.
+//! - **Numbering and history.** Publishes run through one script (`publish.lua`) that numbers
+//!   each message in its topic, appends it to the topic's history stream (trimmed by count,
+//!   expired by age) and relays it on the topic's channel: O(1) Redis writes per broadcast,
+//!   whatever the audience. The publishes that queue while one call is out go in the next call
+//!   together (one round trip and one script run for up to [`BATCH_MESSAGES`]). A client's "cache" is its cursor in that history, so any node can serve it.
 //! - **Relay.** One multiplexed RESP3 connection per node (redis-rs `ConnectionManager`, which
 //!   reconnects and resubscribes by itself) subscribes to a topic's channel while the node has
 //!   local members of it. A node ignores its own relays: it hands its publishes to its local
@@ -104,6 +105,8 @@ pub struct RedisBroker {
     cursor_notes: cursors::CursorNotes,
     /// Publish scripts' and health pings' round trips, for `/metrics`.
     round_trips: prometheus_client::metrics::histogram::Histogram,
+    /// Messages per publish call, for `/metrics`.
+    publish_batches: prometheus_client::metrics::histogram::Histogram,
     /// Itself, for futures that outlive a call.
     me: Weak<RedisBroker>,
     /// This process among the cluster's nodes, for presence (`<node id>:<random>`).
@@ -164,6 +167,9 @@ impl RedisBroker {
             control_jobs,
             cursor_notes: cursors::CursorNotes::new(),
             round_trips: crate::metrics::latency_histogram(),
+            publish_batches: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 9),
+            ),
             me: me.clone(),
             instance: format!(
                 "{}:{}",
@@ -242,64 +248,102 @@ impl RedisBroker {
     }
 }
 
-/// Run publishes through the script one at a time, in the order they were accepted; while
-/// Redis is unreachable, retry the head of the queue (the rest waits behind it, bounded).
+/// Most messages one publish call carries on a single Redis, and the most text bytes: enough
+/// that a busy node's publishes cost Redis one script run and one round trip per batch rather
+/// than per message (the chat shape, where every member publishes), few enough that one call
+/// does not hold Redis for long.
+const BATCH_MESSAGES: usize = 256;
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Run publishes through the script in the order they were accepted, as many per call as have
+/// queued while the previous call was out (none is held back to fill a batch); while Redis is
+/// unreachable, retry the same batch (the rest waits behind it, bounded).
 async fn publish_loop(broker: Weak<RedisBroker>, mut jobs: mpsc::Receiver<PublishJob>) {
     let script = Script::new(include_str!("publish.lua"));
-    // Publish ids: this process's random prefix and a counter.
+    // Batch ids: this process's random prefix and a counter.
     let prefix = uuid::Uuid::new_v4().simple().to_string();
     let mut counter: u64 = 0;
-    while let Some(job) = jobs.recv().await {
+    let mut batch = Vec::with_capacity(BATCH_MESSAGES);
+    while let Some(first) = jobs.recv().await {
         let Some(broker) = broker.upgrade() else {
             return;
         };
+        // On a Redis Cluster one call's keys must share a slot: one message per call.
+        let most = if broker.settings.cluster {
+            1
+        } else {
+            BATCH_MESSAGES
+        };
+        let mut bytes = first.message.text.len();
+        batch.push(first);
+        while batch.len() < most && bytes < BATCH_BYTES {
+            let Ok(job) = jobs.try_recv() else { break };
+            bytes += job.message.text.len();
+            batch.push(job);
+        }
         counter += 1;
-        let marker = keys::publish_marker(&job.topic, &format!("{prefix}-{counter}"));
-        let settings = &broker.settings;
-        let mut conn = broker.conn.clone();
-        let audience = relay::encode_audience(&job.audience);
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let sent = tokio::time::Instant::now();
-            let result: redis::RedisResult<(u64, u64)> = script
+        let marker = keys::publish_marker(&batch[0].topic, &format!("{prefix}-{counter}"));
+        let numbers = broker.publish_batch(&script, &marker, &batch).await;
+        for (job, numbers) in batch.drain(..).zip(numbers.chunks_exact(2)) {
+            let mut envelope = Envelope::new(job.topic, numbers[1], job.audience, job.message);
+            envelope.published_ms = job.accepted_ms;
+            broker.topics.ingest(numbers[0], Arc::new(envelope));
+            if let Some(numbered) = job.numbered {
+                let _ = numbered.send(());
+            }
+        }
+    }
+}
+
+impl RedisBroker {
+    /// Number, store and relay `batch` in one script call, retried until Redis answers; the
+    /// epoch and sequence number of each message, in order.
+    async fn publish_batch(&self, script: &Script, marker: &str, batch: &[PublishJob]) -> Vec<u64> {
+        let settings = &self.settings;
+        let mut conn = self.conn.clone();
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(marker)
+            .arg(now_ms())
+            .arg(settings.history_messages)
+            .arg(settings.history_age.as_millis() as u64)
+            .arg(META_TTL.as_millis() as u64)
+            .arg(&settings.node_id)
+            .arg(conn.publish_command());
+        for job in batch {
+            invocation
                 .key(keys::meta(&job.topic))
                 .key(keys::history(&job.topic))
                 .key(keys::channel(&job.topic))
-                .key(&marker)
-                .arg(now_ms())
-                .arg(settings.history_messages)
-                .arg(settings.history_age.as_millis() as u64)
-                .arg(META_TTL.as_millis() as u64)
-                .arg(&settings.node_id)
-                .arg(&audience)
+                .arg(relay::encode_audience(&job.audience))
                 .arg(relay::encode_json_flag(job.message.json))
-                .arg(&*job.message.text)
-                .arg(conn.publish_command())
-                .invoke_async(&mut conn)
-                .await;
+                .arg(&*job.message.text);
+        }
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let sent = tokio::time::Instant::now();
+            let result: redis::RedisResult<Vec<u64>> = invocation.invoke_async(&mut conn).await;
             match result {
-                Ok((epoch, seq)) => {
-                    broker.round_trips.observe(sent.elapsed().as_secs_f64());
-                    let mut envelope = Envelope::new(
-                        job.topic.clone(),
-                        seq,
-                        job.audience.clone(),
-                        job.message.clone(),
+                Ok(numbers) if numbers.len() == 2 * batch.len() => {
+                    self.round_trips.observe(sent.elapsed().as_secs_f64());
+                    self.publish_batches.observe(batch.len() as f64);
+                    return numbers;
+                }
+                Ok(numbers) => {
+                    // Only a reused batch id could do this; the marker expires within a minute.
+                    tracing::error!(
+                        expected = 2 * batch.len(),
+                        got = numbers.len(),
+                        "the publish script answered for another batch"
                     );
-                    envelope.published_ms = job.accepted_ms;
-                    broker.topics.ingest(epoch, Arc::new(envelope));
-                    if let Some(numbered) = job.numbered {
-                        let _ = numbered.send(());
-                    }
-                    break;
                 }
                 Err(error) => {
-                    broker.ready.store(false, Ordering::Relaxed);
-                    tracing::warn!(topic = %job.topic, %error, "publish waits for Redis");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
+                    self.ready.store(false, Ordering::Relaxed);
+                    tracing::warn!(topic = %batch[0].topic, %error, "publish waits for Redis");
                 }
             }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
 }
@@ -658,8 +702,17 @@ impl Broker for RedisBroker {
         Some(self.arc())
     }
 
-    fn round_trips(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
-        Some(self.round_trips.clone())
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "redis_rtt_seconds",
+            "Round trips to Redis: publish calls and health pings",
+            self.round_trips.clone(),
+        );
+        registry.register(
+            "redis_publish_batch_messages",
+            "Messages per publish call to Redis (what queued while the previous call was out)",
+            self.publish_batches.clone(),
+        );
     }
 
     fn relays_dropped(&self) -> u64 {

@@ -34,13 +34,7 @@ fn render(node: &Node) -> String {
         "From a message's publishing (on any node) to its fan-out to this node's subscribers",
         node.topics.latency().clone(),
     );
-    if let Some(rtt) = node.broker.round_trips() {
-        registry.register(
-            "redis_rtt_seconds",
-            "Round trips to Redis: publish scripts and health pings",
-            rtt,
-        );
-    }
+    node.broker.register_metrics(&mut registry);
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut text, &registry);

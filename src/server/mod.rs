@@ -193,6 +193,7 @@ pub fn serve_apps(
                 // What `actix_web::HttpServer` sets: a closing connection that does not finish
                 // its shutdown within a second is dropped.
                 .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .keep_alive(IDLE_KEEP_ALIVE)
                 .local_addr(addr)
                 // WebSocket handshakes leave the HTTP dispatcher: see `upgrade`.
                 .upgrade(upgrade::factory(service.clone()))
@@ -202,6 +203,13 @@ pub fn serve_apps(
         .run();
     Ok(server)
 }
+
+/// How long an idle HTTP/1.1 connection stays open between requests. Longer than a balancer
+/// keeps idle connections to a node for reuse (HAProxy's `timeout server` in
+/// `deploy/haproxy.cfg` is 120 s): with actix's default of 5 s a node could close a connection
+/// at the moment the balancer sends a request on it, and HAProxy does not resend a POST, so the
+/// client got a 502 (a Cettia client then drops its transport). A closing balancer is harmless.
+const IDLE_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(130);
 
 /// Add the telemetry listener, if the node has one.
 fn listen_telemetry(

@@ -606,3 +606,82 @@ async fn a_late_cursor_note_never_moves_a_session_record_back() {
         assert_eq!(stands(broker.clone()).await, Some(stands_then), "{what}");
     }
 }
+
+/// Publishes that queue while a call to Redis is out go to Redis together in the next call
+/// (issue 27: one round trip and one script run for many messages); every topic still numbers
+/// its messages in the order they were sent, and the other node relays every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_publishes_crosses_the_cluster_complete_in_order_and_batched() {
+    const TOPICS: usize = 8;
+    const EACH: usize = 150;
+    let redis = Redis::start();
+    let unlimited = |c: &mut nimbus::Config| c.max_publishes_per_sec = 0;
+    let (a, _) = TestServer::start_clustered(&redis.url(), "burst-a", unlimited, |_| {});
+    let (b, _) = TestServer::start_clustered(&redis.url(), "burst-b", unlimited, |_| {});
+    let mut subscribers = Vec::new();
+    let mut publishers = Vec::new();
+    for t in 0..TOPICS {
+        let topic = format!("/cluster/burst-{t}");
+        for (node, sockets) in [(&b, &mut subscribers), (&a, &mut publishers)] {
+            let (mut ws, _) = common::ws_open(node, &topic, "0", true).await;
+            ws_next(&mut ws).await; // handshake: joined, and the node subscribed to the topic
+            sockets.push(ws);
+        }
+    }
+    let sent = |t: usize| (0..EACH).map(move |i| format!("{t}:{i}"));
+    // Every publisher writes its messages without waiting, all at once.
+    let bursts = publishers.iter_mut().enumerate().map(|(t, ws)| async move {
+        for message in sent(t) {
+            ws.feed(WsMessage::text(message)).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+    });
+    futures::future::join_all(bursts).await;
+    let readers = subscribers.iter_mut().map(|ws| async move {
+        let mut got = Vec::new();
+        within(
+            20.0,
+            "every message of the burst on the other node",
+            async {
+                while got.len() < EACH {
+                    match ws.next().await {
+                        Some(Ok(WsMessage::Text(text))) => got.extend(
+                            unframe(text.as_str())
+                                .into_iter()
+                                .filter(|m| m.as_str() != "X"),
+                        ),
+                        Some(Ok(_)) => {}
+                        other => panic!("expected a text frame, got {other:?}"),
+                    }
+                }
+            },
+        )
+        .await;
+        got
+    });
+    let received = futures::future::join_all(readers).await;
+    for (t, got) in received.into_iter().enumerate() {
+        assert_eq!(
+            got,
+            sent(t).collect::<Vec<_>>(),
+            "topic {t}: all, once, in order"
+        );
+    }
+    let page = common::scrape(&a).await;
+    let figure = |name: &str| -> f64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{page}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let calls = figure("nimbus_redis_publish_batch_messages_count");
+    let messages = figure("nimbus_redis_publish_batch_messages_sum");
+    assert_eq!(messages, (TOPICS * EACH) as f64, "{page}");
+    assert!(
+        calls < messages,
+        "{messages} messages went to Redis in {calls} calls: none shared a call"
+    );
+    println!("{messages} messages in {calls} publish calls");
+}
