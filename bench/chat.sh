@@ -12,7 +12,8 @@
 #   BEFORE=/path/to/old/nimbus bench/chat.sh   also a row of that build in each round
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p nimbus -p nimbus-bench >/dev/null 2>&1
+cargo build --release --bin nimbus >/dev/null 2>&1
+cargo build --release -p nimbus-bench >/dev/null 2>&1
 cargo build --release --manifest-path ../shared/peers/sioxide/Cargo.toml --target-dir target/peers >/dev/null 2>&1
 ulimit -n "$(ulimit -Hn)"
 PORT=${PORT:-19100}
@@ -26,12 +27,13 @@ CURVE=${CURVE-1000 700 500 350}
 LOADGEN_THREADS=${LOADGEN_THREADS:-2}
 DIR=target/bench-chat
 REDIS_PORT=$((PORT + 9))
-# One worker per node (three nodes share two cores); no publish rate limit, since every member
-# comes from 127.0.0.1 and the limit counts an anonymous client's address.
+# One worker per node (three nodes share two cores). Every member comes from 127.0.0.1, and an
+# anonymous client's publish rate and history share are counted per address: both off here, or
+# the limits would close the members (as they should, for one address sending this much).
 NIMBUS=$PWD/target/release/nimbus
 BEFORE=${BEFORE:-}
 export RUST_LOG=warn
-export NIMBUS_ARGS="${NIMBUS_ARGS:---workers 1 --max-publishes-per-sec 0}"
+export NIMBUS_ARGS="${NIMBUS_ARGS:---workers 1 --max-publishes-per-sec 0 --history-share-bytes 0}"
 SIOXIDE=$PWD/target/peers/release/sioxide
 mkdir -p "$DIR"
 

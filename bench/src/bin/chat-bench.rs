@@ -329,9 +329,13 @@ async fn connect(member: &Member) -> Socket {
         Server::Socketio => {
             ws.next().await;
             ws.send(Message::text("40")).await.expect("connect");
+            // engineioxide pings at once, before the acknowledgement: unanswered, it closes the
+            // connection a ping timeout later.
             while let Some(Ok(frame)) = ws.next().await {
-                if frame.to_text().is_ok_and(|t| t.starts_with("40")) {
-                    break;
+                match frame.to_text() {
+                    Ok("2") => ws.send(Message::text("3")).await.expect("pong"),
+                    Ok(text) if text.starts_with("40") => break,
+                    _ => {}
                 }
             }
         }
@@ -356,7 +360,18 @@ async fn run_member(
     loop {
         tokio::select! {
             frame = ws.next() => {
-                let Some(Ok(frame)) = frame else {
+                let frame = match frame {
+                    Some(Ok(Message::Close(reason))) => {
+                        report_close(&format!("{reason:?}"));
+                        None
+                    }
+                    Some(Err(error)) => {
+                        report_close(&error.to_string());
+                        None
+                    }
+                    other => other.and_then(Result::ok),
+                };
+                let Some(frame) = frame else {
                     if *stage.borrow() != Stage::Done {
                         totals.closed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -454,6 +469,12 @@ fn print_missing(finished: &[Finished]) {
             }
         }
     }
+}
+
+/// The first way a connection ended, once per run (the server's close reason, or the error).
+fn report_close(how: &str) {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| eprintln!("a connection ended: {how}"));
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
