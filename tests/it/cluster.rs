@@ -587,8 +587,17 @@ async fn a_late_cursor_note_never_moves_a_session_record_back() {
             record.map(|r| (r.epoch, r.cursor))
         }
     };
-    // Notes are written every 250 ms: give each one a second to land.
-    let settle = || tokio::time::sleep(Duration::from_secs(1));
+    // Notes are written in batches every 250 ms, in the order they were taken: a marker noted
+    // after each note (another session, no record of its own) has landed once the note has.
+    let landed = |marker: String| {
+        let redis = &redis;
+        within(10.0, "the cursor notes to be written", async move {
+            let key = format!("nimbus:s:{marker}");
+            while redis.cli(&["hget", &key, "noted"]).trim().is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
 
     broker
         .save_session(session.clone(), record(7, 10))
@@ -602,7 +611,9 @@ async fn a_late_cursor_note_never_moves_a_session_record_back() {
         ((8, 3), (8, 3), "a newer epoch"),
     ] {
         broker.note_cursor(session.clone(), note.0, note.1);
-        settle().await;
+        let marker = format!("late-note-marker-{}-{}", note.0, note.1);
+        broker.note_cursor(marker.as_str().into(), 1, 1);
+        landed(marker).await;
         assert_eq!(stands(broker.clone()).await, Some(stands_then), "{what}");
     }
 }

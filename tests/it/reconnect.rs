@@ -61,7 +61,8 @@ async fn websocket_reconnect_after_a_dropped_tcp_connection() {
     let (mut ws, _) = ws_open(&server, topic, "ws-dropped", true).await;
     ws_text(&mut ws).await;
     drop(ws);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The node noticed the connection is gone (what it publishes next is kept for the client).
+    common::wait_stat(&server, "websockets_open", 5.0, |n| n == 0).await;
 
     let missed: Vec<String> = (0..50).map(|i| format!("missed-{i}")).collect();
     publish_all(&server, topic, &missed).await;
