@@ -4,7 +4,8 @@
 //!   each message in its topic, appends it to the topic's history stream (trimmed by count,
 //!   expired by age) and relays it on the topic's channel: O(1) Redis writes per broadcast,
 //!   whatever the audience. The publishes that queue while one call is out go in the next call
-//!   together (one round trip and one script run for up to [`BATCH_MESSAGES`]). A client's "cache" is its cursor in that history, so any node can serve it.
+//!   together (one round trip and one script run for up to 256 messages, `BATCH_MESSAGES`).
+//!   A client's "cache" is its cursor in that history, so any node can serve it.
 //! - **Relay.** One multiplexed RESP3 connection per node (redis-rs `ConnectionManager`, which
 //!   reconnects and resubscribes by itself) subscribes to a topic's channel while the node has
 //!   local members of it. A node ignores its own relays: it hands its publishes to its local
