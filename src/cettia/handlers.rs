@@ -3,6 +3,7 @@
 
 use actix::prelude::*;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 
 use super::cluster::{Control, Handled};
 use super::messages::*;
@@ -25,7 +26,11 @@ impl Handler<AttachPush> for SocketActor {
             body_watch: None,
             waiting: false,
         };
-        let generation = self.attach(transport, msg.transport_id, msg.heartbeat_ms, false, ctx);
+        let (generation, record_saved) =
+            self.attach(transport, msg.transport_id, msg.heartbeat_ms, false, ctx);
+        if let Some(save) = record_saved {
+            actix::spawn(save);
+        }
         if let Some(body) = msg.body {
             let closed = body.closed();
             let handle = ctx.spawn(closed.into_actor(self).map(move |_, act, ctx| {
@@ -42,9 +47,9 @@ impl Handler<AttachPush> for SocketActor {
 }
 
 impl Handler<AttachLongPoll> for SocketActor {
-    type Result = u64;
+    type Result = AttachedLongPoll;
 
-    fn handle(&mut self, msg: AttachLongPoll, ctx: &mut Context<Self>) -> u64 {
+    fn handle(&mut self, msg: AttachLongPoll, ctx: &mut Context<Self>) -> AttachedLongPoll {
         self.on_transport
             .set(crate::transport::TransportKind::LongPolling);
         let transport = Transport::LongPoll {
@@ -52,18 +57,38 @@ impl Handler<AttachLongPoll> for SocketActor {
             parked: None,
             repoll: None,
         };
-        let generation = self.attach(
+        let (generation, socket_saved) = self.attach(
             transport,
             Some(msg.transport_id.clone()),
             msg.heartbeat_ms,
             msg.continued,
             ctx,
         );
-        if !msg.continued && self.shared.dialect.resumes() {
-            // Clustered: its next poll may land on another node, which looks its socket up.
-            self.server
-                .record_transport(&msg.transport_id, &self.shared.id);
-        }
+        // Clustered: the next poll of a new transport may land on another node, which looks
+        // the transport's socket up and then the socket's record: the open is answered once
+        // both are written. A continued transport's next poll finds them already.
+        let records_saved = if msg.continued {
+            if let Some(save) = socket_saved {
+                actix::spawn(save);
+            }
+            None
+        } else {
+            let transport_saved = if self.shared.dialect.resumes() {
+                self.server
+                    .record_transport(&msg.transport_id, &self.shared.id)
+            } else {
+                None
+            };
+            match (socket_saved, transport_saved) {
+                (Some(socket), Some(transport)) => {
+                    let both: BoxFuture<'static, ()> = Box::pin(async move {
+                        futures_util::future::join(socket, transport).await;
+                    });
+                    Some(both)
+                }
+                (socket, transport) => socket.or(transport),
+            }
+        };
         // The client polls right after the open answer; if it never does, the transport ends.
         if let Some(Transport::LongPoll { repoll, .. }) = &mut self.transport {
             *repoll = Some(ctx.run_later(LONG_POLL_REPOLL, move |act, ctx| {
@@ -72,7 +97,10 @@ impl Handler<AttachLongPoll> for SocketActor {
                 }
             }));
         }
-        generation
+        AttachedLongPoll {
+            generation,
+            records_saved,
+        }
     }
 }
 

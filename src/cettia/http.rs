@@ -6,6 +6,7 @@
 //! malformed request (query string, JSONP callback, topic) and 413 for a message over
 //! `--max-message-bytes`. Every error has a plain-text body saying what is wrong.
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
 use actix_web::http::{header, Method, StatusCode};
@@ -271,7 +272,7 @@ async fn continue_transport(
         heartbeat_ms: None,
         continued: true,
     };
-    let generation = socket.send(attach).await.ok()?;
+    let generation = socket.send(attach).await.ok()?.generation;
     cettia.register_transport(tid, socket.clone(), generation);
     Some((socket, generation))
 }
@@ -314,10 +315,14 @@ async fn open(cettia: &Cettia, request: &CettiaRequest, who: Identity) -> HttpRe
                 heartbeat_ms: None,
                 continued: false,
             };
-            let Ok(generation) = socket.send(attach).await else {
+            let Ok(attached) = socket.send(attach).await else {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
             };
-            cettia.register_transport(transport_id, socket, generation);
+            cettia.register_transport(transport_id, socket, attached.generation);
+            if let Some(saved) = attached.records_saved {
+                // Bounded: with Redis away the socket still works on this node.
+                let _ = tokio::time::timeout(RECORDS_WAIT, saved).await;
+            }
             match jsonp {
                 Some(callback) => HttpResponse::Ok()
                     .content_type(JAVASCRIPT)
@@ -327,6 +332,9 @@ async fn open(cettia: &Cettia, request: &CettiaRequest, who: Identity) -> HttpRe
         }
     }
 }
+
+/// Longest a long-poll open waits for the records another node needs to continue it.
+const RECORDS_WAIT: Duration = Duration::from_secs(2);
 
 /// Open a streaming response whose first chunk is `first`, attached to `socket`.
 async fn stream(
@@ -579,10 +587,10 @@ async fn vibe_open(
             heartbeat_ms: heartbeat,
             continued: false,
         };
-        let Ok(generation) = socket.send(attach).await else {
+        let Ok(attached) = socket.send(attach).await else {
             return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
         };
-        cettia.register_transport(key.into(), socket, generation);
+        cettia.register_transport(key.into(), socket, attached.generation);
         let content_type = if jsonp.is_some() { JAVASCRIPT } else { TEXT };
         HttpResponse::Ok().content_type(content_type).finish()
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::{InboundAck, ReplyCallback};
@@ -40,9 +41,9 @@ pub struct AttachPush {
     pub heartbeat_ms: Option<u64>,
 }
 
-/// Attach a long-poll transport; answered with its generation.
+/// Attach a long-poll transport.
 #[derive(Message)]
-#[rtype(result = "u64")]
+#[rtype(result = "AttachedLongPoll")]
 pub struct AttachLongPoll {
     pub transport_id: Arc<str>,
     pub jsonp: Option<String>,
@@ -50,6 +51,16 @@ pub struct AttachLongPoll {
     /// The transport was opened on another node and continues here: no new handshake, no
     /// `open` (its client sees one transport).
     pub continued: bool,
+}
+
+/// A long-poll transport attached: its generation and, for a new transport of a clustered
+/// socket, the writes another node needs to continue it (the socket's record and which socket
+/// the transport belongs to). The open is answered only once they are done: the client polls
+/// right after it, and that poll may land on any node.
+#[derive(MessageResponse)]
+pub struct AttachedLongPoll {
+    pub generation: u64,
+    pub records_saved: Option<BoxFuture<'static, ()>>,
 }
 
 /// The answer to one long-poll.

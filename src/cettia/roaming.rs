@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use actix::prelude::*;
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 
 use super::cluster::{
@@ -251,23 +252,26 @@ impl Cettia {
         addr
     }
 
-    /// Clustered: remember which socket an HTTP transport belongs to, so that its next
-    /// request may land on any node.
-    pub(crate) fn record_transport(&self, transport_id: &str, socket_id: &str) {
-        let Some(control) = &self.inner.control else {
-            return;
-        };
+    /// Clustered: the write that remembers which socket an HTTP transport belongs to, so that
+    /// its next request may land on any node (a failure is logged: that request then fails,
+    /// and the client opens a new transport).
+    pub(crate) fn record_transport(
+        &self,
+        transport_id: &str,
+        socket_id: &str,
+    ) -> Option<BoxFuture<'static, ()>> {
+        let control = self.inner.control.as_ref()?;
         let save = control.save_record(
             RecordKind::CettiaTransport,
             transport_id,
             socket_id.as_bytes().to_vec(),
             self.resume_window(),
         );
-        tokio::spawn(async move {
+        Some(Box::pin(async move {
             if let Err(error) = save.await {
                 tracing::debug!(%error, "transport record not saved");
             }
-        });
+        }))
     }
 
     /// Clustered: the socket of an HTTP transport opened on another node, moved here.

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::cluster::{Control, SocketRecord, Target, TopicCursor};
@@ -214,11 +215,17 @@ impl SocketActor {
 
     /// Clustered (Cettia): write the socket record now, with a TTL of the resume window.
     pub(super) fn save_record(&mut self) {
-        let Some(control) = self.server.control() else {
-            return;
-        };
+        if let Some(save) = self.record_save() {
+            actix::spawn(save);
+        }
+    }
+
+    /// Clustered (Cettia): the write of the socket record as it is now, to be run (a failure
+    /// is logged: the next write repeats it).
+    pub(super) fn record_save(&mut self) -> Option<BoxFuture<'static, ()>> {
+        let control = self.server.control()?;
         if !self.shared.dialect.resumes() || self.moved {
-            return;
+            return None;
         }
         let record = self.snapshot(control.node_id());
         self.saved_tags = record.tags.clone();
@@ -231,11 +238,11 @@ impl SocketActor {
             self.server.resume_window(),
         );
         let id = self.shared.id.clone();
-        actix::spawn(async move {
+        Some(Box::pin(async move {
             if let Err(error) = save.await {
                 tracing::debug!(socket = %id, %error, "socket record not saved");
             }
-        });
+        }))
     }
 
     /// Clustered: write the record if it is due (see `cluster.rs` for when).
@@ -277,7 +284,8 @@ impl SocketActor {
 }
 
 impl SocketActor {
-    /// A new transport: replace the old one, handshake, deliver the queue.
+    /// A new transport: replace the old one, handshake, deliver the queue. Answers its
+    /// generation and (clustered) the write of the socket record, which the caller runs.
     pub(super) fn attach(
         &mut self,
         transport: Transport,
@@ -285,7 +293,7 @@ impl SocketActor {
         heartbeat_ms: Option<u64>,
         continued: bool,
         ctx: &mut Context<Self>,
-    ) -> u64 {
+    ) -> (u64, Option<BoxFuture<'static, ()>>) {
         if self.transport.is_some() {
             tracing::debug!(socket = %self.shared.id, "replacing a transport the client abandoned");
             self.drop_transport(ctx);
@@ -333,8 +341,7 @@ impl SocketActor {
             }
         }
         self.flush(ctx);
-        self.save_record();
-        self.generation
+        (self.generation, self.record_save())
     }
 
     pub(super) fn arm_heartbeat(&mut self, ctx: &mut Context<Self>) {

@@ -440,6 +440,54 @@ async fn a_long_polling_client_works_through_the_balancer() {
     assert!(nodes.len() >= 2, "polls served by {nodes:?} only");
 }
 
+/// The first poll of a long-polling transport, sent the moment its open is answered, to
+/// another node: that node finds the transport's socket (the open is answered only once the
+/// records saying where it is are written) and serves the socket's handshake. A poll that
+/// beat those writes got `500 no such socket` and the client gave up on the transport (seen
+/// with the real client in `scripts/cettia-cluster.sh`, mostly on a cluster's first sockets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_poll_on_another_node_right_after_the_open_finds_the_socket() {
+    let cluster = Cluster::up(NODE_ARGS);
+    let http = reqwest::Client::new();
+    for i in 0..20 {
+        let (opener, poller) = if i % 2 == 0 { (1, 2) } else { (2, 3) };
+        let open = http
+            .get(cluster.node(
+                opener,
+                &format!(
+                    "/cettia?{Q}&cettia-transport-name=longpoll&cettia-transport-when=open&topic=/first-poll/{i}"
+                ),
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(open.status(), 200, "open {i}");
+        let open = open.text().await.unwrap();
+        let tid = open
+            .split_once("cettia-transport-id=")
+            .unwrap_or_else(|| panic!("{open}"))
+            .1
+            .to_string();
+        let poll = http
+            .get(cluster.node(
+                poller,
+                &format!(
+                    "/cettia?{Q}&cettia-transport-name=longpoll&cettia-transport-when=poll&cettia-transport-id={tid}"
+                ),
+            ))
+            .send()
+            .await
+            .unwrap();
+        let status = poll.status();
+        let body = poll.text().await.unwrap();
+        assert_eq!(status, 200, "first poll {i} on node {poller}: {body}");
+        assert!(
+            body.starts_with("?cettia-version=1.0&cettia-id="),
+            "first poll {i}: {body:?}"
+        );
+    }
+}
+
 /// An HTTP streaming Cettia client through the balancer: its stream stays on one node, its
 /// POSTed events land on every node in turn and are forwarded to the stream's node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
