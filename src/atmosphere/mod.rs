@@ -333,4 +333,12 @@ impl LocalSessions for Atmosphere {
             .map(|(id, _)| id)
             .collect()
     }
+
+    fn protocol(&self) -> &'static str {
+        "atmosphere"
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
 }

@@ -54,6 +54,10 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// call, so what one node publishes goes out in call order; the future tells when it did.
     fn publish_control(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<(), StoreError>>;
 
+    /// How many node processes are alive in the cluster (beating within the presence
+    /// deadline), this one included: how many answers a survey of every node waits for.
+    fn live_nodes(&self) -> BoxFuture<'static, Result<usize, StoreError>>;
+
     /// Where the control messages of `channel` go; replaces its previous handler.
     fn set_control_handler(&self, channel: ControlChannel, handler: ControlHandler);
 

@@ -593,6 +593,14 @@ impl LocalSessions for Cettia {
             .map(|(id, _)| id.clone())
             .collect()
     }
+
+    fn protocol(&self) -> &'static str {
+        "cettia"
+    }
+
+    fn count(&self) -> usize {
+        self.counts().0
+    }
 }
 
 impl Cettia {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
+use super::presence::DEAD_AFTER;
 use super::{keys, unreachable, RedisBroker};
 use crate::broker::{ControlChannel, ControlHandler, ControlPlane, RecordKind};
 use crate::topic::StoreError;
@@ -57,6 +58,20 @@ impl ControlPlane for RedisBroker {
             published
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Unreachable("the broker stopped".into())))
+        })
+    }
+
+    fn live_nodes(&self) -> BoxFuture<'static, Result<usize, StoreError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let alive_since = super::now_ms().saturating_sub(DEAD_AFTER.as_millis() as u64);
+            redis::cmd("ZCOUNT")
+                .arg(keys::PRESENCE_BEATS)
+                .arg(alive_since)
+                .arg("+inf")
+                .query_async::<usize>(&mut conn)
+                .await
+                .map_err(unreachable)
         })
     }
 

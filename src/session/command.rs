@@ -9,6 +9,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+use super::survey::{NodeReport, Pending};
 use crate::broker::{ControlChannel, ControlPlane};
 use crate::node::Node;
 use crate::topic::{Audience, Message, SessionId, StoreError};
@@ -30,6 +31,13 @@ pub enum Command {
         topic: String,
         data: String,
     },
+    /// Every node: report to the asker (see `survey`).
+    Survey { survey: String, members: bool },
+    /// One node's answer to a survey.
+    Report {
+        survey: String,
+        report: Box<NodeReport>,
+    },
 }
 
 /// The sessions of one protocol on this node, as commands see them.
@@ -42,6 +50,12 @@ pub trait LocalSessions: Send + Sync + 'static {
 
     /// The ids of `user`'s sessions in `topic`.
     fn sessions_of(&self, user: &str, topic: &str) -> Vec<SessionId>;
+
+    /// The protocol's name in reports (`atmosphere`, `cettia`).
+    fn protocol(&self) -> &'static str;
+
+    /// How many sessions it holds on this node.
+    fn count(&self) -> usize;
 }
 
 /// Runs commands on this node's sessions, or the cluster's.
@@ -49,6 +63,7 @@ pub trait LocalSessions: Send + Sync + 'static {
 pub struct Commands {
     node: Arc<Node>,
     local: Arc<RwLock<Vec<Arc<dyn LocalSessions>>>>,
+    surveys: Arc<Pending>,
 }
 
 // === impl Commands ===
@@ -60,6 +75,7 @@ impl Commands {
         let commands = Commands {
             node,
             local: Arc::default(),
+            surveys: Arc::default(),
         };
         if let Some(control) = commands.node.broker.control() {
             let me = commands.clone();
@@ -67,6 +83,12 @@ impl Commands {
                 ControlChannel::Sessions,
                 Arc::new(
                     move |payload: &[u8]| match serde_json::from_slice(payload) {
+                        Ok(Command::Survey { survey, members }) => {
+                            me.answer_survey(survey, members)
+                        }
+                        Ok(Command::Report { survey, report }) => {
+                            me.surveys.deliver(&survey, *report)
+                        }
                         Ok(command) => {
                             me.run_here(&command);
                         }
@@ -96,8 +118,20 @@ impl Commands {
         }
     }
 
-    fn control(&self) -> Option<Arc<dyn ControlPlane>> {
+    pub(super) fn control(&self) -> Option<Arc<dyn ControlPlane>> {
         self.node.broker.control()
+    }
+
+    pub(super) fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    pub(super) fn local_sessions(&self) -> Vec<Arc<dyn LocalSessions>> {
+        self.local.read().clone()
+    }
+
+    pub(super) fn pending_surveys(&self) -> &Pending {
+        &self.surveys
     }
 
     /// Run `command` on this node's sessions.
@@ -131,6 +165,8 @@ impl Commands {
                 }
                 n
             }
+            // Answered by every node on the control channel, never run on sessions.
+            Command::Survey { .. } | Command::Report { .. } => 0,
         }
     }
 }

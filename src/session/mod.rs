@@ -20,6 +20,7 @@ pub mod admission;
 pub mod command;
 pub mod expiry;
 mod membership;
+pub mod survey;
 pub mod websocket;
 
 use actix_http::ws::{CloseCode, CloseReason};
@@ -35,6 +36,7 @@ pub use command::{Command, Commands, LocalSessions};
 pub use identity::{AuthError, Identity};
 pub use membership::{Fetch, Membership, Replay, Reports};
 pub use permissions::{Action, Denied, Permissions};
+pub use survey::{NodeReport, Survey};
 
 use crate::node::{Node, Stats};
 use crate::protocol::cettia::EventError;

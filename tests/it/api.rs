@@ -282,6 +282,46 @@ async fn the_api_of_one_node_acts_on_clients_of_the_others() {
     let seen = hank.read_until(5.0, |t| t.contains("after")).await;
     assert!(!seen.contains("for-gina"), "{seen}");
 
+    // topics and info answer for the cluster: node 1 holds none of these clients.
+    let (status, topics) = api(&node(1), "topics", KEY, json!({})).await;
+    assert_eq!(status, 200, "{topics}");
+    let topics = &topics["result"];
+    assert_eq!(
+        topics["topics"],
+        json!([{"topic": "/chat/c", "subscribers": 3}]),
+        "{topics}"
+    );
+    assert_eq!(
+        (&topics["nodes"], &topics["nodes_missing"]),
+        (&json!(["nimbus1", "nimbus2", "nimbus3"]), &json!(0)),
+        "{topics}"
+    );
+    let (status, info) = api(&node(2), "info", KEY, json!({})).await;
+    assert_eq!(status, 200, "{info}");
+    let info = &info["result"];
+    assert_eq!(
+        (&info["node"], &info["sessions"]["atmosphere"]),
+        (&json!("nimbus2"), &json!(1)),
+        "{info}"
+    );
+    let cluster_info = &info["cluster"];
+    assert_eq!(
+        (
+            &cluster_info["sessions"]["atmosphere"],
+            &cluster_info["topics"],
+            &cluster_info["nodes_missing"]
+        ),
+        (&json!(3), &json!(1), &json!(0)),
+        "{info}"
+    );
+    let nodes: Vec<&str> = cluster_info["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["nimbus1", "nimbus2", "nimbus3"], "{info}");
+
     let gina_id = on_2.response_headers["x-atmosphere-tracking-id"]
         .to_str()
         .unwrap()

@@ -20,8 +20,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use crate::atmosphere::Atmosphere;
-use crate::cettia::Cettia;
 use crate::node::Node;
 use crate::session::Commands;
 
@@ -31,8 +29,6 @@ const MAX_BODY: usize = 1024 * 1024;
 /// What an API call may need.
 pub struct Api<'a> {
     pub node: &'a Node,
-    pub atmosphere: &'a Atmosphere,
-    pub cettia: &'a Cettia,
     pub commands: &'a Commands,
 }
 
@@ -90,14 +86,10 @@ pub async fn call(
     method: web::Path<String>,
     body: web::Payload,
     node: web::Data<Node>,
-    atmosphere: web::Data<Atmosphere>,
-    cettia: web::Data<Cettia>,
     commands: web::Data<Commands>,
 ) -> HttpResponse {
     let api = Api {
         node: &node,
-        atmosphere: &atmosphere,
-        cettia: &cettia,
         commands: &commands,
     };
     match answer(&req, &method, body, &api).await {

@@ -1,18 +1,29 @@
-//! `topics {}`: the topics with subscribers on the answering node, with their counts.
-//! (Cluster-wide totals need the nodes' shared directory, not built yet: in a cluster this
-//! answers for the node that got the call, and says which.)
+//! `topics {}`: every topic with members anywhere in the cluster, with its member count summed
+//! over the nodes (a survey of every live node, `crate::session::survey`); which nodes
+//! answered, and how many live nodes did not in time.
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use super::{Api, ApiError};
 
 pub async fn call(api: &Api<'_>) -> Result<Value, ApiError> {
-    let topics: Vec<Value> = api
-        .node
-        .topics
-        .member_counts()
-        .await
+    let survey = api.commands.survey(true).await?;
+    let mut members: BTreeMap<&str, usize> = BTreeMap::new();
+    for report in &survey.reports {
+        for (topic, n) in &report.members {
+            *members.entry(topic).or_default() += n;
+        }
+    }
+    let topics: Vec<Value> = members
         .into_iter()
-        .map(|(topic, n)| json!({"topic": &*topic, "subscribers": n}))
+        .map(|(topic, n)| json!({"topic": topic, "subscribers": n}))
         .collect();
-    Ok(json!({ "node": api.node.id, "topics": topics }))
+    let nodes: Vec<&str> = survey.reports.iter().map(|r| r.node.as_str()).collect();
+    Ok(json!({
+        "node": api.node.id,
+        "topics": topics,
+        "nodes": nodes,
+        "nodes_missing": survey.missing,
+    }))
 }
