@@ -433,6 +433,7 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn records_round_trip() {
@@ -517,5 +518,15 @@ mod tests {
             Control::decode(&encode(&Value::Map(vec![(s("op"), s("?"))]))),
             Err(CodecError::UnknownOp(_))
         ));
+    }
+
+    proptest! {
+        // Records and control messages read back from Redis, whoever wrote them: a value or an
+        // error, never a panic.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = SocketRecord::decode(&bytes);
+            let _ = Control::decode(&bytes);
+        }
     }
 }

@@ -111,6 +111,7 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Relayed, RelayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn decodes_what_the_script_writes() {
@@ -141,5 +142,20 @@ mod tests {
         assert!(decode("/t", b"nonsense").is_err());
         assert!(decode("/t", b"1 2 3 n\n?\n0x").is_err());
         assert!(decode("/t", b"1 2 3 n\n*\nx").is_err());
+    }
+
+    proptest! {
+        // A relay message from the channel, whoever published it: a message or an error, never
+        // a panic.
+        #[test]
+        fn any_payload_decodes_or_fails_cleanly(
+            topic in ".*",
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            near in "[0-9]{0,20} [0-9]{0,20} [0-9]{0,14} [a-z-]{0,6}\n[+*-]?[a-z ]{0,8}\n[01]?.{0,16}",
+        ) {
+            let _ = decode(&topic, &bytes);
+            let _ = decode(&topic, near.as_bytes());
+            let _ = decode_audience(&topic);
+        }
     }
 }

@@ -205,6 +205,7 @@ fn version_supported(version: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse(query: &str) -> Result<AtmosphereRequest, RequestError> {
         AtmosphereRequest::parse(query, |_| None, false)
@@ -273,5 +274,20 @@ mod tests {
     fn bare_websocket_upgrade_is_websocket() {
         let r = AtmosphereRequest::parse("", |_| None, true).unwrap();
         assert_eq!(r.transport, TransportKind::WebSocket);
+    }
+
+    proptest! {
+        // Any query string and headers a client sends: parameters or a clear error, never a
+        // panic.
+        #[test]
+        fn any_request_parses_or_fails_cleanly(
+            query in ".*",
+            near in "(X-Atmosphere-(tracking-id|Transport|Framework|TrackMessageSize|Heartbeat)=[%0-9a-zA-Z.-]{0,8}&?){0,6}",
+            header in proptest::option::of(".{0,16}"),
+            upgrade in any::<bool>(),
+        ) {
+            let _ = parse(&query);
+            let _ = AtmosphereRequest::parse(&near, |_| header.clone(), upgrade);
+        }
     }
 }

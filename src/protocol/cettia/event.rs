@@ -202,6 +202,7 @@ fn typed_arrays_to_binary(value: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn json_round_trip_keeps_ids_and_key_order() {
@@ -273,5 +274,19 @@ mod tests {
             Event::decode_binary(&buf).unwrap().data,
             Value::Binary(vec![1, 2])
         );
+    }
+
+    proptest! {
+        // What a stranger POSTs or sends on a socket: an error or an event, never a panic.
+        #[test]
+        fn any_text_or_bytes_decode_or_fail_cleanly(
+            text in ".*",
+            near in r#"\{("(id|type|data|reply)":([0-9.e+-]{0,24}|"[^"]{0,8}"|true|null|\[\]|\{\}),?){0,5}\}"#,
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let _ = Event::decode_text(&text);
+            let _ = Event::decode_text(&near);
+            let _ = Event::decode_binary(&bytes);
+        }
     }
 }

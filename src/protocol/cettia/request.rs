@@ -116,6 +116,7 @@ impl CettiaRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn reads_the_cettia_parameters() {
@@ -138,5 +139,17 @@ mod tests {
             .unwrap()
             .when()
             .is_err());
+    }
+
+    proptest! {
+        // Any query string a client sends: parameters or a clear error, never a panic.
+        #[test]
+        fn any_query_parses_or_fails_cleanly(
+            query in ".*",
+            near in "(cettia-(version|id|transport-(name|when|id|jsonp|callback))=[%0-9a-zA-Z.-]{0,6}&?){0,6}",
+        ) {
+            let _ = CettiaRequest::parse(&query);
+            let _ = CettiaRequest::parse(&near);
+        }
     }
 }

@@ -178,6 +178,7 @@ pub fn long_poll_body<'a>(events: impl ExactSizeIterator<Item = &'a str>) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn parses_the_seed_request() {
@@ -212,5 +213,17 @@ mod tests {
         assert_eq!(stream_event(e).len(), 0x47);
         assert_eq!(long_poll_body(["{}"].into_iter()), "{}");
         assert_eq!(long_poll_body(["{}", "[]"].into_iter()), "[{},[]]");
+    }
+
+    proptest! {
+        // Any query string a Vibe client sends: parameters or a clear error, never a panic.
+        #[test]
+        fn any_query_parses_or_fails_cleanly(
+            query in ".*",
+            near in "((id|when|transport|heartbeat|lastEventIds|callback|_)=[%0-9a-zA-Z.,-]{0,8}&?){0,6}",
+        ) {
+            let _ = VibeRequest::parse(&query);
+            let _ = VibeRequest::parse(&near);
+        }
     }
 }
