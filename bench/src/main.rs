@@ -17,6 +17,7 @@ use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use nimbus_bench::measure::{clock_ticks, cpu_ticks, own_cpu_us, status_kib, unframe};
 use stamped::{now_us, StampedStream};
 
 mod stamped;
@@ -148,7 +149,7 @@ fn subscriber_thread(
 }
 
 async fn run(args: Args) {
-    let rss_before = rss_kib(args.server_pids[0]);
+    let rss_before = status_kib(args.server_pids[0], "VmRSS:");
     // The subscribers run on their own threads; this one only publishes and measures.
     let threads: Vec<_> = (0..args.threads.max(1))
         .map(|_| {
@@ -191,7 +192,7 @@ async fn run(args: Args) {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     if args.scenario == Scenario::Idle {
-        let rss_after = rss_kib(args.server_pids[0]);
+        let rss_after = status_kib(args.server_pids[0], "VmRSS:");
         let per_conn =
             (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / args.subscribers as f64;
         println!(
@@ -316,21 +317,6 @@ fn record(t: &mut Tally, seen: &mut Vec<bool>, arrived: Option<u64>, message: &s
     }
 }
 
-/// Split a `len|msg` body (lengths in UTF-16 units; the bench sends ASCII) into messages.
-fn unframe(mut body: &str, mut each: impl FnMut(&str)) {
-    while let Some(bar) = body.find('|') {
-        let Ok(len) = body[..bar].parse::<usize>() else {
-            return;
-        };
-        let rest = &body[bar + 1..];
-        if rest.len() < len {
-            return;
-        }
-        each(&rest[..len]);
-        body = &rest[len..];
-    }
-}
-
 /// An unmasked server frame at the start of `buf`: its opcode and where its payload starts and
 /// ends; `None` until the whole frame is there.
 fn parse_frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
@@ -418,38 +404,4 @@ fn header(headers: &str, name: &str) -> Option<String> {
             .eq_ignore_ascii_case(name)
             .then(|| v.trim().to_string())
     })
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("server process");
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn clock_ticks() -> u64 {
-    // SAFETY: sysconf only reads a system constant.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as u64
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
-/// This process's user + system CPU, in microseconds.
-fn own_cpu_us() -> u64 {
-    // SAFETY: rusage is plain data (all-zero is valid) and getrusage only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, exclusively borrowed rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    us(usage.ru_utime) + us(usage.ru_stime)
 }

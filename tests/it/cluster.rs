@@ -679,14 +679,7 @@ async fn a_burst_of_publishes_crosses_the_cluster_complete_in_order_and_batched(
         );
     }
     let page = common::scrape(&a).await;
-    let figure = |name: &str| -> f64 {
-        page.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in\n{page}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let figure = |name: &str| -> f64 { common::sample_as(&page, name) };
     let calls = figure("nimbus_redis_publish_batch_messages_count");
     let messages = figure("nimbus_redis_publish_batch_messages_sum");
     assert_eq!(messages, (TOPICS * EACH) as f64, "{page}");

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
+use nimbus_bench::measure::{clock_ticks, cpu_ticks, own_cpu_us, status_kib, unframe};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -508,50 +509,4 @@ fn record(totals: &Totals, seen: &mut HashSet<(u32, u64)>, latencies: &mut Vec<u
     }
     totals.received.fetch_add(1, Ordering::Relaxed);
     latencies.push(now_us().saturating_sub(sent).min(u32::MAX as u64) as u32);
-}
-
-/// Split a `len|msg` frame (TrackMessageSize; the bench sends ASCII) into messages.
-fn unframe(mut body: &str, mut each: impl FnMut(&str)) {
-    while let Some(bar) = body.find('|') {
-        let Ok(len) = body[..bar].parse::<usize>() else {
-            return;
-        };
-        let rest = &body[bar + 1..];
-        if rest.len() < len {
-            return;
-        }
-        each(&rest[..len]);
-        body = &rest[len..];
-    }
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("server process");
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn clock_ticks() -> u64 {
-    // SAFETY: sysconf only reads a system constant.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as u64
-}
-
-/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
-/// This process's user + system CPU, in microseconds.
-fn own_cpu_us() -> u64 {
-    // SAFETY: rusage is plain data (all-zero is valid) and getrusage only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, exclusively borrowed rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    us(usage.ru_utime) + us(usage.ru_stime)
 }

@@ -209,6 +209,14 @@ pub async fn scrape(server: &TestServer) -> String {
 /// The value of `sample` (a metric's name with its labels, as the page writes them) in a
 /// `/metrics` page; panics, showing the page, if it has no such sample.
 pub fn sample(metrics: &str, sample: &str) -> u64 {
+    sample_as(metrics, sample)
+}
+
+/// A sample of any number type (a histogram's `_sum` is a float: `1200.0`).
+pub fn sample_as<T: std::str::FromStr>(metrics: &str, sample: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
     let prefix = format!("{sample} ");
     metrics
         .lines()

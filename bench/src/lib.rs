@@ -1,0 +1,3 @@
+//! What the load generators share: reading a process's CPU and memory from `/proc`, this
+//! process's own CPU, and splitting Atmosphere's `len|msg` frames.
+pub mod measure;
