@@ -73,21 +73,24 @@ impl Handler<AttachLongPoll> for SocketActor {
             }
             None
         } else {
-            let transport_saved = if self.shared.dialect.resumes() {
-                self.server
-                    .record_transport(&msg.transport_id, &self.shared.id)
-            } else {
-                None
-            };
-            match (socket_saved, transport_saved) {
-                (Some(socket), Some(transport)) => {
-                    let both: BoxFuture<'static, ()> = Box::pin(async move {
-                        futures_util::future::join(socket, transport).await;
-                    });
-                    Some(both)
-                }
-                (socket, transport) => socket.or(transport),
-            }
+            let transport_saved = self
+                .shared
+                .dialect
+                .resumes()
+                .then(|| {
+                    self.server
+                        .record_transport(&msg.transport_id, &self.shared.id)
+                })
+                .flatten();
+            let saves: Vec<_> = [socket_saved, transport_saved]
+                .into_iter()
+                .flatten()
+                .collect();
+            (!saves.is_empty()).then(|| -> BoxFuture<'static, ()> {
+                Box::pin(async move {
+                    futures_util::future::join_all(saves).await;
+                })
+            })
         };
         // The client polls right after the open answer; if it never does, the transport ends.
         if let Some(Transport::LongPoll { repoll, .. }) = &mut self.transport {

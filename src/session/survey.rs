@@ -8,7 +8,6 @@
 //! Reports go to every node on the channel, so a survey costs the cluster N small messages
 //! (or, with topics, each node's topic list): an operator's call, not a client's.
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -142,7 +141,7 @@ impl Commands {
 
     /// This node's report.
     pub async fn report_here(&self, members: bool) -> NodeReport {
-        let node: Arc<crate::node::Node> = self.node().clone();
+        let node = self.node();
         let sessions: BTreeMap<String, usize> = self
             .local_sessions()
             .iter()
