@@ -17,8 +17,7 @@ use crate::broker::{Published, SessionRecord};
 use crate::error::HttpError;
 use crate::node::{Node, Stats};
 use crate::protocol::atmosphere::{AtmosphereRequest, RequestError, TransportKind};
-use crate::session::websocket::UpgradeRefused;
-use crate::session::{self, AuthError, Cleared, Counted, Identity, Refused};
+use crate::session::{self, Cleared, Counted, Identity, Refused};
 use crate::topic::{Audience, SessionId, StoreError};
 use crate::transport::request_body;
 
@@ -31,7 +30,7 @@ pub async fn topic(
     // Answer errors here rather than returning them, so the node's headers are added to them.
     match handle(req, body, atmosphere.get_ref()).await {
         Ok(response) => response,
-        Err(error) => error.error_response(),
+        Err(error) => error.atmosphere(),
     }
 }
 
@@ -39,11 +38,9 @@ async fn handle(
     req: HttpRequest,
     body: web::Payload,
     atmosphere: &Atmosphere,
-) -> Result<HttpResponse, actix_web::Error> {
+) -> Result<HttpResponse, HttpError> {
     let topic = req.path().to_string();
-    if let Err(bad) = crate::topic::check_name(&topic) {
-        return Ok(HttpResponse::UriTooLong().body(format!("{bad}\n")));
-    }
+    crate::topic::check_name(&topic).map_err(HttpError::Path)?;
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -60,16 +57,13 @@ async fn handle(
 
     match *req.method() {
         Method::GET => {
-            let request = parsed.map_err(HttpError::from)?;
-            let who = match door(
+            let request = parsed?;
+            let who = door(
                 node,
                 &req,
                 request.auth.as_deref(),
                 request.tracking_id.as_deref(),
-            ) {
-                Ok(who) => who,
-                Err(refused) => return Ok(*refused),
-            };
+            )?;
             open(atmosphere, &topic, request, who, &req).await
         }
         Method::POST => {
@@ -80,13 +74,10 @@ async fn handle(
                     (Some(request), token)
                 }
                 Err(RequestError::NotAtmosphere) => (None, bearer(&req)),
-                Err(error) => return Err(HttpError::from(error).into()),
+                Err(error) => return Err(error.into()),
             };
             let id = request.as_ref().and_then(|r| r.tracking_id.as_deref());
-            let who = match door(node, &req, token.as_deref(), id) {
-                Ok(who) => who,
-                Err(refused) => return Ok(*refused),
-            };
+            let who = door(node, &req, token.as_deref(), id)?;
             match request {
                 Some(request) if request.transport == TransportKind::Close => {
                     Ok(close(atmosphere, &request))
@@ -95,16 +86,17 @@ async fn handle(
                     // A POST without a tracking id is no session's: its rate is its user's, or
                     // its address's.
                     if id.is_none() {
-                        if let Err(limited) = node.gate.rate(&who, "ip:unknown", 1) {
-                            return Err(HttpError::Gate(limited).into());
-                        }
+                        node.gate.rate(&who, "ip:unknown", 1)?;
                     }
                     let from = sender(atmosphere, &topic, id).with_identity(who);
                     post_message(atmosphere, from, body).await
                 }
             }
         }
-        ref other => Err(HttpError::MethodNotAllowed(other.to_string()).into()),
+        ref other => Err(HttpError::MethodNotAllowed {
+            method: other.to_string(),
+            allowed: "GET or POST",
+        }),
     }
 }
 
@@ -114,29 +106,8 @@ fn door(
     req: &HttpRequest,
     token: Option<&str>,
     id: Option<&str>,
-) -> Result<Identity, Box<HttpResponse>> {
-    node.gate
-        .enter(token, session::caller(node, req), &[id])
-        .map_err(|refused| Box::new(refusal(refused)))
-}
-
-/// A refusal of the gate on Atmosphere's wire: a missing, expired or forged token is `401`
-/// (with `X-Atmosphere-Auth-Expired` for an expired one, which atmosphere.js reports through
-/// `authExpired`), an id issued to someone else (or never issued) or a namespace that forbids
-/// it `403`, a limit `429`; each with `X-Atmosphere-error` saying why, which atmosphere.js
-/// hands to its error callback.
-fn refusal(refused: Refused) -> HttpResponse {
-    let mut response = HttpResponse::build(refused.status());
-    response.insert_header(("X-Atmosphere-error", refused.to_string()));
-    if refused == Refused::Auth(AuthError::Expired) {
-        response.insert_header(("X-Atmosphere-Auth-Expired", "true"));
-    }
-    if refused.status() == actix_web::http::StatusCode::TOO_MANY_REQUESTS {
-        response.insert_header((header::RETRY_AFTER, "1"));
-    }
-    response
-        .content_type("text/plain; charset=utf-8")
-        .body(format!("{refused}\n"))
+) -> Result<Identity, Refused> {
+    node.gate.enter(token, session::caller(node, req), &[id])
 }
 
 /// A plain POST's token: `X-Atmosphere-Auth`, or `Authorization: Bearer`.
@@ -207,25 +178,19 @@ async fn open(
     request: AtmosphereRequest,
     who: Identity,
     req: &HttpRequest,
-) -> Result<HttpResponse, actix_web::Error> {
+) -> Result<HttpResponse, HttpError> {
     let node = atmosphere.node();
     if request.transport == TransportKind::Close {
         return Ok(close(atmosphere, &request));
     }
     if request.transport == TransportKind::WebSocket {
-        if let Some(refused) = websocket_refused(node, req) {
-            return Ok(refused);
+        if let Some(refused) = session::websocket::upgrade_refused(node, req) {
+            return Err(refused.into());
         }
     }
-    let topic = match node.gate.subscribe(&who, 0, [topic]) {
-        Ok(mut cleared) => cleared.remove(0),
-        Err(refused) => return Ok(refusal(refused)),
-    };
+    let topic = node.gate.subscribe(&who, 0, [topic])?.remove(0);
     let first_request = request.tracking_id.is_none();
-    let counted = match admission(atmosphere, &request, &who).await {
-        Ok(counted) => counted,
-        Err(refused) => return Ok(refusal(refused)),
-    };
+    let counted = admission(atmosphere, &request, &who).await?;
     let (id, connection, created) = connection_for(atmosphere, &topic, &request, who, counted);
     let topic: &str = topic.topic();
     let mut response = match request.transport {
@@ -270,26 +235,6 @@ async fn admission(
     }
 }
 
-/// The upgrade checks both protocols share (`session::websocket::upgrade_refused`), on
-/// Atmosphere's wire: a disabled WebSocket is `501` with the `X-Atmosphere-error` atmosphere.js
-/// answers by falling back to another transport.
-fn websocket_refused(node: &Node, req: &HttpRequest) -> Option<HttpResponse> {
-    let refused = crate::session::websocket::upgrade_refused(node, req)?;
-    let mut response = match refused {
-        UpgradeRefused::Disabled => {
-            let mut response = HttpResponse::NotImplemented();
-            response.insert_header(("X-Atmosphere-error", "Websocket protocol not supported"));
-            response
-        }
-        UpgradeRefused::Origin => HttpResponse::Forbidden(),
-    };
-    Some(
-        response
-            .content_type("text/plain; charset=utf-8")
-            .body(format!("{refused}\n")),
-    )
-}
-
 /// Attach a pushing transport (WebSocket, SSE, streaming) to the client's connection.
 async fn push(
     node: &Arc<Node>,
@@ -298,7 +243,7 @@ async fn push(
     connection: Addr<Connection>,
     request: &AtmosphereRequest,
     req: &HttpRequest,
-) -> Result<HttpResponse, actix_web::Error> {
+) -> Result<HttpResponse, HttpError> {
     let mode = mode_for(node, request);
     // Clustered: where the client stood when it left another node.
     let resume = if node.is_clustered() && request.tracking_id.is_some() {
@@ -307,7 +252,7 @@ async fn push(
         None
     };
     if request.transport == TransportKind::WebSocket {
-        websocket::attach(req, connection, mode, resume, node).await
+        Ok(websocket::attach(req, connection, mode, resume, node).await?)
     } else {
         streaming::attach(connection, mode, resume).await
     }
@@ -382,23 +327,19 @@ async fn post_message(
     atmosphere: &Atmosphere,
     from: Client,
     body: web::Payload,
-) -> Result<HttpResponse, actix_web::Error> {
+) -> Result<HttpResponse, HttpError> {
     let node = atmosphere.node();
     let (limit, timeout) = (node.config.max_message_bytes, node.config.body_timeout());
-    let bytes = request_body::read(body, limit, timeout)
-        .await
-        .map_err(HttpError::from)?;
-    let text = ByteString::try_from(bytes).map_err(|_| HttpError::InvalidUtf8)?;
-    let message = match atmosphere.judge(&from, text) {
-        Ok(Some(message)) => message,
-        Ok(None) => return Ok(HttpResponse::Ok().finish()),
-        Err(refused) => return Err(HttpError::from_inbound(refused).into()),
+    let bytes = request_body::read(body, limit, timeout).await?;
+    let text = ByteString::try_from(bytes)
+        .map_err(|_| HttpError::Malformed("message body is not valid UTF-8".into()))?;
+    let Some(message) = atmosphere.judge(&from, text)? else {
+        return Ok(HttpResponse::Ok().finish());
     };
     let published = node
         .broker
         .publish_confirmed(from.topic(), Audience::All, message)
-        .await
-        .map_err(HttpError::Publish)?;
+        .await?;
     Stats::add(&node.stats.published, 1);
     Ok(published_response(published))
 }

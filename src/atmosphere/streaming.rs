@@ -9,6 +9,7 @@ use actix_web::HttpResponse;
 use super::connection::Connection;
 use super::messages::{Attach, Mode};
 use crate::broker::SessionRecord;
+use crate::error::HttpError;
 use crate::transport::body;
 
 /// Attach a new streaming body to `connection`; the returned response carries it.
@@ -16,7 +17,7 @@ pub async fn attach(
     connection: Addr<Connection>,
     mode: Mode,
     resume: Option<SessionRecord>,
-) -> actix_web::Result<HttpResponse> {
+) -> Result<HttpResponse, HttpError> {
     let (body, stream) = body::channel();
     connection
         .send(Attach {
@@ -26,7 +27,7 @@ pub async fn attach(
             resume,
         })
         .await
-        .map_err(actix_web::error::ErrorServiceUnavailable)?;
+        .map_err(|_| HttpError::Unavailable("the session closed; retry".into()))?;
     let content_type = if mode.framing.sse {
         "text/event-stream; charset=utf-8"
     } else {

@@ -11,7 +11,7 @@ use super::connection::Connection;
 use super::messages::{Attach, Detach, Inbound, Mode};
 use crate::broker::SessionRecord;
 use crate::node::Node;
-use crate::session::websocket::{self, gone, refusal};
+use crate::session::websocket::{self, gone, refusal, UpgradeRefused};
 use crate::transport::ws::{close_reason, WsMessage};
 
 /// Accept the upgrade in `req` and attach the socket to `connection`; returns the `101` response.
@@ -21,7 +21,7 @@ pub async fn attach(
     mode: Mode,
     resume: Option<SessionRecord>,
     node: &Arc<Node>,
-) -> actix_web::Result<HttpResponse> {
+) -> Result<HttpResponse, UpgradeRefused> {
     let attaching = connection.clone();
     let detaching = connection.clone();
     websocket::attach(

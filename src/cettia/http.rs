@@ -1,10 +1,11 @@
 //! `/cettia` (Cettia 1.0) and `/vibe` (Vibe 3.0.0-Alpha1): HTTP transports and WebSocket
 //! upgrades handed to the socket actors of [`crate::cettia`].
 //!
-//! Status codes follow the reference server: an unknown transport or `when` → 501, an unknown
-//! transport id or an unsupported POST content type → 500, other methods → 405; plus 400 for a
-//! malformed request (query string, JSONP callback, topic) and 413 for a message over
-//! `--max-message-bytes`. Every error has a plain-text body saying what is wrong.
+//! Errors are [`HttpError`]s rendered on Cettia's wire; their statuses follow the reference
+//! server: an unknown transport or `when` → 501, an unknown transport id or an unsupported POST
+//! content type → 500, other methods → 405; plus 400 for a malformed request (query string,
+//! JSONP callback, topic) and 413 for a message over `--max-message-bytes`. Every error has a
+//! plain-text body saying what is wrong.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,29 +24,15 @@ use super::messages::{
 };
 use super::socket::SocketActor;
 use super::{websocket, Cettia, ForwardError};
+use crate::error::HttpError;
 use crate::node::Node;
 use crate::protocol::cettia::vibe::{self, VibeRequest, VibeTransport};
 use crate::protocol::cettia::{framing, CettiaRequest, Dialect, TransportName, When, WireMessage};
-use crate::session::websocket::UpgradeRefused;
 use crate::session::{Identity, InboundError, Refused};
 use crate::transport::{body, request_body};
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
-
-fn error(status: StatusCode, why: impl std::fmt::Display) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type(TEXT)
-        .body(format!("{why}\n"))
-}
-
-/// `response`, with its connection closed after it.
-fn closing(mut response: HttpResponse) -> HttpResponse {
-    response
-        .head_mut()
-        .set_connection_type(actix_http::ConnectionType::Close);
-    response
-}
 
 /// The Cettia CORS headers: the middleware echoes an allowed `Origin`; without one, any.
 fn cors(req: &HttpRequest, response: &mut HttpResponse, allow_headers: bool) {
@@ -75,15 +62,12 @@ fn is_upgrade(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// The upgrade checks both protocols share (`session::websocket::upgrade_refused`), on
-/// Cettia's wire.
-fn websocket_refused(node: &Node, req: &HttpRequest) -> Option<HttpResponse> {
-    let refused = crate::session::websocket::upgrade_refused(node, req)?;
-    let status = match refused {
-        UpgradeRefused::Disabled => StatusCode::NOT_IMPLEMENTED,
-        UpgradeRefused::Origin => StatusCode::FORBIDDEN,
-    };
-    Some(error(status, refused))
+/// The upgrade checks both protocols share (`session::websocket::upgrade_refused`).
+fn upgrade_checks(node: &Node, req: &HttpRequest) -> Result<(), HttpError> {
+    match crate::session::websocket::upgrade_refused(node, req) {
+        Some(refused) => Err(refused.into()),
+        None => Ok(()),
+    }
 }
 
 /// `/cettia`.
@@ -93,27 +77,27 @@ pub async fn cettia(
     cettia: web::Data<Cettia>,
 ) -> HttpResponse {
     let cettia = cettia.get_ref().clone();
-    let mut response = handle_cettia(&req, body, &cettia).await;
+    let mut response = handle_cettia(&req, body, &cettia)
+        .await
+        .unwrap_or_else(|error| error.cettia());
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         cors(&req, &mut response, true);
     }
     response
 }
 
-async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> HttpResponse {
+async fn handle_cettia(
+    req: &HttpRequest,
+    body: web::Payload,
+    cettia: &Cettia,
+) -> Result<HttpResponse, HttpError> {
     let node = cettia.node().clone();
-    let request = match CettiaRequest::parse(req.query_string()) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+    let request = CettiaRequest::parse(req.query_string()).map_err(malformed)?;
     let ids = [
         request.socket_id.as_deref(),
         request.transport_id.as_deref(),
     ];
-    let who = match door(&node, req, request.token(), ids) {
-        Ok(who) => who,
-        Err(refused) => return *refused,
-    };
+    let who = door(&node, req, request.token(), ids)?;
     match *req.method() {
         Method::GET if is_upgrade(req) => upgrade(req, cettia, &request, who).await,
         Method::GET => match request.when() {
@@ -124,12 +108,11 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
                     None => continue_transport(cettia, &request, who).await,
                 };
                 let Some((socket, generation)) = found else {
-                    return error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
+                    return Err(HttpError::NoSuchTransport(
                         "no such long-poll transport (cettia-transport-id)",
-                    );
+                    ));
                 };
-                poll(socket, generation, Vec::new()).await
+                Ok(poll(socket, generation, Vec::new()).await)
             }
             Ok(When::Abort) => {
                 match transport_of(cettia, &request) {
@@ -140,9 +123,9 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
                         }
                     }
                 }
-                HttpResponse::Ok().content_type(JAVASCRIPT).finish()
+                Ok(HttpResponse::Ok().content_type(JAVASCRIPT).finish())
             }
-            Err(e) => error(StatusCode::NOT_IMPLEMENTED, e),
+            Err(e) => Err(HttpError::Unsupported(e.to_string())),
         },
         Method::POST => match (
             transport_of(cettia, &request),
@@ -157,18 +140,22 @@ async fn handle_cettia(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -
                 Some(tid) if cettia.control().is_some() => {
                     post(req, body, cettia, PostTo::Forward(tid), true).await
                 }
-                _ => error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                _ => Err(HttpError::NoSuchTransport(
                     "no such transport (cettia-transport-id)",
-                ),
+                )),
             },
         },
-        Method::OPTIONS => HttpResponse::Ok().finish(),
-        ref other => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {other} is not allowed here: use GET, POST or OPTIONS"),
-        ),
+        Method::OPTIONS => Ok(HttpResponse::Ok().finish()),
+        ref other => Err(HttpError::MethodNotAllowed {
+            method: other.to_string(),
+            allowed: "GET, POST or OPTIONS",
+        }),
     }
+}
+
+/// A request the protocol layer could not parse.
+fn malformed(error: impl std::fmt::Display) -> HttpError {
+    HttpError::Malformed(error.to_string())
 }
 
 /// A Cettia WebSocket: the socket it names (or a new one), once the gate let it in.
@@ -177,19 +164,12 @@ async fn upgrade(
     cettia: &Cettia,
     request: &CettiaRequest,
     who: Identity,
-) -> HttpResponse {
+) -> Result<HttpResponse, HttpError> {
     let node = cettia.node();
-    if let Some(refused) = websocket_refused(node, req) {
-        return refused;
-    }
+    upgrade_checks(node, req)?;
     let id = request.socket_id.as_deref();
-    let socket = match open_socket(cettia, Dialect::Cettia, id, &request.params, who).await {
-        Ok(socket) => socket,
-        Err(refused) => return *refused,
-    };
-    websocket::attach(req, socket, None, node)
-        .await
-        .unwrap_or_else(|e| e.error_response())
+    let socket = open_socket(cettia, Dialect::Cettia, id, &request.params, who).await?;
+    Ok(websocket::attach(req, socket, None, node).await?)
 }
 
 /// The socket a transport-opening request names (or a new one), for either dialect: the gate
@@ -202,25 +182,21 @@ async fn open_socket(
     id: Option<&str>,
     params: &[(String, String)],
     who: Identity,
-) -> Result<Addr<SocketActor>, Box<HttpResponse>> {
+) -> Result<Addr<SocketActor>, HttpError> {
     let topics = params
         .iter()
         .filter(|(name, _)| name == "topic")
         .map(|(_, topic)| topic.as_str());
     let node = cettia.node();
-    node.gate
-        .subscribe(&who, 0, topics)
-        .map_err(|refused| Box::new(refusal(refused)))?;
+    node.gate.subscribe(&who, 0, topics)?;
     let socket = match cettia.existing_socket(dialect, id).await {
         Some(socket) => socket,
         None => {
             // A new socket: a new connection, let in by the connect rate and the caps.
-            let counted = crate::session::admit(node, &who)
-                .await
-                .map_err(|refused| Box::new(refusal(refused)))?;
+            let counted = crate::session::admit(node, &who).await?;
             cettia
                 .socket_for(dialect, id, params, &who, counted)
-                .map_err(|e| Box::new(error(StatusCode::CONFLICT, e)))?
+                .map_err(|e| HttpError::Conflict(e.to_string()))?
         }
     };
     socket.do_send(Identify(who));
@@ -234,19 +210,9 @@ fn door(
     req: &HttpRequest,
     token: Option<&str>,
     ids: [Option<&str>; 2],
-) -> Result<Identity, Box<HttpResponse>> {
+) -> Result<Identity, Refused> {
     node.gate
         .enter(token, crate::session::caller(node, req), &ids)
-        .map_err(|refused| Box::new(refusal(refused)))
-}
-
-/// A refusal of the gate on Cettia's wire: its status (a missing, expired or forged token
-/// `401`, another's id or a namespace that forbids it `403`, a limit `429`) and why. The
-/// Cettia client treats it as a failed transport and reports `error` then `close` to its
-/// application; the connection is closed with the answer, since the client learns that its
-/// transport is gone from the end of its request, which a kept-alive connection never brings.
-fn refusal(refused: Refused) -> HttpResponse {
-    closing(error(refused.status(), refused))
 }
 
 fn transport_of(cettia: &Cettia, request: &CettiaRequest) -> Option<(Addr<SocketActor>, u64)> {
@@ -277,21 +243,18 @@ async fn continue_transport(
     Some((socket, generation))
 }
 
-async fn open(cettia: &Cettia, request: &CettiaRequest, who: Identity) -> HttpResponse {
-    let name = match request.transport() {
-        Ok(name) => name,
-        Err(e) => return error(StatusCode::NOT_IMPLEMENTED, e),
-    };
-    let jsonp = match request.jsonp_callback() {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+async fn open(
+    cettia: &Cettia,
+    request: &CettiaRequest,
+    who: Identity,
+) -> Result<HttpResponse, HttpError> {
+    let name = request
+        .transport()
+        .map_err(|e| HttpError::Unsupported(e.to_string()))?;
+    let jsonp = request.jsonp_callback().map_err(malformed)?;
     let transport_id: Arc<str> = cettia.node().gate.issue(&who).into();
     let id = request.socket_id.as_deref();
-    let socket = match open_socket(cettia, Dialect::Cettia, id, &request.params, who).await {
-        Ok(socket) => socket,
-        Err(refused) => return *refused,
-    };
+    let socket = open_socket(cettia, Dialect::Cettia, id, &request.params, who).await?;
     let handshake = framing::transport_handshake(&transport_id);
     match name {
         TransportName::Stream => {
@@ -315,22 +278,25 @@ async fn open(cettia: &Cettia, request: &CettiaRequest, who: Identity) -> HttpRe
                 heartbeat_ms: None,
                 continued: false,
             };
-            let Ok(attached) = socket.send(attach).await else {
-                return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
-            };
+            let attached = socket.send(attach).await.map_err(|_| socket_gone())?;
             cettia.register_transport(transport_id, socket, attached.generation);
             if let Some(saved) = attached.records_saved {
                 // Bounded: with Redis away the socket still works on this node.
                 let _ = tokio::time::timeout(RECORDS_WAIT, saved).await;
             }
-            match jsonp {
+            Ok(match jsonp {
                 Some(callback) => HttpResponse::Ok()
                     .content_type(JAVASCRIPT)
                     .body(framing::jsonp(&callback, &handshake)),
                 None => HttpResponse::Ok().content_type(TEXT).body(handshake),
-            }
+            })
         }
     }
+}
+
+/// The socket stopped between its lookup and the request's message to it.
+fn socket_gone() -> HttpError {
+    HttpError::Unavailable("socket unavailable, retry".into())
 }
 
 /// Longest a long-poll open waits for the records another node needs to continue it.
@@ -345,7 +311,7 @@ async fn stream(
     framing: PushFraming,
     sse: bool,
     heartbeat_ms: Option<u64>,
-) -> HttpResponse {
+) -> Result<HttpResponse, HttpError> {
     let content_type = if sse {
         "text/event-stream; charset=utf-8"
     } else {
@@ -362,13 +328,11 @@ async fn stream(
         transport_id: Some(transport_id.clone()),
         heartbeat_ms,
     };
-    let Ok(generation) = socket.send(attach).await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
-    };
+    let generation = socket.send(attach).await.map_err(|_| socket_gone())?;
     cettia.register_transport(transport_id, socket, generation);
     // Proxies in the nginx style are asked not to buffer Cettia streams (Vibe keeps the
     // seed's header set).
-    stream.respond(content_type, framing == PushFraming::CettiaStream)
+    Ok(stream.respond(content_type, framing == PushFraming::CettiaStream))
 }
 
 /// One long-poll: answered with the next message, or parked until there is one.
@@ -412,7 +376,7 @@ async fn post(
     cettia: &Cettia,
     to: PostTo<'_>,
     binary_allowed: bool,
-) -> HttpResponse {
+) -> Result<HttpResponse, HttpError> {
     let binary = match is_binary(req, binary_allowed) {
         Ok(binary) => binary,
         Err(refused) => {
@@ -423,13 +387,10 @@ async fn post(
                 }
                 PostTo::Forward(tid) => cettia.forward_abort(tid),
             }
-            return error(StatusCode::INTERNAL_SERVER_ERROR, refused);
+            return Err(refused);
         }
     };
-    let message = match read_message(body, &cettia.node().config, binary).await {
-        Ok(message) => message,
-        Err(refused) => return refused,
-    };
+    let message = read_message(body, &cettia.node().config, binary).await?;
     let (socket, generation, transport) = match to {
         PostTo::Socket(socket, generation, transport) => (socket, generation, transport),
         PostTo::Forward(tid) => return forward(cettia, tid, message).await,
@@ -440,35 +401,27 @@ async fn post(
         message: message.clone(),
     };
     match socket.send(inbound).await {
-        Ok(Ok(())) => HttpResponse::Ok().finish(),
+        Ok(Ok(())) => Ok(HttpResponse::Ok().finish()),
         Ok(Err(InboundError::Event(e))) => {
+            // A transport that sends what is not an event is broken: it closes.
             socket.do_send(TransportClosed(generation));
-            error(StatusCode::BAD_REQUEST, e)
+            Err(InboundError::Event(e).into())
         }
-        Ok(Err(e @ (InboundError::Publish(_) | InboundError::Refused(_)))) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, e)
-        }
-        Ok(Err(InboundError::Gate(refused))) => error(refused.status(), refused),
         // Clustered: the socket has just moved (a poll took it to another node) or stopped
         // since it was looked up; the event follows it.
         Ok(Err(InboundError::Moved)) | Err(_) if cettia.control().is_some() => match transport {
             Some(tid) => forward(cettia, &tid, message).await,
-            None => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "this transport is closed",
-            ),
+            None => Err(InboundError::TransportClosed.into()),
         },
-        Ok(Err(InboundError::TransportClosed | InboundError::Moved)) | Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "this transport is closed",
-        ),
+        Ok(Err(refused)) => Err(refused.into()),
+        Err(_) => Err(InboundError::TransportClosed.into()),
     }
 }
 
 /// Whether a POST carries a binary message (`application/octet-stream`, where allowed) or a
 /// text one (`text/plain; charset=utf-8`); anything else is refused with 500, as the reference
 /// server does.
-fn is_binary(req: &HttpRequest, binary_allowed: bool) -> Result<bool, String> {
+fn is_binary(req: &HttpRequest, binary_allowed: bool) -> Result<bool, HttpError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -483,9 +436,9 @@ fn is_binary(req: &HttpRequest, binary_allowed: bool) -> Result<bool, String> {
     match essence {
         "text/plain" if charset_ok => Ok(false),
         "application/octet-stream" if binary_allowed => Ok(true),
-        _ => Err(format!(
+        _ => Err(HttpError::ContentType(format!(
             "unsupported content-type {content_type:?}: use text/plain; charset=utf-8 (data=<event>) or application/octet-stream"
-        )),
+        ))),
     }
 }
 
@@ -495,41 +448,33 @@ async fn read_message(
     body: web::Payload,
     config: &crate::config::Config,
     binary: bool,
-) -> Result<WireMessage, HttpResponse> {
+) -> Result<WireMessage, HttpError> {
     let limit = config.max_message_bytes + "data=".len();
-    let bytes = request_body::read(body, limit, config.body_timeout())
-        .await
-        .map_err(|refused| error(refused.status(), refused))?;
+    let bytes = request_body::read(body, limit, config.body_timeout()).await?;
     if binary {
         return Ok(WireMessage::Binary(bytes));
     }
-    let Ok(text) = ByteString::try_from(bytes) else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "message body is not valid UTF-8",
-        ));
-    };
+    let text =
+        ByteString::try_from(bytes).map_err(|_| malformed("message body is not valid UTF-8"))?;
     match text.strip_prefix("data=") {
         Some(event) => Ok(WireMessage::Text(event.into())),
-        None => Err(error(
-            StatusCode::BAD_REQUEST,
-            "a text message is posted as data=<event>",
-        )),
+        None => Err(malformed("a text message is posted as data=<event>")),
     }
 }
 
 /// Clustered: hand a client event to the node that has its transport; answer when its socket
 /// has handled it (whether it is well-formed is judged there).
-async fn forward(cettia: &Cettia, tid: &str, message: WireMessage) -> HttpResponse {
+async fn forward(
+    cettia: &Cettia,
+    tid: &str,
+    message: WireMessage,
+) -> Result<HttpResponse, HttpError> {
     match cettia.forward_inbound(tid, message).await {
-        Ok(Handled::Taken) => HttpResponse::Ok().finish(),
-        Ok(Handled::BadEvent(why)) => error(StatusCode::BAD_REQUEST, why),
-        Ok(Handled::TransportClosed) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "this transport is closed",
-        ),
-        Err(e @ ForwardError::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(Handled::Taken) => Ok(HttpResponse::Ok().finish()),
+        Ok(Handled::BadEvent(why)) => Err(HttpError::Malformed(why)),
+        Ok(Handled::TransportClosed) => Err(InboundError::TransportClosed.into()),
+        Err(e @ ForwardError::Busy) => Err(HttpError::Unavailable(e.to_string())),
+        Err(e) => Err(HttpError::Internal(e.to_string())),
     }
 }
 
@@ -541,34 +486,26 @@ async fn vibe_open(
     key: String,
     heartbeat: Option<u64>,
     who: Identity,
-) -> HttpResponse {
-    let transport = match request.transport() {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::NOT_IMPLEMENTED, e),
-    };
+) -> Result<HttpResponse, HttpError> {
+    let transport = request
+        .transport()
+        .map_err(|e| HttpError::Unsupported(e.to_string()))?;
     let jsonp = if transport == VibeTransport::LongPollJsonp {
         match request.callback.as_deref() {
             Some(c) if framing::valid_callback(c) => Some(c.to_string()),
             _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
+                return Err(malformed(
                     "longpolljsonp needs callback=<JavaScript identifier>",
-                )
+                ))
             }
         }
     } else {
         None
     };
     if transport == VibeTransport::Ws {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "transport=ws needs a WebSocket upgrade",
-        );
+        return Err(malformed("transport=ws needs a WebSocket upgrade"));
     }
-    let socket = match open_socket(cettia, Dialect::Vibe, Some(id), &request.params, who).await {
-        Ok(socket) => socket,
-        Err(refused) => return *refused,
-    };
+    let socket = open_socket(cettia, Dialect::Vibe, Some(id), &request.params, who).await?;
     if transport.is_stream() {
         stream(
             cettia,
@@ -587,19 +524,19 @@ async fn vibe_open(
             heartbeat_ms: heartbeat,
             continued: false,
         };
-        let Ok(attached) = socket.send(attach).await else {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "socket unavailable, retry");
-        };
+        let attached = socket.send(attach).await.map_err(|_| socket_gone())?;
         cettia.register_transport(key.into(), socket, attached.generation);
         let content_type = if jsonp.is_some() { JAVASCRIPT } else { TEXT };
-        HttpResponse::Ok().content_type(content_type).finish()
+        Ok(HttpResponse::Ok().content_type(content_type).finish())
     }
 }
 
 /// `/vibe`: the Vibe 3.0.0-Alpha1 dialect.
 pub async fn vibe(req: HttpRequest, body: web::Payload, cettia: web::Data<Cettia>) -> HttpResponse {
     let cettia = cettia.get_ref().clone();
-    let mut response = handle_vibe(&req, body, &cettia).await;
+    let mut response = handle_vibe(&req, body, &cettia)
+        .await
+        .unwrap_or_else(|error| error.cettia());
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         cors(&req, &mut response, false);
     }
@@ -609,16 +546,13 @@ pub async fn vibe(req: HttpRequest, body: web::Payload, cettia: web::Data<Cettia
 /// Whether `who` may use Vibe socket `id`: one that lives belongs to its first owner (the gate
 /// says so); a new one may not take the form of an id the node issues, so it can never stand
 /// for another protocol's session (in the API's targeted `publish`, say).
-fn vibe_claim(cettia: &Cettia, id: &str, who: &Identity) -> Result<(), Box<HttpResponse>> {
+fn vibe_claim(cettia: &Cettia, id: &str, who: &Identity) -> Result<(), HttpError> {
     let gate = &cettia.node().gate;
     match cettia.socket(id).filter(|s| s.dialect() == Dialect::Vibe) {
-        Some(socket) => gate
-            .claim(&socket.identity(), who)
-            .map_err(|refused| Box::new(refusal(refused))),
-        None if gate.is_issued_form(id) => Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
+        Some(socket) => Ok(gate.claim(&socket.identity(), who)?),
+        None if gate.is_issued_form(id) => Err(malformed(
             "this id has the form of ids the server issues; choose another (a UUID)",
-        ))),
+        )),
         None => Ok(()),
     }
 }
@@ -627,64 +561,50 @@ fn vibe_transport_key(id: &str) -> String {
     format!("vibe:{id}")
 }
 
-async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> HttpResponse {
+async fn handle_vibe(
+    req: &HttpRequest,
+    body: web::Payload,
+    cettia: &Cettia,
+) -> Result<HttpResponse, HttpError> {
     let node = cettia.node().clone();
-    let request = match VibeRequest::parse(req.query_string()) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+    let request = VibeRequest::parse(req.query_string()).map_err(malformed)?;
     let id = match request.socket_id() {
         Ok(id) => id.to_string(),
         Err(e) if *req.method() == Method::GET || *req.method() == Method::POST => {
-            return error(StatusCode::BAD_REQUEST, e)
+            return Err(malformed(e))
         }
         Err(_) => String::new(),
     };
     let key = vibe_transport_key(&id);
     let heartbeat = Some(request.heartbeat.unwrap_or(0));
     // Vibe clients choose their socket ids: the id is bound to its first owner instead.
-    let who = match door(&node, req, request.token(), [None, None]) {
-        Ok(who) => who,
-        Err(refused) => return *refused,
-    };
-    if let Err(refused) = vibe_claim(cettia, &id, &who) {
-        return *refused;
-    }
+    let who = door(&node, req, request.token(), [None, None])?;
+    vibe_claim(cettia, &id, &who)?;
     match *req.method() {
         Method::GET if is_upgrade(req) => {
-            if let Some(refused) = websocket_refused(&node, req) {
-                return refused;
-            }
+            upgrade_checks(&node, req)?;
             let socket =
-                match open_socket(cettia, Dialect::Vibe, Some(&id), &request.params, who).await {
-                    Ok(socket) => socket,
-                    Err(refused) => return *refused,
-                };
-            websocket::attach(req, socket, heartbeat, &node)
-                .await
-                .unwrap_or_else(|e| e.error_response())
+                open_socket(cettia, Dialect::Vibe, Some(&id), &request.params, who).await?;
+            Ok(websocket::attach(req, socket, heartbeat, &node).await?)
         }
         Method::GET => match request.when.as_deref() {
             Some("open") => vibe_open(cettia, &request, &id, key, heartbeat, who).await,
             Some("poll") => match cettia.transport(&key) {
                 Some((socket, generation)) => {
-                    poll(socket, generation, request.last_event_ids).await
+                    Ok(poll(socket, generation, request.last_event_ids).await)
                 }
-                None => error(StatusCode::INTERNAL_SERVER_ERROR, "no such socket (id)"),
+                None => Err(HttpError::NoSuchTransport("no such socket (id)")),
             },
             Some("abort") => {
                 if let Some(socket) = cettia.socket(&id).filter(|s| s.dialect() == Dialect::Vibe) {
                     socket.close();
                 }
-                HttpResponse::Ok().content_type(JAVASCRIPT).finish()
+                Ok(HttpResponse::Ok().content_type(JAVASCRIPT).finish())
             }
-            other => error(
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "unsupported when {:?}: use open, poll or abort",
-                    other.unwrap_or_default()
-                ),
-            ),
+            other => Err(HttpError::Unsupported(format!(
+                "unsupported when {:?}: use open, poll or abort",
+                other.unwrap_or_default()
+            ))),
         },
         Method::POST => match cettia.transport(&key) {
             Some((socket, generation)) => {
@@ -697,12 +617,12 @@ async fn handle_vibe(req: &HttpRequest, body: web::Payload, cettia: &Cettia) -> 
                 )
                 .await
             }
-            None => error(StatusCode::INTERNAL_SERVER_ERROR, "no such socket (id)"),
+            None => Err(HttpError::NoSuchTransport("no such socket (id)")),
         },
-        Method::OPTIONS => HttpResponse::Ok().finish(),
-        ref other => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {other} is not allowed here: use GET or POST"),
-        ),
+        Method::OPTIONS => Ok(HttpResponse::Ok().finish()),
+        ref other => Err(HttpError::MethodNotAllowed {
+            method: other.to_string(),
+            allowed: "GET or POST",
+        }),
     }
 }

@@ -8,7 +8,7 @@ use super::messages::{AttachPush, PushFraming, TransportClosed, TransportInbound
 use super::socket::SocketActor;
 use crate::node::Node;
 use crate::protocol::cettia::WireMessage;
-use crate::session::websocket::{self, gone, refusal};
+use crate::session::websocket::{self, gone, refusal, UpgradeRefused};
 use crate::transport::ws::WsMessage;
 
 /// Accept the upgrade in `req` and attach the socket to `socket`; returns the `101` response.
@@ -17,7 +17,7 @@ pub async fn attach(
     socket: Addr<SocketActor>,
     heartbeat_ms: Option<u64>,
     node: &Arc<Node>,
-) -> actix_web::Result<HttpResponse> {
+) -> Result<HttpResponse, UpgradeRefused> {
     let attaching = socket.clone();
     let closing = socket.clone();
     websocket::attach(

@@ -7,23 +7,53 @@ use std::time::Duration;
 
 use actix::MailboxError;
 use actix_http::ws::{CloseCode, CloseReason};
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::InboundError;
 use crate::node::Node;
-use crate::transport::ws::{self, close_reason, WsMessage};
+use crate::transport::ws::{self, close_reason, AcceptError, WsMessage};
 use crate::transport::Sink;
 
-/// Why a WebSocket upgrade is refused before it reaches a session, the same checks in the same
-/// order for both protocols: WebSocket turned off on this node (`501`), then an `Origin` the
-/// node does not allow (`403`: browsers do not apply CORS to upgrades, so without this any
-/// site could open a socket in its visitors' name).
+/// Why a WebSocket upgrade is refused, the same checks in the same order for both protocols:
+/// WebSocket turned off on this node (`501`), then an `Origin` the node does not allow (`403`:
+/// browsers do not apply CORS to upgrades, so without this any site could open a socket in its
+/// visitors' name) — both before the gate — then, after it, a malformed handshake (actix-http's
+/// status), a node at `--max-websockets` (`503`), a session that stopped meanwhile (`503`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UpgradeRefused {
     #[error("WebSocket is disabled on this node; use another transport")]
     Disabled,
     #[error("this origin may not open WebSockets on this node (see --cors-origins)")]
     Origin,
+    #[error(transparent)]
+    Accept(#[from] AcceptError),
+    #[error("the session closed during the upgrade; retry")]
+    Gone,
+}
+
+impl UpgradeRefused {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpgradeRefused::Disabled => StatusCode::NOT_IMPLEMENTED,
+            UpgradeRefused::Origin => StatusCode::FORBIDDEN,
+            UpgradeRefused::Accept(AcceptError::Handshake(error)) => {
+                actix_http::Response::from(error).status()
+            }
+            UpgradeRefused::Accept(AcceptError::Full(_)) | UpgradeRefused::Gone => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// Seconds the client should wait before it tries again, when waiting helps.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            UpgradeRefused::Accept(AcceptError::Full(_)) => Some(5),
+            UpgradeRefused::Gone => Some(1),
+            _ => None,
+        }
+    }
 }
 
 /// The upgrade checks of `req` (see [`UpgradeRefused`]).
@@ -52,7 +82,7 @@ pub async fn attach<L, Attached, Handle, Handled>(
     attach: impl FnOnce(Sink<L>) -> Attached,
     mut handle: Handle,
     detach: impl FnOnce(u64) + 'static,
-) -> actix_web::Result<HttpResponse>
+) -> Result<HttpResponse, UpgradeRefused>
 where
     L: Send + 'static,
     Attached: Future<Output = Result<u64, MailboxError>>,
@@ -62,7 +92,7 @@ where
     let (response, outbox, pending) = ws::accept(req, &node.websockets)?;
     let generation = attach(Sink::Socket(outbox.clone()))
         .await
-        .map_err(actix_web::error::ErrorServiceUnavailable)?;
+        .map_err(|_| UpgradeRefused::Gone)?;
     let max_message_bytes = node.config.max_message_bytes;
     let close_grace = Duration::from_secs(node.config.ws_close_grace_secs);
     actix_web::rt::spawn(async move {

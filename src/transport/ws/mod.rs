@@ -62,33 +62,29 @@ pub enum WsMessage {
     Binary(Bytes),
 }
 
+/// Why an upgrade was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AcceptError {
+    /// Not a well-formed WebSocket handshake.
+    #[error("not a WebSocket handshake: {0}")]
+    Handshake(actix_http::ws::HandshakeError),
+    /// The node has `--max-websockets` open.
+    #[error(
+        "this node has {0} WebSockets open, its limit (--max-websockets); \
+         try again later or use another transport"
+    )]
+    Full(u64),
+}
+
 /// Check `req` is a WebSocket handshake and the node has room for another socket; returns the
 /// `101` response to answer with, the socket's write half (frames queue until the socket
 /// arrives) and the pending socket.
 pub fn accept<L>(
     req: &HttpRequest,
     gauge: &Arc<SocketGauge>,
-) -> Result<(HttpResponse, Outbox<L>, PendingSocket), actix_web::Error> {
-    let mut builder = actix_http::ws::handshake(req.head()).map_err(|error| {
-        let response = HttpResponse::from(actix_http::Response::from(&error));
-        actix_web::error::InternalError::from_response(error, response)
-    })?;
-    let open = match OpenSocket::reserve(gauge) {
-        Ok(open) => open,
-        Err(max) => {
-            return Err(actix_web::error::InternalError::from_response(
-                "too many websockets",
-                HttpResponse::ServiceUnavailable()
-                    .insert_header(("Retry-After", "5"))
-                    .content_type("text/plain; charset=utf-8")
-                    .body(format!(
-                        "this node has {max} WebSockets open, its limit (--max-websockets); \
-                     try again later or use another transport\n"
-                    )),
-            )
-            .into())
-        }
-    };
+) -> Result<(HttpResponse, Outbox<L>, PendingSocket), AcceptError> {
+    let mut builder = actix_http::ws::handshake(req.head()).map_err(AcceptError::Handshake)?;
+    let open = OpenSocket::reserve(gauge).map_err(AcceptError::Full)?;
     let (handoff, socket) = oneshot::channel();
     let mut response = HttpResponse::from(builder.finish().map_into_boxed_body());
     response.extensions_mut().insert(Handoff(handoff));
