@@ -97,8 +97,11 @@ pub struct Config {
     #[arg(long, env = "NIMBUS_HISTORY_BUDGET_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub history_budget_bytes: usize,
 
-    /// Messages a connection may fall behind its socket before the server drops the connection
-    /// (slow-consumer policy; the client resumes from the topic history when it reconnects).
+    /// Messages a session may fall behind on its current transport (given to it since the
+    /// transport attached, not yet written) before the server closes the transport: the
+    /// slow-consumer policy, the same measure on both protocols; the client resumes where it
+    /// stands when it reconnects. A Cettia socket between transports keeps at most this many
+    /// messages for its client, dropping the oldest.
     #[arg(long, env = "NIMBUS_MAX_LAG_MESSAGES", default_value_t = 512)]
     pub max_lag_messages: u64,
 

@@ -364,13 +364,9 @@ impl Connection {
         self.enforce_lag_limit(ctx);
     }
 
-    /// The slow-consumer policy: a client more than `max_lag_messages` behind its socket is
-    /// disconnected; it keeps its cursor and resumes from the history when it reconnects.
-    ///
-    /// Lag counts only what was published since the transport attached and is not yet written:
-    /// the backlog a reconnecting client replays from the history is not lag, or a client
-    /// dropped once (more than `max_lag_messages` behind) would be dropped again on every
-    /// reconnect while its replay fills the socket, and could never catch up.
+    /// The slow-consumer policy ([`session::lagging`]): the connection is behind by what was
+    /// published since its transport attached (past the history it replays) and is not yet
+    /// written. A dropped client keeps its cursor and resumes from the history.
     pub(super) fn enforce_lag_limit(&mut self, ctx: &mut Context<Self>) {
         if self.membership.is_none() {
             return;
@@ -378,8 +374,7 @@ impl Connection {
         let lag = self
             .last_seq()
             .saturating_sub(self.cursor().max(self.replay_target));
-        if lag > self.node.config.max_lag_messages {
-            let reason = session::slow_consumer(&self.node, &self.id, lag);
+        if let Some(reason) = session::lagging(&self.node, &self.id, lag) {
             self.detach(ctx, Some(reason));
         }
     }

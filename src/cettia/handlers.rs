@@ -132,8 +132,11 @@ impl Handler<LongPoll> for SocketActor {
         }
         if self.shared.dialect.acknowledges_events() {
             let acked = msg.last_event_ids;
+            let before = self.pending.len();
             self.pending
                 .retain(|o| !o.vibe_id.as_ref().is_some_and(|id| acked.contains(id)));
+            // A client acknowledges the oldest events first.
+            self.backlog = self.backlog.saturating_sub(before - self.pending.len());
         }
         if let Some(Transport::LongPoll { parked, .. }) = &mut self.transport {
             *parked = Some(msg.reply);

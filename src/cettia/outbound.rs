@@ -76,21 +76,29 @@ impl SocketActor {
         }
     }
 
-    /// Queue a message; apply the queue's bound.
+    /// Queue a message; apply the slow-consumer policy to an attached transport
+    /// ([`session::lagging`]: the queue past the backlog it attached with is its lag), and the
+    /// queue's bound to a socket without one.
     pub(super) fn enqueue(&mut self, outgoing: Outgoing, ctx: &mut Context<Self>) {
         self.pending.push_back(outgoing);
-        if self.pending.len() <= self.max_pending() {
-            return;
-        }
         if self.transport.is_some() {
-            let behind = self.pending.len() as u64;
-            let reason = session::slow_consumer(self.server.node(), &self.shared.id, behind);
+            let lag = self.pending.len().saturating_sub(self.backlog) as u64;
+            let Some(reason) = session::lagging(self.server.node(), &self.shared.id, lag) else {
+                return;
+            };
             self.close_transport_because(ctx, Some(reason));
         }
         while self.pending.len() > self.max_pending() {
             self.pending.pop_front();
             Stats::add(&self.server.node().stats.missed, 1);
         }
+    }
+
+    /// The queue's oldest message, now written to the client.
+    fn take_written(&mut self) -> Option<Outgoing> {
+        let written = self.pending.pop_front()?;
+        self.backlog = self.backlog.saturating_sub(1);
+        Some(written)
     }
 
     pub(super) fn wait_writable(&mut self, ctx: &mut Context<Self>) {
@@ -121,6 +129,7 @@ impl SocketActor {
             match write_push(sink, *framing, &front.message) {
                 WriteOutcome::Written => {
                     self.pending.pop_front();
+                    self.backlog = self.backlog.saturating_sub(1);
                     Stats::add(delivered, 1);
                 }
                 WriteOutcome::Full => {
@@ -141,10 +150,13 @@ impl SocketActor {
         reply: oneshot::Sender<PollAnswer>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(Transport::LongPoll { jsonp, repoll, .. }) = &mut self.transport else {
+        if !matches!(self.transport, Some(Transport::LongPoll { .. })) {
+            return;
+        }
+        let Some(outgoing) = self.take_written() else {
             return;
         };
-        let Some(outgoing) = self.pending.pop_front() else {
+        let Some(Transport::LongPoll { jsonp, repoll, .. }) = &mut self.transport else {
             return;
         };
         let answer = poll_answer(jsonp.as_deref(), &outgoing.message);

@@ -6,10 +6,13 @@
 //!
 //! Everything sent to the socket goes through one bounded outbound queue (`pending`) whenever it
 //! cannot be written at once: while the socket is between transports, between two long-polls,
-//! or while a pushing transport is full. The queue holds at most `max_lag_messages` messages.
-//! Policy when it is full: an attached transport is closed (slow consumer; the socket keeps the
-//! queue and the client resumes), and a socket without transport drops its oldest message
-//! (counted as `missed`). On resume the queue is written in order after the handshake, once.
+//! or while a pushing transport is full. Policy: a socket without transport keeps at most
+//! `--max-lag-messages` messages for its client, dropping the oldest (counted as `missed`); an
+//! attached transport more than `--max-lag-messages` behind is closed as a slow consumer (the
+//! socket keeps the queue and the client resumes), its lag being the queue past the backlog it
+//! attached with, the same measure as Atmosphere's ([`crate::session::lagging`]). The queue thus
+//! holds at most twice the bound and the handshake. On resume the queue is written in order
+//! after the handshake, once.
 //!
 //! In a cluster (see `cluster.rs`) the socket keeps its record up to date, hands itself over
 //! to the node its client came back to ([`HandOver`](super::messages::HandOver): its transport ends without `close`, it
@@ -92,6 +95,9 @@ pub struct SocketActor {
     /// Bumped at every attach and detach: stale notices and requests are recognised.
     pub(super) generation: u64,
     pub(super) pending: VecDeque<Outgoing>,
+    /// How many of `pending`'s oldest messages were queued before the current transport
+    /// attached: what the client was owed on its return, which is not lag.
+    pub(super) backlog: usize,
     pub(super) next_event_id: u64,
     pub(super) replies: HashMap<String, ReplyCallback>,
     pub(super) reply_order: VecDeque<String>,
@@ -133,6 +139,7 @@ impl SocketActor {
             transport_id: None,
             generation: 0,
             pending: VecDeque::new(),
+            backlog: 0,
             next_event_id: first_id,
             replies: HashMap::new(),
             reply_order: VecDeque::new(),
@@ -333,6 +340,7 @@ impl SocketActor {
                 vibe_id: None,
             });
         }
+        self.backlog = self.pending.len();
         self.arm_heartbeat(ctx);
         if !continued {
             let socket = self.socket_handle(ctx);

@@ -6,7 +6,7 @@
 //!
 //! - [`Membership`]: a topic joined, the client's cursor in it, and catching up from this
 //!   node's replay history or the cluster's shared history;
-//! - the slow-consumer policy ([`slow_consumer`]): a client too far behind loses its
+//! - the slow-consumer policy ([`lagging`]): a client too far behind loses its
 //!   transport, keeps its place, and resumes when it reconnects;
 //! - why a client's message was refused ([`InboundError`]);
 //! - the mailbox bound of a session actor ([`MAILBOX`]);
@@ -67,10 +67,22 @@ pub enum InboundError {
     Gate(#[from] Refused),
 }
 
-/// The slow-consumer policy, the same for every session: count it, say so, and return the
-/// close reason its WebSocket gets (`1013`, "slow consumer"). The session keeps where its
-/// client stands; the client resumes from there when it reconnects.
-pub fn slow_consumer(node: &Node, session: &str, behind: u64) -> CloseReason {
+/// The slow-consumer policy, the same for every session of both protocols. A session is
+/// `behind` by the messages given to it since its current transport attached that the transport
+/// has not written yet; what the client was owed when the transport attached (the history an
+/// Atmosphere client replays, a Cettia socket's resume queue) does not count, or a client
+/// dropped once would be dropped again on every return while it reads its backlog, and never
+/// catch up. Over `--max-lag-messages`, the policy counts it, says so, and returns the close
+/// reason its WebSocket gets (`1013`, "slow consumer"); the caller closes the transport. The
+/// session keeps where its client stands; the client resumes from there when it reconnects.
+pub fn lagging(node: &Node, session: &str, behind: u64) -> Option<CloseReason> {
+    if behind <= node.config.max_lag_messages {
+        return None;
+    }
+    Some(slow_consumer(node, session, behind))
+}
+
+fn slow_consumer(node: &Node, session: &str, behind: u64) -> CloseReason {
     Stats::add(&node.stats.slow_consumers_dropped, 1);
     tracing::warn!(%session, behind,
         "slow consumer: closing its transport; it resumes from where it stands on reconnect");

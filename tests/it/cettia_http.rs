@@ -521,3 +521,92 @@ async fn a_long_poller_resumes_its_socket_with_the_events_sent_while_away() {
         r#"{"id":"1","type":"note","data":"still away","reply":false}"#
     );
 }
+
+/// `--max-lag-messages` measures one thing on both protocols: how far the client falls behind
+/// on its current transport. What it is owed when it comes back (its resume queue, up to the
+/// same bound) is not lag: a long-poller returning to a full queue, one message per poll, is
+/// not dropped as a slow consumer when more arrive; falling behind once back still is.
+#[tokio::test]
+async fn a_long_poller_back_to_a_full_queue_is_not_a_slow_consumer() {
+    const MAX_LAG: usize = 4;
+    let closes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = closes.clone();
+    let (server, cettia) = common::TestServer::start_with_cettia(
+        |c| c.max_lag_messages = MAX_LAG as u64,
+        move |app| {
+            app.on_close(move |_| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        },
+    );
+    let open = |extra: String| {
+        let url = open_url(&server, "longpoll", &extra);
+        async move { transport_id(&reqwest::get(url).await.unwrap().text().await.unwrap()) }
+    };
+    let poll = |tid: String| {
+        let url = tid_url(
+            &server,
+            &tid,
+            "&cettia-transport-name=longpoll&cettia-transport-when=poll",
+        );
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let tid = open(String::new()).await;
+    let handshake = poll(tid.clone()).await;
+    let id = handshake
+        .split("cettia-id=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    reqwest::get(tid_url(&server, &tid, "&cettia-transport-when=abort"))
+        .await
+        .unwrap();
+    let socket = cettia.socket(&id).expect("kept for the resume window");
+    within(5.0, "the aborted transport to close", async {
+        while closes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            // A backoff inside a deadline loop, not an ordering wait.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    for i in 0..MAX_LAG {
+        socket.send("away", Value::from(format!("{i}"))).unwrap();
+    }
+    let dropped = common::stat(&server, "slow_consumers_dropped").await;
+
+    let tid = open(format!("&cettia-id={id}")).await;
+    assert!(poll(tid.clone())
+        .await
+        .contains(&format!("cettia-id={id}&")));
+    // Two more while the client reads its queue one poll at a time.
+    socket.send("back", Value::from("0")).unwrap();
+    socket.send("back", Value::from("1")).unwrap();
+    let mut read = Vec::new();
+    for _ in 0..MAX_LAG + 2 {
+        read.push(poll(tid.clone()).await);
+    }
+    for (i, text) in read.iter().enumerate() {
+        let (kind, n) = if i < MAX_LAG {
+            ("away", i)
+        } else {
+            ("back", i - MAX_LAG)
+        };
+        assert!(
+            text.contains(&format!(r#""type":"{kind}","data":"{n}""#)),
+            "message {i}: {text}"
+        );
+    }
+    assert_eq!(
+        common::stat(&server, "slow_consumers_dropped").await,
+        dropped,
+        "a client reading what it was owed is not a slow consumer"
+    );
+    // Behind by more than the bound on this transport: dropped.
+    for i in 0..=MAX_LAG {
+        socket.send("flood", Value::from(format!("{i}"))).unwrap();
+    }
+    common::wait_stat(&server, "slow_consumers_dropped", 5.0, |n| n > dropped).await;
+}
