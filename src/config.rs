@@ -70,7 +70,7 @@ pub struct Config {
     pub ws_close_grace_secs: u64,
 
     /// Most WebSockets open on this node at once; an upgrade beyond gets `503` (atmosphere.js then
-    /// falls back to its fallback transport). Upgraded sockets leave the HTTP server's own
+    /// falls back to its fallback transport). Upgraded WebSockets leave the HTTP server's own
     /// connection limit, so this is their bound. Default: three quarters of the descriptor
     /// limit (`ulimit -n`, which the node raises to its hard limit at start).
     #[arg(long, env = "NIMBUS_MAX_WEBSOCKETS")]

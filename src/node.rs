@@ -9,7 +9,7 @@ use crate::broker::{Broker, LocalBroker};
 use crate::config::Config;
 use crate::gate::{Access, ConfigError, Gate, Permissions};
 use crate::topic::TopicRegistry;
-use crate::transport::ws::SocketGauge;
+use crate::transport::ws::WebSocketGauge;
 
 /// The node's shared state; cheap to clone behind an `Arc`.
 pub struct Node {
@@ -19,7 +19,7 @@ pub struct Node {
     pub topics: TopicRegistry,
     pub broker: Arc<dyn Broker>,
     /// WebSockets open now, against `--max-websockets`.
-    pub websockets: Arc<SocketGauge>,
+    pub websockets: Arc<WebSocketGauge>,
     /// Every check a client meets: identity, session ids, permissions, limits.
     pub gate: Gate,
     pub stats: Stats,
@@ -69,7 +69,7 @@ impl Node {
         Ok(Arc::new(Node {
             gate,
             id,
-            websockets: Arc::new(SocketGauge::new(config.websocket_limit())),
+            websockets: Arc::new(WebSocketGauge::new(config.websocket_limit())),
             config,
             topics,
             broker,

@@ -2,7 +2,7 @@
 //!
 //! It is a member of its topic and keeps a cursor there (a [`Membership`] of the session
 //! core). A message arriving in order for a writable transport is written at once; anything
-//! else (a gap, a reconnect, a long-poll between polls, a socket that was full) is served from
+//! else (a gap, a reconnect, a long-poll between polls, a WebSocket that was full) is served from
 //! the topic history after the cursor. Nothing is copied per client while it is away.
 //!
 //! In a cluster the cursor may point before what this node's topic holds (the client was
@@ -70,7 +70,7 @@ pub struct Connection {
     /// The topic's last sequence when the current transport attached: the replay backlog up to
     /// it is not lag (see [`Connection::enforce_lag_limit`]).
     pub(super) replay_target: u64,
-    /// The socket whose outbox the topic knows as this member's fast lane (see [`Lane`]); the
+    /// The WebSocket whose outbox the topic knows as this member's fast lane (see [`Lane`]); the
     /// lane is lent while a WebSocket client is caught up.
     direct: Option<Outbox<Lane>>,
     /// The application was told the client opened: it is told when it leaves.
@@ -307,7 +307,7 @@ impl Connection {
     /// Take the fast lane back from the topic (if lent): the cursor and the last write time
     /// are the actor's again. Called first by everything that reads the cursor or the sink.
     pub(super) fn take_lane(&mut self) {
-        let Some(Sink::Socket(outbox)) = &self.sink else {
+        let Some(Sink::WebSocket(outbox)) = &self.sink else {
             return;
         };
         if let Some(lane) = outbox.take_back() {
@@ -321,7 +321,7 @@ impl Connection {
     /// Catch up with the cursor of the lane while it stays lent (the lane's stays the true one:
     /// it only moves forward, and taking the lane back overwrites this copy).
     fn peek_lane(&mut self) {
-        if let Some(Sink::Socket(outbox)) = &self.sink {
+        if let Some(Sink::WebSocket(outbox)) = &self.sink {
             if let Some(cursor) = outbox.peek_lane(|lane| lane.cursor) {
                 self.set_cursor(cursor);
             }
@@ -331,13 +331,14 @@ impl Connection {
     /// Lend the fast lane to the topic if nothing is pending: a WebSocket with room, the
     /// cursor at the topic's last message, nothing fetched or being fetched.
     pub(super) fn lend_lane(&mut self) {
-        let (Some(Sink::Socket(outbox)), Some(membership)) = (&self.sink, &self.membership) else {
+        let (Some(Sink::WebSocket(outbox)), Some(membership)) = (&self.sink, &self.membership)
+        else {
             return;
         };
         if self.waiting_writable || !membership.caught_up() {
             return;
         }
-        // A new socket: tell the topic (until it knows, it hands messages to the actor).
+        // A new WebSocket: tell the topic (until it knows, it hands messages to the actor).
         if !self.direct.as_ref().is_some_and(|known| known.same(outbox)) {
             membership.ack.addr.do_send(SetDirect {
                 session: self.id.clone(),

@@ -65,7 +65,7 @@ impl Handler<Attach> for Connection {
         self.served = true;
         self.mode = msg.mode;
         self.on_transport.set(match &msg.sink {
-            Sink::Socket(_) => TransportKind::WebSocket,
+            Sink::WebSocket(_) => TransportKind::WebSocket,
             Sink::Body(_) => TransportKind::of_body(msg.mode.framing.sse),
         });
         self.sink = Some(msg.sink);

@@ -1,8 +1,8 @@
 //! The Atmosphere WebSocket fast lane: while a client is caught up with its topic, the topic
-//! writes each message's shared frame straight to the client's socket (see
+//! writes each message's shared frame straight to the client's WebSocket (see
 //! [`crate::topic::DirectWrite`]), with no message to the connection actor.
 //!
-//! The lane lives in the socket's outbox, under the socket's lock; the connection lends it
+//! The lane lives in the WebSocket's outbox, under the WebSocket's lock; the connection lends it
 //! when nothing is pending and takes it back before it reads its cursor or writes itself.
 use std::sync::Arc;
 

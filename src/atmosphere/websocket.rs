@@ -1,4 +1,4 @@
-//! The Atmosphere WebSocket transport: the socket's write half is the connection's sink, and its
+//! The Atmosphere WebSocket transport: the WebSocket's write half is the connection's sink, and its
 //! messages go to the connection actor one at a time (see [`crate::session::websocket`]).
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use crate::node::Node;
 use crate::session::websocket::{self, gone, refusal, UpgradeRefused};
 use crate::transport::ws::{close_reason, WsMessage};
 
-/// Accept the upgrade in `req` and attach the socket to `connection`; returns the `101` response.
+/// Accept the upgrade in `req` and attach the WebSocket to `connection`; returns the `101` response.
 pub async fn attach(
     req: &HttpRequest,
     connection: Addr<Connection>,

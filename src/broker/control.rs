@@ -3,7 +3,7 @@
 //!
 //! Cettia sockets use it to move between nodes (a socket record with a TTL, a handover asked
 //! and confirmed on the channel) and for sends addressed to a socket id or a tag, whichever
-//! node holds the socket. Payloads are opaque bytes here; their meaning belongs to the
+//! node holds the Cettia socket. Payloads are opaque bytes here; their meaning belongs to the
 //! transport that writes them (`crate::cettia::cluster`). The in-process broker has no control
 //! plane: a single node needs none.
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! HTTP/1 dispatcher.
 //!
 //! The request still goes through the application (routing, validation, the node's headers).
-//! A `101` answer that carries a [`Handoff`] gets the socket: the response is written and the
+//! A `101` answer that carries a [`Handoff`] gets the WebSocket: the response is written and the
 //! connection (with whatever the client already sent) is handed to the WebSocket transport,
 //! which owns it from then on (see `crate::transport::ws`). Any other answer is written as a
 //! plain response and the connection closed.

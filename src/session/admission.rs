@@ -4,7 +4,7 @@
 //! Every session is counted while it lives ([`Counted`], kept by the session actor): in the
 //! presence tallies by address and by user, which the cluster shares like any presence, so a
 //! node that dies takes its counts with it. Only a *new* session is checked against the caps;
-//! a session that resumes (an id the cluster issued, a socket moving between nodes) was let in
+//! a session that resumes (an id the cluster issued, a Cettia socket moving between nodes) was let in
 //! when it began, and is counted again wherever it lives now without being refused.
 //!
 //! The count comes first, the check after, so that the new session sees itself and every

@@ -57,8 +57,8 @@ pub enum InboundError {
     Refused(String),
     #[error("this transport is closed")]
     TransportClosed,
-    /// Clustered: the socket has just moved to another node; forward the message there.
-    #[error("the socket moved to another node")]
+    /// Clustered: the Cettia socket has just moved to another node; forward the message there.
+    #[error("the Cettia socket moved to another node")]
     Moved,
     #[error(transparent)]
     Event(#[from] EventError),

@@ -1,6 +1,6 @@
 //! Attaching a WebSocket to a session actor, the same for both protocols: accept the upgrade,
-//! hand the socket's outbox to the actor, feed it the client's messages one at a time, and
-//! tell it when the socket is gone.
+//! hand the WebSocket's outbox to the actor, feed it the client's messages one at a time, and
+//! tell it when the WebSocket is gone.
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use crate::transport::Sink;
 
 /// Why a WebSocket upgrade is refused, the same checks in the same order for both protocols:
 /// WebSocket turned off on this node (`501`), then an `Origin` the node does not allow (`403`:
-/// browsers do not apply CORS to upgrades, so without this any site could open a socket in its
+/// browsers do not apply CORS to upgrades, so without this any site could open a WebSocket in its
 /// visitors' name) — both before the gate — then, after it, a malformed handshake (actix-http's
 /// status), a node at `--max-websockets` (`503`), a session that stopped meanwhile (`503`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -72,10 +72,10 @@ pub fn upgrade_refused(node: &Node, req: &HttpRequest) -> Option<UpgradeRefused>
     (!allowed).then_some(UpgradeRefused::Origin)
 }
 
-/// Accept the upgrade in `req` and attach its socket with `attach` (which sends the sink to the
+/// Accept the upgrade in `req` and attach its WebSocket with `attach` (which sends the sink to the
 /// actor and returns the transport's generation); returns the `101` response. Each message of
-/// the client goes through `handle` (an `Err` closes the socket with that reason), and
-/// `detach` runs with the generation when the socket is gone.
+/// the client goes through `handle` (an `Err` closes the WebSocket with that reason), and
+/// `detach` runs with the generation when the WebSocket is gone.
 pub async fn attach<L, Attached, Handle, Handled>(
     req: &HttpRequest,
     node: &Arc<Node>,
@@ -90,7 +90,7 @@ where
     Handled: Future<Output = Result<(), CloseReason>> + 'static,
 {
     let (response, outbox, pending) = ws::accept(req, &node.websockets)?;
-    let generation = attach(Sink::Socket(outbox.clone()))
+    let generation = attach(Sink::WebSocket(outbox.clone()))
         .await
         .map_err(|_| UpgradeRefused::Gone)?;
     let max_message_bytes = node.config.max_message_bytes;
@@ -118,7 +118,7 @@ pub fn refusal(error: &InboundError) -> CloseReason {
     close_reason(code, &error.to_string())
 }
 
-/// The actor did not answer (it stopped): the socket closes with `1001`.
+/// The actor did not answer (it stopped): the WebSocket closes with `1001`.
 pub fn gone(_: MailboxError) -> CloseReason {
     close_reason(CloseCode::Away, "session closed")
 }

@@ -59,7 +59,7 @@ pub struct Join {
 #[rtype(result = "()")]
 pub struct Notice(pub Message);
 
-/// Set how a member can be written to directly (see [`DirectWrite`]), e.g. its new socket.
+/// Set how a member can be written to directly (see [`DirectWrite`]), e.g. its new WebSocket.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetDirect {

@@ -1,9 +1,9 @@
 //! Direct delivery: a member whose transport can take a frame without a message to its actor.
 //!
 //! A WebSocket client that is caught up with its topic lends the topic a way to write to its
-//! socket; the topic then delivers by writing the shared frame to the socket itself, with no
+//! WebSocket; the topic then delivers by writing the shared frame to the WebSocket itself, with no
 //! actor message and no task wake-up per recipient. Anything out of the ordinary (the member
-//! fell behind, its socket is full, it is reconnecting) makes the member refuse, and the
+//! fell behind, its WebSocket is full, it is reconnecting) makes the member refuse, and the
 //! message goes to its actor as [`super::Deliver`], which serves it from the history.
 use super::Envelope;
 

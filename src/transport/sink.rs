@@ -1,7 +1,7 @@
 //! The transport contract for pushed frames: a bounded sink a session writes into without
 //! waiting, and a way to be woken when it can take more.
 //!
-//! WebSocket frames go to the socket's [`Outbox`] (written at once when the socket can take
+//! WebSocket frames go to the WebSocket's [`Outbox`] (written at once when the WebSocket can take
 //! them); SSE and streaming chunks go into the bounded channel behind the response body, polled
 //! with a no-op waker first. Only a full sink makes the session wait.
 use std::pin::Pin;
@@ -19,7 +19,7 @@ use super::ws::Outbox;
 /// Where a session's frames go; `L` is the fast lane a WebSocket may lend (see [`Outbox`]).
 pub enum Sink<L = ()> {
     /// A WebSocket's write half.
-    Socket(Outbox<L>),
+    WebSocket(Outbox<L>),
     /// The body of an SSE or streaming response.
     Body(PollSender<Bytes>),
 }
@@ -39,7 +39,7 @@ impl<L> Sink<L> {
     /// The one write path: a WebSocket frame of `opcode`, or a body chunk.
     fn try_send(&mut self, opcode: OpCode, payload: &Bytes) -> WriteOutcome {
         match self {
-            Sink::Socket(outbox) => outbox.send(opcode, payload),
+            Sink::WebSocket(outbox) => outbox.send(opcode, payload),
             Sink::Body(body) => {
                 let mut cx = Context::from_waker(Waker::noop());
                 match Pin::new(&mut *body).poll_ready(&mut cx) {
@@ -57,7 +57,7 @@ impl<L> Sink<L> {
     /// Ready when a frame can be written; registers `cx` to be woken otherwise.
     pub fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
         match self {
-            Sink::Socket(outbox) => outbox.poll_room(cx),
+            Sink::WebSocket(outbox) => outbox.poll_room(cx),
             Sink::Body(body) => Pin::new(body).poll_ready(cx).map_err(|_| ()),
         }
     }
@@ -65,7 +65,7 @@ impl<L> Sink<L> {
     /// Close the transport: a WebSocket close frame with `reason`, or the end of the body.
     pub fn close(self, reason: Option<CloseReason>) {
         match self {
-            Sink::Socket(outbox) => outbox.close(reason),
+            Sink::WebSocket(outbox) => outbox.close(reason),
             // Dropping the sender ends the response body once the queued chunks are written.
             Sink::Body(body) => drop(body),
         }

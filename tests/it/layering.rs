@@ -86,10 +86,11 @@ const RULES: &[(&str, &[&str])] = &[
 /// The edge, the crate root and the binary may import anything.
 const ANYTHING: &[&str] = &["server", "lib", "main"];
 
-/// The top-level modules each module of `src/` names in its code.
-fn imports() -> BTreeMap<String, BTreeSet<(String, String)>> {
+/// Every source file of `src/`: its path under `src/` and its code without its unit tests
+/// (which may reach anywhere) and without comment lines.
+fn sources() -> Vec<(String, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut found: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    let mut found = Vec::new();
     let mut stack = vec![src.clone()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -106,21 +107,33 @@ fn imports() -> BTreeMap<String, BTreeSet<(String, String)>> {
                 .unwrap()
                 .to_string_lossy()
                 .to_string();
-            let module = relative
-                .split('/')
-                .next()
-                .unwrap()
-                .trim_end_matches(".rs")
-                .to_string();
             let text = std::fs::read_to_string(&path).unwrap();
-            // Unit tests may reach anywhere.
             let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
-            for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
-                for named in crate_paths(line) {
-                    if named != module {
-                        let entry = found.entry(module.clone()).or_default();
-                        entry.insert((named, relative.clone()));
-                    }
+            let code: Vec<&str> = code
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect();
+            found.push((relative, code.join("\n")));
+        }
+    }
+    found
+}
+
+/// The top-level modules each module of `src/` names in its code.
+fn imports() -> BTreeMap<String, BTreeSet<(String, String)>> {
+    let mut found: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    for (relative, code) in sources() {
+        let module = relative
+            .split('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_string();
+        for line in code.lines() {
+            for named in crate_paths(line) {
+                if named != module {
+                    let entry = found.entry(module.clone()).or_default();
+                    entry.insert((named, relative.clone()));
                 }
             }
         }
@@ -190,4 +203,66 @@ fn the_checker_sees_grouped_and_plain_imports() {
     );
     assert_eq!(crate_paths("    crate::server::run(x);"), ["server"]);
     assert!(crate_paths("no path here").is_empty());
+}
+
+/// Names in code that hold `socket` without being a Cettia socket: a WebSocket, the standard
+/// library's and socket2's.
+const NOT_A_CETTIA_SOCKET: &[&str] = &["websocket", "socketaddr", "socket2", "sockref"];
+
+/// ARCHITECTURE.md's words: a *socket* is a Cettia socket, and only the Cettia modules (and the
+/// names that say `Cettia`) name one; a WebSocket is a `WebSocket`, the TCP connection under it
+/// a stream. Each identifier of code elsewhere that holds `socket` is listed.
+#[test]
+fn socket_means_a_cettia_socket_in_code() {
+    let mut found = BTreeSet::new();
+    for (relative, code) in sources() {
+        if relative.starts_with("cettia/") || relative.starts_with("protocol/cettia/") {
+            continue;
+        }
+        let code = without_strings(&code);
+        let identifiers = code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        for identifier in identifiers {
+            let lower = identifier.to_ascii_lowercase();
+            let mut rest = lower.clone();
+            for allowed in NOT_A_CETTIA_SOCKET {
+                rest = rest.replace(allowed, "");
+            }
+            if rest.contains("socket") && !lower.contains("cettia") {
+                found.insert(format!("src/{relative}: {identifier}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "`socket` outside the Cettia modules names something else (say WebSocket or stream):\n{}",
+        found.into_iter().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// `code` with the text of its string literals left out (they are prose, not names).
+fn without_strings(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let (mut in_string, mut escaped, mut previous) = (false, false, ' ');
+    for c in code.chars() {
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') => in_string = false,
+            (true, false, _) => {}
+            // A quote in a character literal opens nothing.
+            (false, _, '"') if previous == '\'' => {}
+            (false, _, '"') => in_string = true,
+            (false, _, c) => out.push(c),
+        }
+        previous = c;
+    }
+    out
+}
+
+#[test]
+fn string_literals_are_not_names() {
+    assert_eq!(
+        without_strings(r#"f("a socket \" quoted", x_socket, '"')"#),
+        "f(, x_socket, '')"
+    );
 }

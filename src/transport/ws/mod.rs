@@ -1,10 +1,10 @@
-//! WebSocket on a socket Nimbus owns: the handler accepts the upgrade, the server hands the TCP
+//! WebSocket on a WebSocket Nimbus owns: the handler accepts the upgrade, the server hands the TCP
 //! connection over after writing the `101` (see `crate::server::upgrade`), and from then on
-//! reads and writes go straight to the socket.
+//! reads and writes go straight to the WebSocket.
 //!
 //! Why not a WebSocket inside actix-http's HTTP/1 dispatcher (actix-ws): the dispatcher keeps
 //! an 8 KiB read and an 8 KiB write buffer per connection for its whole life, and every frame
-//! crosses a channel and a task wake-up before it reaches the socket. Here an idle socket
+//! crosses a channel and a task wake-up before it reaches the WebSocket. Here an idle WebSocket
 //! holds no buffer at all, and a frame is written by whoever delivers it (see [`Outbox`]).
 //! Frames are parsed with actix-http's own WebSocket codec.
 mod outbox;
@@ -25,10 +25,10 @@ use tokio_util::codec::Decoder;
 
 pub use outbox::{whole_text_frame, LaneWriter, Outbox, Shared, QUEUE_LIMIT};
 
-/// How long a socket whose close frame is out waits for the client's side of the close
+/// How long a WebSocket whose close frame is out waits for the client's side of the close
 /// handshake. (How long the close frame itself may take is `--ws-close-grace-secs`.)
 const CLOSE_REPLY_GRACE: Duration = Duration::from_secs(2);
-/// Most bytes read from the socket at once.
+/// Most bytes read from the WebSocket at once.
 const READ_CHUNK: usize = 4096;
 
 /// Put in the `101` response's extensions by [`accept`]: where the server hands the upgraded
@@ -41,16 +41,16 @@ pub struct Upgraded {
     pub read_buf: BytesMut,
 }
 
-/// The socket of an accepted upgrade, until the server hands it over. It counts as open from
+/// The WebSocket of an accepted upgrade, until the server hands it over. It counts as open from
 /// the handshake on, so the `--max-websockets` bound holds however many upgrades race.
-pub struct PendingSocket {
-    socket: oneshot::Receiver<Upgraded>,
-    open: OpenSocket,
+pub struct PendingWebSocket {
+    upgraded: oneshot::Receiver<Upgraded>,
+    open: OpenWebSocket,
 }
 
 /// How many WebSockets a node has open, and how many it may: shared by every upgrade.
 #[derive(Debug)]
-pub struct SocketGauge {
+pub struct WebSocketGauge {
     open: AtomicU64,
     limit: u64,
 }
@@ -76,19 +76,19 @@ pub enum AcceptError {
     Full(u64),
 }
 
-/// Check `req` is a WebSocket handshake and the node has room for another socket; returns the
-/// `101` response to answer with, the socket's write half (frames queue until the socket
-/// arrives) and the pending socket.
+/// Check `req` is a WebSocket handshake and the node has room for another WebSocket; returns the
+/// `101` response to answer with, the WebSocket's write half (frames queue until the WebSocket
+/// arrives) and the pending WebSocket.
 pub fn accept<L>(
     req: &HttpRequest,
-    gauge: &Arc<SocketGauge>,
-) -> Result<(HttpResponse, Outbox<L>, PendingSocket), AcceptError> {
+    gauge: &Arc<WebSocketGauge>,
+) -> Result<(HttpResponse, Outbox<L>, PendingWebSocket), AcceptError> {
     let mut builder = actix_http::ws::handshake(req.head()).map_err(AcceptError::Handshake)?;
-    let open = OpenSocket::reserve(gauge).map_err(AcceptError::Full)?;
-    let (handoff, socket) = oneshot::channel();
+    let open = OpenWebSocket::reserve(gauge).map_err(AcceptError::Full)?;
+    let (handoff, upgraded) = oneshot::channel();
     let mut response = HttpResponse::from(builder.finish().map_into_boxed_body());
     response.extensions_mut().insert(Handoff(handoff));
-    Ok((response, Outbox::new(), PendingSocket { socket, open }))
+    Ok((response, Outbox::new(), PendingWebSocket { upgraded, open }))
 }
 
 /// A close reason with a sentence.
@@ -99,13 +99,13 @@ pub fn close_reason(code: CloseCode, why: &str) -> CloseReason {
     }
 }
 
-/// Run the socket: start its writer, then read messages and hand each to `on_message` (one at
-/// a time; the socket is not read while a message is handled, so a client that sends faster
-/// than it is served is held back by TCP). An `Err` from `on_message` closes the socket with
+/// Run the WebSocket: start its writer, then read messages and hand each to `on_message` (one at
+/// a time; the WebSocket is not read while a message is handled, so a client that sends faster
+/// than it is served is held back by TCP). An `Err` from `on_message` closes the WebSocket with
 /// that reason. Once a close frame is queued, what is queued gets `close_grace` to go out.
-/// Returns when the socket is closed, or never arrived.
+/// Returns when the WebSocket is closed, or never arrived.
 pub async fn serve<L, F, Fut>(
-    socket: PendingSocket,
+    pending: PendingWebSocket,
     outbox: Outbox<L>,
     max_message_bytes: usize,
     close_grace: Duration,
@@ -115,11 +115,11 @@ pub async fn serve<L, F, Fut>(
     F: FnMut(WsMessage) -> Fut,
     Fut: Future<Output = Result<(), CloseReason>>,
 {
-    let PendingSocket {
-        socket,
+    let PendingWebSocket {
+        upgraded,
         open: _open,
-    } = socket;
-    let Ok(Upgraded { stream, read_buf }) = socket.await else {
+    } = pending;
+    let Ok(Upgraded { stream, read_buf }) = upgraded.await else {
         outbox.finish();
         return;
     };
@@ -136,7 +136,7 @@ pub async fn serve<L, F, Fut>(
         max_message_bytes,
     };
     // Until the close handshake starts: hand messages over, answer pings. The client leaving
-    // (end of stream, a read error) ends the socket at once: its connection must know now, or
+    // (end of stream, a read error) ends the WebSocket at once: its connection must know now, or
     // what is written meanwhile would count as delivered.
     let closing = 'open: loop {
         loop {
@@ -185,7 +185,7 @@ async fn close_cleanly<L>(
 ) {
     // Wait for what is queued and the close frame to go out (frames queued count as
     // delivered: a slow client that still reads gets them), then read (and ignore) until
-    // the client ends its side, so the socket closes cleanly rather than with a reset that
+    // the client ends its side, so the WebSocket closes cleanly rather than with a reset that
     // could overtake the close frame. A client that reads nothing any more is let go.
     let _ = tokio::time::timeout(close_grace, outbox.finished()).await;
     let _ = tokio::time::timeout(CLOSE_REPLY_GRACE, async {
@@ -203,18 +203,18 @@ async fn close_cleanly<L>(
     .await;
 }
 
-// === impl SocketGauge ===
+// === impl WebSocketGauge ===
 
-impl SocketGauge {
-    /// A gauge that allows `limit` sockets open at once.
+impl WebSocketGauge {
+    /// A gauge that allows `limit` WebSockets open at once.
     pub fn new(limit: u64) -> Self {
-        SocketGauge {
+        WebSocketGauge {
             open: AtomicU64::new(0),
             limit,
         }
     }
 
-    /// Sockets open now (closing ones included).
+    /// WebSockets open now (closing ones included).
     pub fn open(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
     }
@@ -224,12 +224,12 @@ impl SocketGauge {
     }
 }
 
-/// Counts the socket in its gauge while it lives.
-struct OpenSocket(Arc<SocketGauge>);
+/// Counts the WebSocket in its gauge while it lives.
+struct OpenWebSocket(Arc<WebSocketGauge>);
 
-impl OpenSocket {
-    /// Count one more socket, unless the gauge is at its limit (returned).
-    fn reserve(gauge: &Arc<SocketGauge>) -> Result<Self, u64> {
+impl OpenWebSocket {
+    /// Count one more WebSocket, unless the gauge is at its limit (returned).
+    fn reserve(gauge: &Arc<WebSocketGauge>) -> Result<Self, u64> {
         let limit = gauge.limit;
         gauge
             .open
@@ -237,11 +237,11 @@ impl OpenSocket {
                 (open < limit).then_some(open + 1)
             })
             .map_err(|_| limit)?;
-        Ok(OpenSocket(gauge.clone()))
+        Ok(OpenWebSocket(gauge.clone()))
     }
 }
 
-impl Drop for OpenSocket {
+impl Drop for OpenWebSocket {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -277,7 +277,7 @@ struct Reader {
 // === impl Reader ===
 
 impl Reader {
-    /// Read what the socket has. `Ok(false)` at end of stream.
+    /// Read what the WebSocket has. `Ok(false)` at end of stream.
     fn read_from(&mut self, stream: &TcpStream) -> io::Result<bool> {
         let mut chunk = [0u8; READ_CHUNK];
         match stream.try_read(&mut chunk) {
@@ -304,7 +304,7 @@ impl Reader {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     if self.buf.is_empty() {
-                        // Give the buffer back: an idle socket holds no memory for reading.
+                        // Give the buffer back: an idle WebSocket holds no memory for reading.
                         self.buf = BytesMut::new();
                     }
                     return Ok(None);

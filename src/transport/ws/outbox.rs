@@ -1,15 +1,15 @@
-//! The write half of a WebSocket: frames go to the socket at once when it can take them, and
-//! into a small bounded queue drained by the socket's writer task when it cannot.
+//! The write half of a WebSocket: frames go to the WebSocket at once when it can take them, and
+//! into a small bounded queue drained by the WebSocket's writer task when it cannot.
 //!
 //! Whoever delivers a frame (a connection actor, or a topic on the fast path) writes it to the
 //! kernel directly: the topic a whole frame built once and shared by every recipient (one
 //! `send`), an actor a header from the stack and the payload (one `sendmsg`), so a delivery
 //! costs no copy, no allocation and no task wake-up.
-//! Only a socket that pushes back queues, and only a queue over [`QUEUE_LIMIT`] reports
+//! Only a WebSocket that pushes back queues, and only a queue over [`QUEUE_LIMIT`] reports
 //! [`Full`](WriteOutcome::Full) to its writer, whose slow-consumer policy
 //! decides what happens next.
 //!
-//! The outbox is also the socket's **fast lane**: while its client is caught up, the session
+//! The outbox is also the WebSocket's **fast lane**: while its client is caught up, the session
 //! actor lends it (a lane of its own type `L`, lent with [`Outbox::lend`]) to whoever may write
 //! without messaging the actor, which then writes through [`Shared::through_lane`]. The lane's
 //! state sits under the same lock as the queue, so a direct delivery touches little memory.
@@ -29,14 +29,14 @@ use tokio::sync::Notify;
 
 use super::super::write::WriteOutcome;
 
-/// Bytes a socket may hold queued before writers are told it is full. One frame is always
+/// Bytes a WebSocket may hold queued before writers are told it is full. One frame is always
 /// accepted into an empty queue, whatever its size.
 pub const QUEUE_LIMIT: usize = 64 * 1024;
 /// Most queued frames handed to one `writev`.
 const MAX_IOVECS: usize = 64;
 
-/// The socket's write half, shared by everyone who writes to it; `L` is the fast lane's state
-/// (`()` for sockets that never lend one).
+/// The WebSocket's write half, shared by everyone who writes to it; `L` is the fast lane's state
+/// (`()` for WebSockets that never lend one).
 pub struct Outbox<L = ()> {
     shared: Arc<Shared<L>>,
 }
@@ -49,7 +49,7 @@ impl<L> Clone for Outbox<L> {
     }
 }
 
-/// What the writers of one socket share: the queue, the socket and the lane, under one lock.
+/// What the writers of one WebSocket share: the queue, the WebSocket and the lane, under one lock.
 pub struct Shared<L = ()> {
     state: Mutex<State<L>>,
     /// Notified when the write half is finished (close frame written, or a write failed).
@@ -59,23 +59,23 @@ pub struct Shared<L = ()> {
 }
 
 struct State<L> {
-    /// The fast lane, when lent. Kept apart from `io` so a lane writer borrows the socket
+    /// The fast lane, when lent. Kept apart from `io` so a lane writer borrows the WebSocket
     /// while the lane is edited in place.
     lane: Option<L>,
     io: Io,
 }
 
-/// The socket and its queue: everything a write touches.
+/// The WebSocket and its queue: everything a write touches.
 struct Io {
     /// Set when the server hands the upgraded connection over; frames queue until then.
-    socket: Option<Socket>,
+    stream: Option<RawStream>,
     queue: VecDeque<Pending>,
     queued_bytes: usize,
     /// A close frame is queued: nothing is written after it.
     closing: bool,
     /// The write half is gone (closed or failed).
     finished: bool,
-    /// A write failed: the socket is to be finished by whoever saw it.
+    /// A write failed: the WebSocket is to be finished by whoever saw it.
     broken: bool,
     /// The writer task, waiting for something to write.
     writer: Option<Waker>,
@@ -83,10 +83,10 @@ struct Io {
     room: Option<Waker>,
 }
 
-/// The handed-over socket, with its descriptor kept inline: a direct write reaches the kernel
-/// without loading the stream's own allocation, which with thousands of sockets is a cache
+/// The handed-over TCP stream, with its descriptor kept inline: a direct write reaches the kernel
+/// without loading the stream's own allocation, which with thousands of WebSockets is a cache
 /// (and TLB) miss per delivery (`perf`: ~4 % of a node's CPU in the 5,000-subscriber bench).
-struct Socket {
+struct RawStream {
     fd: RawFd,
     /// Owns `fd`: it stays open for as long as this is held.
     _owner: Arc<TcpStream>,
@@ -101,9 +101,9 @@ struct Pending {
     written: usize,
 }
 
-// === impl Socket ===
+// === impl RawStream ===
 
-impl Socket {
+impl RawStream {
     fn fd(&self) -> BorrowedFd<'_> {
         // SAFETY: `fd` is `_owner`'s descriptor, and `_owner` is held by `self`, so the
         // descriptor stays open for the borrow's lifetime.
@@ -176,15 +176,15 @@ impl Frame<'_> {
         }
     }
 
-    fn write(&self, socket: &Socket) -> io::Result<usize> {
-        let fd = socket.fd();
-        let socket = socket2::SockRef::from(&fd);
+    fn write(&self, stream: &RawStream) -> io::Result<usize> {
+        let fd = stream.fd();
+        let sock = socket2::SockRef::from(&fd);
         match self {
             Frame::Message(opcode, payload) => {
                 let (header, header_len) = frame_header(*opcode, payload.len());
-                socket.send_vectored(&[IoSlice::new(&header[..header_len]), IoSlice::new(payload)])
+                sock.send_vectored(&[IoSlice::new(&header[..header_len]), IoSlice::new(payload)])
             }
-            Frame::Whole(frame) => socket.send(frame),
+            Frame::Whole(frame) => sock.send(frame),
         }
     }
 
@@ -243,14 +243,14 @@ fn close_payload(reason: Option<CloseReason>) -> Bytes {
 // === impl Outbox ===
 
 impl<L> Outbox<L> {
-    /// An outbox whose socket is not handed over yet: frames queue until [`Outbox::connect`].
+    /// An outbox whose WebSocket is not handed over yet: frames queue until [`Outbox::connect`].
     pub fn new() -> Self {
         Outbox {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     lane: None,
                     io: Io {
-                        socket: None,
+                        stream: None,
                         queue: VecDeque::new(),
                         queued_bytes: 0,
                         closing: false,
@@ -266,7 +266,7 @@ impl<L> Outbox<L> {
         }
     }
 
-    /// Write a text (or binary) message frame now if the socket takes it, or queue it.
+    /// Write a text (or binary) message frame now if the WebSocket takes it, or queue it.
     pub fn send(&self, opcode: OpCode, payload: &Bytes) -> WriteOutcome {
         let mut state = self.shared.state.lock();
         let outcome = state.io.send(Frame::Message(opcode, payload));
@@ -285,7 +285,7 @@ impl<L> Outbox<L> {
         }
     }
 
-    /// Queue a close frame (once) after what is queued; the socket's write half ends after it.
+    /// Queue a close frame (once) after what is queued; the WebSocket's write half ends after it.
     pub fn close(&self, reason: Option<CloseReason>) {
         let mut state = self.shared.state.lock();
         if state.io.closing || state.io.finished {
@@ -299,7 +299,7 @@ impl<L> Outbox<L> {
         self.shared.closing.notify_waiters();
     }
 
-    /// Ready when there is room in the queue (or the socket is gone); registers `cx` otherwise.
+    /// Ready when there is room in the queue (or the WebSocket is gone); registers `cx` otherwise.
     pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
         let mut state = self.shared.state.lock();
         if state.io.closing || state.io.finished {
@@ -347,11 +347,11 @@ impl<L> Outbox<L> {
         }
     }
 
-    /// The handed-over socket: from now on frames are written to it, and the queue drains.
+    /// The handed-over WebSocket: from now on frames are written to it, and the queue drains.
     pub fn connect(&self, stream: Arc<TcpStream>) {
         let mut state = self.shared.state.lock();
         if !state.io.finished {
-            state.io.socket = Some(Socket {
+            state.io.stream = Some(RawStream {
                 fd: stream.as_raw_fd(),
                 _owner: stream,
             });
@@ -374,22 +374,22 @@ impl<L> Outbox<L> {
         self.shared.state.lock().lane.take()
     }
 
-    /// What every writer of this socket shares, for whoever writes through the lane.
+    /// What every writer of this WebSocket shares, for whoever writes through the lane.
     pub fn shared(&self) -> Arc<Shared<L>> {
         self.shared.clone()
     }
 
-    /// Whether `self` and `other` are the same socket's outbox.
+    /// Whether `self` and `other` are the same WebSocket's outbox.
     pub fn same(&self, other: &Outbox<L>) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// The write half ended (close written, write error, or the socket never came).
+    /// The write half ended (close written, write error, or the WebSocket never came).
     pub fn finish(&self) {
         self.shared.finish();
     }
 
-    /// The writer task: drains the queue whenever the socket is writable, until the close
+    /// The writer task: drains the queue whenever the WebSocket is writable, until the close
     /// frame is written or a write fails.
     pub async fn drain(&self, stream: Arc<TcpStream>) {
         loop {
@@ -470,7 +470,7 @@ impl<L> Outbox<L> {
             }
         }
         if state.io.queue.is_empty() {
-            // Give the queue's memory back: an idle socket holds none.
+            // Give the queue's memory back: an idle WebSocket holds none.
             state.io.queue = VecDeque::new();
             return Ok(state.io.closing);
         }
@@ -493,7 +493,7 @@ impl<L> Shared<L> {
         state.io.broken = false;
         state.io.queue.clear();
         state.io.queued_bytes = 0;
-        state.io.socket = None;
+        state.io.stream = None;
         if let Some(room) = state.io.room.take() {
             room.wake();
         }
@@ -505,7 +505,7 @@ impl<L> Shared<L> {
 // === impl Shared (the fast lane) ===
 
 impl<L> Shared<L> {
-    /// Deliver through the lent lane, under the socket's lock: `deliver` gets the lane and a
+    /// Deliver through the lent lane, under the WebSocket's lock: `deliver` gets the lane and a
     /// writer for whole frames, and says whether it delivered. `false` when no lane is lent.
     pub fn through_lane(&self, deliver: impl FnOnce(&mut L, &mut LaneWriter<'_>) -> bool) -> bool {
         let mut state = self.state.lock();
@@ -535,8 +535,8 @@ impl LaneWriter<'_> {
 // === impl Io ===
 
 impl Io {
-    /// Write a frame now if the socket takes it, or queue it (see [`Outbox::send`]). A failed
-    /// write marks the socket closed; the caller finishes the outbox.
+    /// Write a frame now if the WebSocket takes it, or queue it (see [`Outbox::send`]). A failed
+    /// write marks the WebSocket closed; the caller finishes the outbox.
     fn send(&mut self, frame: Frame<'_>) -> WriteOutcome {
         if self.closing || self.finished {
             return WriteOutcome::Closed;
@@ -544,10 +544,10 @@ impl Io {
         if self.queued_bytes >= QUEUE_LIMIT {
             return WriteOutcome::Full;
         }
-        if let (true, Some(socket)) = (self.queue.is_empty(), &self.socket) {
+        if let (true, Some(stream)) = (self.queue.is_empty(), &self.stream) {
             // Straight to the descriptor: the runtime's readiness bookkeeping is for the
             // writer task, which waits only when this fails.
-            match frame.write(socket) {
+            match frame.write(stream) {
                 Ok(n) if n == frame.len() => return WriteOutcome::Written,
                 Ok(n) => {
                     let mut rest = frame.pending();
@@ -555,7 +555,7 @@ impl Io {
                     self.push(rest);
                     return WriteOutcome::Written;
                 }
-                // The writer task waits for the socket (tokio learns it is not writable when
+                // The writer task waits for the WebSocket (tokio learns it is not writable when
                 // the writer's own attempt fails the same way).
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -577,7 +577,7 @@ impl Io {
     }
 
     fn wake_writer(&mut self) {
-        if self.socket.is_some() {
+        if self.stream.is_some() {
             if let Some(writer) = self.writer.take() {
                 writer.wake();
             }
@@ -599,7 +599,7 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_frame_queues_what_the_socket_did_not_take() {
+    fn a_whole_frame_queues_what_the_stream_did_not_take() {
         let payload = Bytes::from_static(b"5|hello");
         let whole = whole_text_frame(&payload);
         assert_eq!(&whole[..], b"\x81\x075|hello");
