@@ -9,7 +9,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use super::survey::{NodeReport, Pending};
+use super::report::{NodeReport, Pending};
 use crate::broker::{ControlChannel, ControlPlane};
 use crate::node::Node;
 use crate::topic::{Audience, Message, SessionId, StoreError};

@@ -20,6 +20,7 @@ pub mod admission;
 pub mod command;
 pub mod expiry;
 mod membership;
+mod report;
 pub mod survey;
 pub mod websocket;
 
@@ -36,7 +37,7 @@ pub use command::{Command, Commands, LocalSessions};
 pub use identity::{AuthError, Identity};
 pub use membership::{Fetch, Membership, Replay, Reports};
 pub use permissions::{Action, Denied, Permissions};
-pub use survey::{NodeReport, Survey};
+pub use report::{NodeReport, Survey};
 
 use crate::node::{Node, Stats};
 use crate::protocol::cettia::EventError;

@@ -7,58 +7,19 @@
 //! Redis) or [`SURVEY_WAIT`] has passed; what is missing is said in the answer, not hidden.
 //! Reports go to every node on the channel, so a survey costs the cluster N small messages
 //! (or, with topics, each node's topic list): an operator's call, not a client's.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::command::{Command, Commands};
+use super::report::{NodeReport, Pending, Survey};
 use crate::topic::StoreError;
 
 /// Longest a survey waits for the last live node's report.
 pub const SURVEY_WAIT: Duration = Duration::from_secs(2);
 /// Surveys in flight on one node, at most: past it a call is refused (503) rather than queued.
 pub const MAX_SURVEYS: usize = 16;
-
-/// What one node reports of itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeReport {
-    pub node: String,
-    pub clustered: bool,
-    pub broker_ready: bool,
-    /// Its sessions by protocol.
-    pub sessions: BTreeMap<String, usize>,
-    /// Topics with local members.
-    pub topics: usize,
-    pub published: u64,
-    pub delivered: u64,
-    pub websockets_open: u64,
-    /// Its topics with their local member counts, when the survey asked for them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub members: Vec<(String, usize)>,
-}
-
-/// The reports of a survey, ordered by node, and how many live nodes did not answer in time.
-#[derive(Debug)]
-pub struct Survey {
-    pub reports: Vec<NodeReport>,
-    pub missing: usize,
-}
-
-/// Surveys this node is waiting on: survey id -> where their reports go.
-#[derive(Default)]
-pub(super) struct Pending(Mutex<HashMap<String, mpsc::UnboundedSender<NodeReport>>>);
-
-impl Pending {
-    /// Hand a report to the survey waiting for it (one of another node is not ours).
-    pub(super) fn deliver(&self, survey: &str, report: NodeReport) {
-        if let Some(waiting) = self.0.lock().get(survey) {
-            let _ = waiting.send(report);
-        }
-    }
-}
 
 /// Removes a survey's waiter however the survey ends.
 struct Waiting<'a> {

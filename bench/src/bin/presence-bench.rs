@@ -13,13 +13,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use clap::Parser;
 use futures_util::stream::{self, StreamExt};
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -56,21 +52,6 @@ struct Args {
     /// reads Redis memory meanwhile).
     #[arg(long)]
     memory_probe: Option<std::path::PathBuf>,
-}
-
-fn token(secret: &str, user: &str) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let claims = json!({"sub": user, "exp": exp, "info": {"name": user}});
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{header}.{payload}").as_bytes());
-    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("{header}.{payload}.{signature}")
 }
 
 /// Open member `n`'s SSE connection and wait for the response head (the member is in). Each
@@ -180,7 +161,7 @@ fn raise_descriptor_limit() {
 async fn hold(args: &Args, node: &str) {
     let connections: Vec<TcpStream> = stream::iter(args.first..args.first + args.count)
         .map(|n| async move {
-            let token = token(&args.jwt_secret, &format!("user{n:06}"));
+            let token = nimbus_bench::jwt::hs256(&args.jwt_secret, &format!("user{n:06}"));
             // A node swamped by the storm of connections may time a request out: retry, as a
             // client would (counted in the join time).
             let mut tries = 0;
