@@ -79,8 +79,10 @@ export async function startNode(flags = []) {
  * Start the local cluster of scripts/cluster.sh (Redis, three nodes, HAProxy round-robin with
  * deploy/haproxy.cfg); `base` is the balancer. Resolves once the balancer answers.
  */
-export async function startCluster(flags = []) {
-  const port = 20000 + Math.floor(Math.random() * 4000) * 10;
+export async function startCluster(flags = [], attempt = 1) {
+  // Below the kernel's ephemeral range (32768-60999 here): a port in it may be the local port of
+  // any outgoing connection of the moment, and the balancer then cannot bind it.
+  const port = 20000 + Math.floor(Math.random() * 1200) * 10;
   const dir = join(root, 'target', `e2e-cluster-${port}`);
   const script = join(root, 'scripts', 'cluster.sh');
   const env = {
@@ -93,7 +95,14 @@ export async function startCluster(flags = []) {
     const child = spawn(script, [...args, '--dir', dir], { env, stdio: ['ignore', 'ignore', 'inherit'] });
     child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`cluster.sh ${args[0]}: ${code}`))));
   });
-  await run('up', '--port', String(port));
+  try {
+    await run('up', '--port', String(port));
+  } catch (error) {
+    // What did start (Redis, nodes) goes; another port block is tried, twice at most.
+    await run('down').catch(() => {});
+    if (attempt >= 3) throw error;
+    return startCluster(flags, attempt + 1);
+  }
   const base = `http://127.0.0.1:${port}`;
   return {
     base,
