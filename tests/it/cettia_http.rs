@@ -3,6 +3,8 @@
 //! re-poll window), CORS, abort, and the status codes of bad requests.
 use crate::common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{within, BodyReader, TestServer};
@@ -460,64 +462,70 @@ async fn bad_requests_get_the_reference_status_and_a_sentence() {
     assert_eq!(stream.read_to_end(5.0).await, "", "the transport is closed");
 }
 
-#[tokio::test]
-async fn a_long_poller_resumes_its_socket_with_the_events_sent_while_away() {
-    let closes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+/// A node whose Cettia application counts the transports it closed (`on_close`).
+fn start_counting_closes(
+    configure: impl FnOnce(&mut nimbus::Config),
+) -> (TestServer, nimbus::cettia::Cettia, Arc<AtomicUsize>) {
+    let closes = Arc::new(AtomicUsize::new(0));
     let counter = closes.clone();
-    let (server, cettia) = common::TestServer::start_with_cettia(
-        |_| {},
-        move |app| {
-            app.on_close(move |_| {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            });
-        },
+    let (server, cettia) = common::TestServer::start_with_cettia(configure, move |app| {
+        app.on_close(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+    });
+    (server, cettia, closes)
+}
+
+/// Open a long-polling transport (`extra` adds to the query); its transport id.
+async fn longpoll_open(server: &TestServer, extra: &str) -> String {
+    let url = open_url(server, "longpoll", extra);
+    transport_id(&reqwest::get(url).await.unwrap().text().await.unwrap())
+}
+
+/// One poll of transport `tid`; what it answered.
+async fn longpoll_poll(server: &TestServer, tid: &str) -> String {
+    let url = tid_url(
+        server,
+        tid,
+        "&cettia-transport-name=longpoll&cettia-transport-when=poll",
     );
-    let open = |extra: String| {
-        let url = open_url(&server, "longpoll", &extra);
-        async move { transport_id(&reqwest::get(url).await.unwrap().text().await.unwrap()) }
-    };
-    let poll = |tid: String| {
-        let url = tid_url(
-            &server,
-            &tid,
-            "&cettia-transport-name=longpoll&cettia-transport-when=poll",
-        );
-        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
-    };
-    let tid = open(String::new()).await;
-    let handshake = poll(tid.clone()).await;
-    let id = handshake
-        .split("cettia-id=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string();
-    let before = closes.load(std::sync::atomic::Ordering::SeqCst);
-    reqwest::get(tid_url(&server, &tid, "&cettia-transport-when=abort"))
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// Abort transport `tid` and wait until the application saw a transport close.
+async fn longpoll_abort(server: &TestServer, tid: &str, closes: &AtomicUsize) {
+    let before = closes.load(Ordering::SeqCst);
+    reqwest::get(tid_url(server, tid, "&cettia-transport-when=abort"))
         .await
         .unwrap();
     within(5.0, "the aborted transport to close", async {
-        while closes.load(std::sync::atomic::Ordering::SeqCst) == before {
+        while closes.load(Ordering::SeqCst) == before {
             // A backoff inside a deadline loop, not an ordering wait.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_long_poller_resumes_its_socket_with_the_events_sent_while_away() {
+    let (server, cettia, closes) = start_counting_closes(|_| {});
+    let tid = longpoll_open(&server, "").await;
+    let id = common::socket_id(&longpoll_poll(&server, &tid).await);
+    longpoll_abort(&server, &tid, &closes).await;
     let socket = cettia.socket(&id).expect("kept for the resume window");
     socket.send("note", Value::from("while away")).unwrap();
     socket.send("note", Value::from("still away")).unwrap();
 
-    let tid = open(format!("&cettia-id={id}")).await;
-    let again = poll(tid.clone()).await;
+    let tid = longpoll_open(&server, &format!("&cettia-id={id}")).await;
+    let again = longpoll_poll(&server, &tid).await;
     assert!(again.contains(&format!("cettia-id={id}&")), "{again}");
     assert_eq!(
-        poll(tid.clone()).await,
+        longpoll_poll(&server, &tid).await,
         r#"{"id":"0","type":"note","data":"while away","reply":false}"#
     );
     assert_eq!(
-        poll(tid.clone()).await,
+        longpoll_poll(&server, &tid).await,
         r#"{"id":"1","type":"note","data":"still away","reply":false}"#
     );
 }
@@ -529,64 +537,25 @@ async fn a_long_poller_resumes_its_socket_with_the_events_sent_while_away() {
 #[tokio::test]
 async fn a_long_poller_back_to_a_full_queue_is_not_a_slow_consumer() {
     const MAX_LAG: usize = 4;
-    let closes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = closes.clone();
-    let (server, cettia) = common::TestServer::start_with_cettia(
-        |c| c.max_lag_messages = MAX_LAG as u64,
-        move |app| {
-            app.on_close(move |_| {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            });
-        },
-    );
-    let open = |extra: String| {
-        let url = open_url(&server, "longpoll", &extra);
-        async move { transport_id(&reqwest::get(url).await.unwrap().text().await.unwrap()) }
-    };
-    let poll = |tid: String| {
-        let url = tid_url(
-            &server,
-            &tid,
-            "&cettia-transport-name=longpoll&cettia-transport-when=poll",
-        );
-        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
-    };
-    let tid = open(String::new()).await;
-    let handshake = poll(tid.clone()).await;
-    let id = handshake
-        .split("cettia-id=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string();
-    reqwest::get(tid_url(&server, &tid, "&cettia-transport-when=abort"))
-        .await
-        .unwrap();
+    let (server, cettia, closes) = start_counting_closes(|c| c.max_lag_messages = MAX_LAG as u64);
+    let tid = longpoll_open(&server, "").await;
+    let id = common::socket_id(&longpoll_poll(&server, &tid).await);
+    longpoll_abort(&server, &tid, &closes).await;
     let socket = cettia.socket(&id).expect("kept for the resume window");
-    within(5.0, "the aborted transport to close", async {
-        while closes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            // A backoff inside a deadline loop, not an ordering wait.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
     for i in 0..MAX_LAG {
         socket.send("away", Value::from(format!("{i}"))).unwrap();
     }
     let dropped = common::stat(&server, "slow_consumers_dropped").await;
 
-    let tid = open(format!("&cettia-id={id}")).await;
-    assert!(poll(tid.clone())
-        .await
-        .contains(&format!("cettia-id={id}&")));
+    let tid = longpoll_open(&server, &format!("&cettia-id={id}")).await;
+    let again = longpoll_poll(&server, &tid).await;
+    assert!(again.contains(&format!("cettia-id={id}&")), "{again}");
     // Two more while the client reads its queue one poll at a time.
     socket.send("back", Value::from("0")).unwrap();
     socket.send("back", Value::from("1")).unwrap();
     let mut read = Vec::new();
     for _ in 0..MAX_LAG + 2 {
-        read.push(poll(tid.clone()).await);
+        read.push(longpoll_poll(&server, &tid).await);
     }
     for (i, text) in read.iter().enumerate() {
         let (kind, n) = if i < MAX_LAG {

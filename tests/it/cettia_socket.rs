@@ -506,14 +506,7 @@ async fn a_slow_socket_is_dropped_and_resumes_with_its_bounded_queue() {
             .await
             .expect("upgrade");
     let handshake = ws_text(&mut slow).await;
-    let id = handshake
-        .split("cettia-id=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string();
+    let id = common::socket_id(&handshake);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let messages: Vec<String> = (0..MESSAGES)
         .map(|i| format!("burst-{i:05}|{}", "ü€😀".repeat(400)))

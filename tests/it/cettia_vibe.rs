@@ -376,16 +376,10 @@ async fn bad_vibe_requests_get_a_status_and_a_sentence() {
     // server issues are not for clients to choose (400, before any socket is looked up).
     let (mut ws, _) = ws_open_url(&server.ws_url("/cettia?cettia-version=1.0")).await;
     let handshake = ws_text(&mut ws).await;
-    let cettia_id = handshake
-        .split("cettia-id=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
+    let cettia_id = common::socket_id(&handshake);
     let (status, _, body) = get_text(&vibe_url(
         &server,
-        cettia_id,
+        &cettia_id,
         "&when=open&transport=longpollajax",
     ))
     .await;

@@ -182,12 +182,23 @@ pub async fn stats(server: &TestServer) -> serde_json::Value {
     serde_json::from_str(&body).expect("stats are JSON")
 }
 
-/// One counter of `/_nimbus/stats`.
 /// The `cettia-transport-id` a Cettia transport handshake carries.
 pub fn transport_id(handshake: &str) -> String {
     handshake
         .split_once("cettia-transport-id=")
         .expect("a transport handshake")
+        .1
+        .split(['&', '\n'])
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The `cettia-id` a Cettia socket handshake carries.
+pub fn socket_id(handshake: &str) -> String {
+    handshake
+        .split_once("cettia-id=")
+        .expect("a socket handshake")
         .1
         .split(['&', '\n'])
         .next()
