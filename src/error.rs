@@ -109,11 +109,6 @@ impl HttpError {
         }
     }
 
-    /// Whether the gate refused the client (rather than its request being wrong).
-    fn is_gate(&self) -> bool {
-        matches!(self, HttpError::Gate(_))
-    }
-
     /// What both protocols answer: the status, `Retry-After` when waiting helps, and the
     /// sentence as the body.
     fn plain(&self) -> HttpResponseBuilder {
@@ -164,7 +159,7 @@ impl HttpError {
     /// `close` to its application.
     pub fn cettia(&self) -> HttpResponse {
         let mut response = self.plain();
-        if self.is_gate() {
+        if matches!(self, HttpError::Gate(_)) {
             response.force_close();
         }
         response.body(format!("{self}\n"))

@@ -80,17 +80,13 @@ pub fn lagging(node: &Node, session: &str, behind: u64) -> Option<CloseReason> {
     if behind <= node.config.max_lag_messages {
         return None;
     }
-    Some(slow_consumer(node, session, behind))
-}
-
-fn slow_consumer(node: &Node, session: &str, behind: u64) -> CloseReason {
     Stats::add(&node.stats.slow_consumers_dropped, 1);
     tracing::warn!(%session, behind,
         "slow consumer: closing its transport; it resumes from where it stands on reconnect");
-    CloseReason {
+    Some(CloseReason {
         code: CloseCode::Again,
         description: Some("slow consumer".into()),
-    }
+    })
 }
 
 /// How a WebSocket the backend API disconnected is closed: `1000`, "disconnected by the
